@@ -1,0 +1,3 @@
+"""digest: weekly email digest newsletters."""
+
+__version__ = "0.1.0"

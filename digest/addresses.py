@@ -1,0 +1,24 @@
+"""Email address validation and normalisation (email-validator, no DNS)."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+
+
+def normalise_address(address: str) -> str:
+    """The normalised form of `address`; ValueError with the reason when it is not valid."""
+    address = address.strip()
+    if not address:
+        raise ValueError("the address is empty")
+    if any(ch in address for ch in "\r\n\0"):
+        raise ValueError("the address contains a line break")
+    try:
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    return result.normalized
+
+
+def address_key(address: str) -> str:
+    """The case-insensitive key that makes one subscriber per mailbox."""
+    return address.casefold()

@@ -1,0 +1,359 @@
+"""Settings: one typed object from defaults, `digest.toml` and `DIGEST_*` environment variables.
+
+Precedence (last wins): built-in defaults < config file < environment < command-line options.
+Secrets (SMTP password, secret key) come only from the environment or from a file that only
+its owner can read; they are never printed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from dataclasses import dataclass
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from digest.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "digest.toml"
+ENV_PREFIX = "DIGEST_"
+SECRET_KEYS = frozenset({"smtp_password", "secret_key"})
+
+
+class Settings(BaseModel):
+    """Every setting of digest. Keys are the names used in digest.toml; DIGEST_<KEY> overrides."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    # The newsletter
+    name: str = "Weekly digest"
+    from_address: str = Field("Digest <digest@localhost>", alias="from")
+    reply_to: str | None = None
+    base_url: str | None = None
+    organisation: str = ""
+    postal_address: str = ""
+    subject: str = "{{ name }}: {{ date_range }}"
+    timezone: str = "Europe/London"
+    list_id: str | None = None
+    unsubscribe_mailto: str | None = None
+    lookback_days: int = Field(7, ge=1, le=366)
+    templates_dir: str | None = None
+
+    # Storage
+    database_url: str = "sqlite:///subscribers.db"
+
+    # Sending
+    smtp_url: str = "smtp://localhost:25"
+    smtp_password: str | None = None
+    smtp_password_file: str | None = None
+    smtp_ca_file: str | None = None
+    smtp_timeout: float = Field(30.0, gt=0)
+    smtp_connections: int = Field(1, ge=1, le=64)
+    send_rate: float = Field(0.0, ge=0)  # messages per second; 0 means as fast as the server takes
+    retry_lifetime_hours: float = Field(72.0, gt=0)
+
+    # Tokens in unsubscribe links
+    secret_key: str | None = None
+    secret_key_file: str = "digest.key"
+
+    @field_validator("from_address", "reply_to", "unsubscribe_mailto")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _ensure_single_line(value)
+        _, addr = parseaddr(value)
+        if "@" not in addr:
+            raise ValueError(f"{value!r} is not an email address (expected 'Name <user@domain>')")
+        from digest.addresses import normalise_address
+
+        normalise_address(addr)  # raises ValueError with the reason
+        return value
+
+    @field_validator("name", "organisation", "subject", "list_id")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        if value is not None:
+            _ensure_single_line(value)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://news.example.org")
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}, e.g. Europe/London or UTC") from None
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, value: str) -> str:
+        parse_smtp_url(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    # Derived values
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def smtp(self) -> SmtpConfig:
+        cfg = parse_smtp_url(self.smtp_url)
+        cfg.password = self.smtp_password or _read_secret_file(
+            self.smtp_password_file, "smtp_password_file"
+        )
+        cfg.ca_file = self.smtp_ca_file
+        cfg.timeout = self.smtp_timeout
+        if cfg.user and not cfg.password:
+            raise ConfigError(
+                f"smtp_url names the user {cfg.user!r} but no password is set",
+                hint="Set DIGEST_SMTP_PASSWORD or smtp_password_file.",
+            )
+        return cfg
+
+    @property
+    def from_domain(self) -> str:
+        return parseaddr(self.from_address)[1].rpartition("@")[2].lower()
+
+    def secret_key_bytes(self) -> bytes:
+        """The key that signs unsubscribe tokens; an error when none is configured."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        key = _read_secret_file(self.secret_key_file, "secret_key_file", missing_ok=True)
+        if key:
+            return key.encode()
+        raise ConfigError(
+            "no secret key for signing unsubscribe links",
+            hint=f"Run `digest init` to create {self.secret_key_file}, or set DIGEST_SECRET_KEY.",
+        )
+
+
+@dataclass
+class SmtpConfig:
+    url: str
+    security: Literal["plain", "starttls", "tls"]
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    timeout: float = 30.0
+
+    @property
+    def display(self) -> str:
+        """The URL without credentials, for messages."""
+        scheme = {"plain": "smtp", "starttls": "smtp+starttls", "tls": "smtps"}[self.security]
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+_SMTP_SCHEMES: dict[str, tuple[Literal["plain", "starttls", "tls"], int]] = {
+    "smtp": ("plain", 25),
+    "smtp+starttls": ("starttls", 587),
+    "smtps": ("tls", 465),
+}
+
+
+def parse_smtp_url(url: str) -> SmtpConfig:
+    """Parse smtp://, smtp+starttls:// or smtps:// URLs; raises ValueError on a bad one."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SMTP_SCHEMES:
+        raise ValueError(
+            f"{url!r} must start with smtp://, smtp+starttls:// or smtps:// "
+            "(e.g. smtp+starttls://user@mail.example.org:587)"
+        )
+    if parts.password is not None:
+        raise ValueError(
+            "do not put the password in smtp_url; set DIGEST_SMTP_PASSWORD or smtp_password_file"
+        )
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host name")
+    security, default_port = _SMTP_SCHEMES[parts.scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    user = unquote(parts.username) if parts.username else None
+    if user and security == "plain" and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"refusing to send credentials over a plain connection to {parts.hostname}; "
+            "use smtp+starttls:// or smtps://"
+        )
+    return SmtpConfig(url=url, security=security, host=parts.hostname, port=port, user=user)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_database_url(value: str) -> str:
+    """Accept a SQLAlchemy URL, or a plain file path meaning a SQLite database."""
+    if "://" not in value:
+        return f"sqlite:///{value}"
+    scheme = value.split("://", 1)[0]
+    if scheme in ("postgres", "postgresql"):
+        # SQLAlchemy's default postgres driver is psycopg2; we ship psycopg 3.
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+        raise ValueError(f"{value!r}: only sqlite:/// and postgresql:// databases are supported")
+    return value
+
+
+def _ensure_single_line(value: str) -> None:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be a single line")
+
+
+def _read_secret_file(path: str | None, setting: str, missing_ok: bool = False) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise ConfigError(f"{setting}: {path} does not exist") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{setting}: {path} can be read by other users",
+            hint=f"Run `chmod 600 {path}`.",
+        )
+    return p.read_text(encoding="utf-8").strip() or None
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: dict[str, str]  # setting key -> where its value came from
+    config_path: Path | None
+
+
+def _field_keys() -> dict[str, str]:
+    """Map of digest.toml key -> model field name."""
+    return {(f.alias or name): name for name, f in Settings.model_fields.items()}
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> LoadedSettings:
+    """Build the settings. `config_path` (or DIGEST_CONFIG) must exist when given explicitly."""
+    env = dict(os.environ if environ is None else environ)
+    keys = _field_keys()
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = dict.fromkeys(keys, "default")
+
+    explicit = config_path or env.get("DIGEST_CONFIG")
+    path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    loaded_path: Path | None = None
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        for key, value in data.items():
+            if key not in keys:
+                raise ConfigError(
+                    f"{path}: unknown setting {key!r}",
+                    hint="`digest config show` lists every setting.",
+                )
+            if key in SECRET_KEYS:
+                raise ConfigError(
+                    f"{path}: {key} must not be written in the config file",
+                    hint=f"Set {ENV_PREFIX}{key.upper()} or {key}_file instead.",
+                )
+            values[key] = value
+            sources[key] = str(path)
+        loaded_path = path
+    elif explicit:
+        raise ConfigError(
+            f"config file {path} does not exist", hint="Run `digest init` to create one."
+        )
+
+    for key in keys:
+        env_name = ENV_PREFIX + key.upper()
+        if env_name in env and env[env_name] != "":
+            values[key] = env[env_name]
+            sources[key] = f"env {env_name}"
+
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+            sources[key] = "command line"
+
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        raise _config_error(exc, sources) from None
+    return LoadedSettings(settings=settings, sources=sources, config_path=loaded_path)
+
+
+def _config_error(exc: ValidationError, sources: dict[str, str]) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        msg = err["msg"].removeprefix("Value error, ")
+        where = sources.get(key, "")
+        lines.append(f"setting {key!r} ({where}): {msg}" if where else f"{key}: {msg}")
+    return ConfigError(
+        "invalid settings: " + "; ".join(lines),
+        hint="Fix digest.toml or the DIGEST_* environment variable named above.",
+    )
+
+
+def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
+    """(key, display value, source) for every setting, secrets redacted."""
+    from sqlalchemy.engine import make_url
+
+    rows = []
+    dumped = loaded.settings.model_dump(by_alias=True)
+    for key, value in dumped.items():
+        source = loaded.sources.get(key, "default")
+        if key in SECRET_KEYS:
+            shown = "(set, hidden)" if value else "(not set)"
+        elif key == "database_url":
+            shown = make_url(value).render_as_string(hide_password=True)
+        elif value is None:
+            shown = "(not set)"
+        else:
+            shown = str(value)
+        rows.append((key, shown, source))
+    key_file = Path(loaded.settings.secret_key_file)
+    if not loaded.settings.secret_key:
+        rows.append(
+            ("secret key", "(from file)" if key_file.exists() else "(missing)", str(key_file))
+        )
+    return rows

@@ -1,0 +1,247 @@
+"""Select the items of the next issue, render it, and freeze it with its recipients."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from digest.config import Settings
+from digest.errors import DigestError, NotFoundError
+from digest.models import (
+    TERMINAL_DELIVERY,
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    IssueItem,
+    IssueStatus,
+    NewsItem,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from digest.render import Branding, ItemView, RenderedIssue, render_issue
+
+
+def branding(settings: Settings) -> Branding:
+    return Branding(
+        name=settings.name,
+        organisation=settings.organisation,
+        postal_address=settings.postal_address,
+        base_url=settings.base_url,
+        timezone=settings.tz,
+        subject_template=settings.subject,
+    )
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What the next issue would be: its number, period, items and rendered content."""
+
+    number: int
+    period_start: datetime
+    period_end: datetime
+    items: Sequence[NewsItem]
+    rendered: RenderedIssue
+
+
+def last_issue(session: Session) -> Issue | None:
+    return session.exec(select(Issue).order_by(col(Issue.number).desc())).first()
+
+
+def default_window(
+    session: Session, settings: Settings, now: datetime
+) -> tuple[datetime, datetime]:
+    """Since the end of the last issue, or `lookback_days` back on the first run; until now."""
+    last = last_issue(session)
+    since = last.period_end if last else now - timedelta(days=settings.lookback_days)
+    return since, now
+
+
+def select_items(session: Session, since: datetime, until: datetime) -> Sequence[NewsItem]:
+    """Items published in [since, until) that no earlier issue carried, newest first."""
+    already = select(IssueItem.news_item_id).where(col(IssueItem.news_item_id).is_not(None))
+    query = (
+        select(NewsItem)
+        .where(NewsItem.published_at >= since, NewsItem.published_at < until)
+        .where(col(NewsItem.id).not_in(already))
+        .order_by(col(NewsItem.published_at).desc(), col(NewsItem.id))
+    )
+    return session.exec(query).all()
+
+
+def _views(items: Sequence[NewsItem]) -> list[ItemView]:
+    return [
+        ItemView(
+            title=i.title,
+            url=i.url,
+            summary_html=i.summary_html,
+            category=i.category,
+            published_at=i.published_at,
+        )
+        for i in items
+    ]
+
+
+def draft_issue(
+    session: Session,
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> Draft | None:
+    """Render the next issue without storing anything; None when there are no new items."""
+    now = now or utcnow()
+    d_since, d_until = default_window(session, settings, now)
+    since, until = since or d_since, until or d_until
+    if since >= until:
+        raise DigestError(
+            f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
+            f"--until {until:%Y-%m-%d %H:%M} (UTC)"
+        )
+    items = select_items(session, since, until)
+    if not items:
+        return None
+    last = last_issue(session)
+    number = (last.number + 1) if last else 1
+    rendered = render_issue(
+        branding(settings),
+        _views(items),
+        period_start=since,
+        period_end=until,
+        number=number,
+        templates_dir=settings.templates_dir,
+    )
+    return Draft(number=number, period_start=since, period_end=until, items=items, rendered=rendered)
+
+
+def active_count(session: Session) -> int:
+    return session.exec(
+        select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.active)
+    ).one()
+
+
+def create_issue(session: Session, draft: Draft) -> Issue:
+    """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
+    active subscriber, all in the caller's transaction. Later subscribers are not in it."""
+    issue = Issue(
+        number=draft.number,
+        uid=secrets.token_hex(8),
+        status=IssueStatus.sending,
+        subject=draft.rendered.subject,
+        period_start=draft.period_start,
+        period_end=draft.period_end,
+        html=draft.rendered.html,
+        text=draft.rendered.text,
+    )
+    session.add(issue)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:
+        raise DigestError(
+            f"issue {draft.number} was created by another digest process at the same time",
+            hint="Run `digest send` again: it resumes that issue.",
+        ) from None
+    assert issue.id is not None
+    for position, item in enumerate(draft.items, 1):
+        session.add(
+            IssueItem(
+                issue_id=issue.id,
+                news_item_id=item.id,
+                position=position,
+                title=item.title,
+                url=item.url,
+                summary_html=item.summary_html,
+                summary_text=item.summary_text,
+                category=item.category,
+                published_at=item.published_at,
+            )
+        )
+    delivery = Delivery.__table__  # type: ignore[attr-defined]
+    subscriber = Subscriber.__table__  # type: ignore[attr-defined]
+    session.execute(
+        sa.insert(delivery).from_select(
+            ["issue_id", "subscriber_id", "status", "attempts", "last_reply"],
+            sa.select(
+                sa.literal(issue.id),
+                subscriber.c.id,
+                sa.literal(DeliveryStatus.queued.value),
+                sa.literal(0),
+                sa.literal(""),
+            )
+            .where(subscriber.c.status == SubscriberStatus.active.value)
+            .order_by(subscriber.c.id),
+        )
+    )
+    session.flush()
+    return issue
+
+
+def unfinished_issue(session: Session) -> Issue | None:
+    return session.exec(
+        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+    ).first()
+
+
+def get_issue(session: Session, number: int) -> Issue:
+    issue = session.exec(select(Issue).where(Issue.number == number)).first()
+    if issue is None:
+        raise NotFoundError(f"no issue {number}", hint="`digest issues list` shows the issues.")
+    return issue
+
+
+def delivery_counts(session: Session, issue_id: int) -> dict[str, int]:
+    rows = session.exec(
+        select(Delivery.status, func.count())
+        .where(Delivery.issue_id == issue_id)
+        .group_by(Delivery.status)
+    ).all()
+    counts = {s.value: 0 for s in DeliveryStatus}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def finish_if_done(session: Session, issue: Issue) -> bool:
+    """Mark the issue sent (or sent_with_failures) when, and only when, every row is terminal."""
+    counts = delivery_counts(session, issue.id or 0)
+    if any(n for status, n in counts.items() if status not in TERMINAL_DELIVERY):
+        return False
+    issue.status = IssueStatus.sent_with_failures if counts["failed"] else IssueStatus.sent
+    issue.completed_at = utcnow()
+    session.add(issue)
+    session.flush()
+    return True
+
+
+def list_issues(session: Session) -> list[tuple[Issue, dict[str, int], int]]:
+    issues = session.exec(select(Issue).order_by(col(Issue.number).desc())).all()
+    out = []
+    for issue in issues:
+        n_items = session.exec(
+            select(func.count()).select_from(IssueItem).where(IssueItem.issue_id == issue.id)
+        ).one()
+        out.append((issue, delivery_counts(session, issue.id or 0), n_items))
+    return out
+
+
+def issue_items(session: Session, issue_id: int) -> Sequence[IssueItem]:
+    return session.exec(
+        select(IssueItem).where(IssueItem.issue_id == issue_id).order_by(col(IssueItem.position))
+    ).all()
+
+
+def problem_deliveries(session: Session, issue_id: int) -> list[tuple[str, str, int, str]]:
+    """(address, status, attempts, last reply) of failed and deferred deliveries."""
+    rows = session.exec(
+        select(Subscriber.email, Delivery.status, Delivery.attempts, Delivery.last_reply)
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id), isouter=True)
+        .where(Delivery.issue_id == issue_id)
+        .where(col(Delivery.status).in_([DeliveryStatus.failed, DeliveryStatus.deferred]))
+        .order_by(col(Delivery.id))
+    ).all()
+    return [(email or "(removed)", status, attempts, reply) for email, status, attempts, reply in rows]

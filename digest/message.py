@@ -1,0 +1,190 @@
+"""The wire bytes of a digest message, prepared once per issue and personalised cheaply.
+
+Everything that is the same for every recipient (headers, both bodies, their quoted-printable
+encoding, CRLF line ends, dot-safety) is done once in `MessageTemplate`. Per recipient,
+`render()` only joins prepared bytes with the few values that differ: To, Message-ID and the
+unsubscribe link. Because no body line starts with "." (QP encodes it as =2E) and every line
+ends in CRLF, the result can go straight after SMTP DATA without smtplib's rewriting.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email import quoprimime
+from email.headerregistry import Address
+from email.utils import format_datetime, parseaddr
+
+from digest.render import PLACEHOLDER_UNSUBSCRIBE
+
+_QP_LINE = 74  # leaves room to turn a leading "." into "=2E" within RFC 2045's 76
+_CTRL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    email: str
+    name: str
+    message_id: str  # with angle brackets
+    unsubscribe_url: str  # https link, or the mailto: link when there is no base URL
+
+
+def header_text(value: str) -> str:
+    """One line of header text: CR, LF and other control characters become spaces.
+
+    Untrusted text (feed titles, names) must never start a new header (RFC 5322 §2.2).
+    """
+    return " ".join(_CTRL.sub(" ", value).split())
+
+
+def _fold(name: str, value: str) -> bytes:
+    """A header field, RFC 2047-encoded when not ASCII and folded at 78, ending in CRLF."""
+    value = header_text(value)
+    line = f"{name}: {value}"
+    if line.isascii() and len(line) <= 78:
+        return line.encode("ascii") + b"\r\n"
+    header = policy.SMTP.header_factory(name, value)
+    return header.fold(policy=policy.SMTP).encode("ascii")
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable (RFC 2045 §6.7) with CRLF line ends and no line starting with '.'."""
+    # body_encode works on one character per byte: give it the UTF-8 bytes as latin-1 text.
+    raw = text.encode("utf-8").decode("latin-1")
+    encoded = quoprimime.body_encode(raw, maxlinelen=_QP_LINE, eol="\r\n")
+    if "\n." in encoded or encoded.startswith("."):
+        encoded = re.sub(r"(^|\n)\.", r"\1=2E", encoded)
+    return encoded.encode("ascii")
+
+
+def _qp_piece(text: str) -> bytes:
+    """A piece that is followed by another piece: ends on a line boundary or a soft break."""
+    if not text:
+        return b""
+    encoded = _qp(text)
+    return encoded if text.endswith("\n") else encoded + b"=\r\n"
+
+
+def _qp_value(value: str) -> bytes:
+    # The common case, an ASCII URL that fits on a line, needs no encoding at all.
+    if len(value) <= _QP_LINE and value.isascii() and "=" not in value and value[:1] != ".":
+        if value.isprintable():
+            return value.encode("ascii") + b"=\r\n"
+    return _qp_piece(value)
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    from_address: str
+    reply_to: str | None
+    list_id: str  # "Name <slug.domain>"
+    mailto_unsubscribe: str  # mailto:…?subject=unsubscribe
+    message_id_domain: str
+
+
+class MessageTemplate:
+    """One issue's message with holes for the per-recipient values."""
+
+    def __init__(
+        self,
+        *,
+        settings: MessageSettings,
+        subject: str,
+        html_body: str,
+        text_body: str,
+        date: datetime,
+        boundary: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.subject = header_text(subject)
+        boundary = boundary or f"=_digest_{secrets.token_hex(12)}"
+        # "=_" cannot occur in quoted-printable text, so the boundary never collides.
+        self.boundary = boundary
+
+        head = [_fold("From", settings.from_address)]
+        if settings.reply_to:
+            head.append(_fold("Reply-To", settings.reply_to))
+        self._head_before_to = b"".join(head)
+        self._head_after_to = _fold("Subject", self.subject) + _fold(
+            "Date", format_datetime(date)
+        )
+        self._list_id = _fold("List-Id", settings.list_id)  # RFC 2919
+        self._mime = (
+            b"MIME-Version: 1.0\r\n"
+            + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode()
+            + b"\r\n"
+        )
+        part_head = (
+            "--{b}\r\nContent-Type: text/{sub}; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        )
+        # Body pieces: prepared bytes, with a slot for the recipient's unsubscribe link.
+        self._text_pieces = self._split(text_body, escape=False)
+        self._html_pieces = self._split(html_body, escape=True)
+        self._text_head = part_head.format(b=boundary, sub="plain").encode()
+        self._html_head = ("\r\n" + part_head.format(b=boundary, sub="html")).encode()
+        self._tail = f"\r\n--{boundary}--\r\n".encode()
+
+    @staticmethod
+    def _split(body: str, *, escape: bool) -> list[bytes | Callable[[Recipient], bytes]]:
+        body = body.replace("\r\n", "\n")
+        if not body.endswith("\n"):
+            body += "\n"
+        pieces: list[bytes | Callable[[Recipient], bytes]] = []
+        parts = body.split(PLACEHOLDER_UNSUBSCRIBE)
+        for i, part in enumerate(parts):
+            if i:
+                if escape:
+                    pieces.append(lambda r: _qp_value(html.escape(r.unsubscribe_url)))
+                else:
+                    pieces.append(lambda r: _qp_value(r.unsubscribe_url))
+            encoded = _qp_piece(part) if i < len(parts) - 1 else _qp(part)
+            if encoded:
+                pieces.append(encoded)
+        # The body's final CRLF belongs to the boundary line that follows.
+        last = pieces[-1]
+        if isinstance(last, bytes) and last.endswith(b"\r\n"):
+            pieces[-1] = last[:-2]
+        return pieces
+
+    def _list_unsubscribe(self, r: Recipient) -> bytes:
+        # RFC 2369 List-Unsubscribe, and RFC 8058 one-click when the link is https.
+        mailto = self.settings.mailto_unsubscribe
+        if r.unsubscribe_url.startswith("https://"):
+            return (
+                f"List-Unsubscribe: <{header_text(r.unsubscribe_url)}>,\r\n <{mailto}>\r\n"
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            ).encode("ascii")
+        if r.unsubscribe_url.startswith("http://"):
+            return f"List-Unsubscribe: <{header_text(r.unsubscribe_url)}>,\r\n <{mailto}>\r\n".encode()
+        return f"List-Unsubscribe: <{mailto}>\r\n".encode()
+
+    def render(self, r: Recipient) -> bytes:
+        """The complete message for one recipient: CRLF line ends, ready for SMTP DATA."""
+        to = str(Address(display_name=header_text(r.name), addr_spec=r.email)) if r.name else r.email
+        out = [
+            self._head_before_to,
+            _fold("To", to),
+            self._head_after_to,
+            b"Message-ID: " + r.message_id.encode("ascii") + b"\r\n",
+            self._list_id,
+            self._list_unsubscribe(r),
+            self._mime,
+            self._text_head,
+        ]
+        for piece in self._text_pieces:
+            out.append(piece if isinstance(piece, bytes) else piece(r))
+        out.append(self._html_head)
+        for piece in self._html_pieces:
+            out.append(piece if isinstance(piece, bytes) else piece(r))
+        out.append(self._tail)
+        return b"".join(out)
+
+
+def envelope_sender(from_address: str) -> str:
+    return parseaddr(from_address)[1]

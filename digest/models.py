@@ -1,0 +1,196 @@
+"""Every table and status of digest. Nothing here is specific to SQLite or PostgreSQL.
+
+The schema itself is owned by the Alembic migrations in digest/migrations; a test checks
+that these models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+# Deterministic constraint names, identical on SQLite and PostgreSQL, so migrations can name them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite stores naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: digest stores aware UTC times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = False, index: bool = False, **kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, nullable=nullable, index=index, **kw)
+
+
+class SubscriberStatus(StrEnum):
+    pending = "pending"
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+
+
+class IssueStatus(StrEnum):
+    sending = "sending"
+    sent = "sent"
+    sent_with_failures = "sent_with_failures"
+
+
+class DeliveryStatus(StrEnum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    deferred = "deferred"
+    failed = "failed"
+    skipped = "skipped"
+
+
+TERMINAL_DELIVERY = (DeliveryStatus.sent, DeliveryStatus.failed, DeliveryStatus.skipped)
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    # Random identity used in links and Message-IDs, so nothing public reveals row numbers.
+    uid: str = Field(max_length=32, unique=True)
+    email: str = Field(max_length=320)
+    # casefold()ed address: one subscriber per mailbox whatever the capitalisation
+    email_key: str = Field(max_length=320, unique=True)
+    name: str = Field(default="", max_length=200)
+    status: str = Field(default=SubscriberStatus.active, max_length=16, index=True)
+    status_source: str = Field(default="cli", max_length=16)
+    created_at: datetime = _ts(default_factory=utcnow)
+    status_changed_at: datetime = _ts(default_factory=utcnow)
+    confirmed_at: datetime | None = _ts(nullable=True, default=None)
+
+
+class SubscriberEvent(SQLModel, table=True):
+    """Every status change with its source, so an organisation can show consent."""
+
+    __tablename__ = "subscriber_event"
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="CASCADE")],
+        index=True,
+    )
+    at: datetime = _ts(default_factory=utcnow)
+    status: str = Field(max_length=16)
+    source: str = Field(max_length=16)
+    detail: str = Field(default="", max_length=500)
+
+
+class Suppression(SQLModel, table=True):
+    """A removed person, kept only as a hash so a later import cannot silently re-add them."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hash: str = Field(max_length=64, unique=True)
+    reason: str = Field(default="removed", max_length=32)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class NewsItem(SQLModel, table=True):
+    __tablename__ = "news_item"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=1000, unique=True)
+    title: str = Field(max_length=500)
+    url: str = Field(max_length=2000)
+    summary_html: str = Field(default="", sa_type=sa.Text)
+    summary_text: str = Field(default="", sa_type=sa.Text)
+    category: str = Field(default="", max_length=100)
+    source: str = Field(default="manual", max_length=200)
+    published_at: datetime = _ts(index=True)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class Issue(SQLModel, table=True):
+    """One edition of the digest. Its items and rendered content are frozen when it is made."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(unique=True)
+    uid: str = Field(max_length=32, unique=True)
+    status: str = Field(default=IssueStatus.sending, max_length=24, index=True)
+    subject: str = Field(max_length=500)
+    period_start: datetime = _ts()
+    period_end: datetime = _ts()
+    created_at: datetime = _ts(default_factory=utcnow)
+    completed_at: datetime | None = _ts(nullable=True, default=None)
+    # Rendered once, CSS inlined, with per-recipient placeholders (see render.py).
+    html: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+
+
+class IssueItem(SQLModel, table=True):
+    """A news item as it was sent in an issue; later edits to the item do not change it."""
+
+    __tablename__ = "issue_item"
+    __table_args__ = (sa.UniqueConstraint("issue_id", "position"),)
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(sa_column_args=[sa.ForeignKey("issue.id", ondelete="CASCADE")])
+    news_item_id: int | None = Field(
+        default=None,
+        sa_column_args=[sa.ForeignKey("news_item.id", ondelete="SET NULL")],
+        index=True,
+    )
+    position: int
+    title: str = Field(max_length=500)
+    url: str = Field(max_length=2000)
+    summary_html: str = Field(default="", sa_type=sa.Text)
+    summary_text: str = Field(default="", sa_type=sa.Text)
+    category: str = Field(default="", max_length=100)
+    published_at: datetime = _ts()
+
+
+class Delivery(SQLModel, table=True):
+    """One row per (issue, subscriber). Whether an issue is done is derived from these rows."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("issue_id", "subscriber_id"),
+        sa.Index("ix_delivery_issue_status", "issue_id", "status"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(sa_column_args=[sa.ForeignKey("issue.id", ondelete="CASCADE")])
+    # NULL once the person was erased with `subscribers remove`; the row keeps the counts honest.
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="SET NULL")],
+        index=True,
+    )
+    status: str = Field(default=DeliveryStatus.queued, max_length=16)
+    attempts: int = Field(default=0)
+    last_reply: str = Field(default="", max_length=500)
+    updated_at: datetime | None = _ts(nullable=True, default=None)
+    first_attempt_at: datetime | None = _ts(nullable=True, default=None)
+    next_attempt_at: datetime | None = _ts(nullable=True, default=None)
+    sent_at: datetime | None = _ts(nullable=True, default=None)
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = _ts(nullable=True, default=None)
