@@ -194,3 +194,35 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = _ts(nullable=True, default=None)
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = _ts(nullable=True, default=None)
+
+
+class SourceStatus(StrEnum):
+    new = "new"  # not fetched yet
+    ok = "ok"
+    not_modified = "not_modified"  # 304: nothing changed since the last fetch
+    warning = "warning"  # read, but partly (malformed XML, skipped entries)
+    error = "error"  # the last fetch failed; stored items were left alone
+
+
+class Source(SQLModel, table=True):
+    """A feed fetched by `digest feeds fetch`, with what the last fetch did.
+
+    ETag / Last-Modified are only stored after the feed's items were stored, so a 304 can
+    never hide items we did not keep.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    url: str = Field(max_length=2000, unique=True)
+    category: str = Field(default="", max_length=100)
+    title: str = Field(default="", max_length=500)  # the feed's own title
+    etag: str | None = Field(default=None, max_length=500)
+    last_modified: str | None = Field(default=None, max_length=100)
+    created_at: datetime = _ts(default_factory=utcnow)
+    last_fetch_at: datetime | None = _ts(nullable=True, default=None)
+    last_success_at: datetime | None = _ts(nullable=True, default=None)
+    last_status: str = Field(default=SourceStatus.new, max_length=16)
+    last_error: str = Field(default="", max_length=500)
+    consecutive_failures: int = Field(default=0)
+    item_count: int = Field(default=0)  # entries in the feed when it was last read
+    last_new: int = Field(default=0)  # items the last read added
