@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from typer.core import TyperGroup
 
 from digest import __version__
+from digest.cli_feeds import feeds_app, fetch_before, import_feed_source, news_import_page
 from digest.config import LoadedSettings, Settings, describe_settings, load_settings
 from digest.dates import parse_when
 from digest.db import check_schema, make_engine, session_scope, upgrade
@@ -96,6 +97,8 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(news_app, name="news")
 app.add_typer(issues_app, name="issues")
 app.add_typer(config_app, name="config")
+app.add_typer(feeds_app, name="feeds")
+news_app.command("import-page")(news_import_page)
 
 
 @dataclass
@@ -536,14 +539,18 @@ def news_list(
 @news_app.command("import")
 def news_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="A JSON list of items, or a CSV with title,url,summary,published,category.")],
+    source: Annotated[str, typer.Argument(help="A JSON list of items, a CSV with title,url,summary,published,category, or an RSS/Atom feed file or URL.")],
 ) -> None:
-    """Import news items from a JSON or CSV file (re-importing updates, never duplicates).
+    """Import news items from a JSON or CSV file, or an RSS/Atom feed file or URL
+    (re-importing updates, never duplicates).
 
-    Example: digest news import items.json
+    Example: digest news import items.json   or: digest news import https://example.org/rss.xml
     """
     from digest.news.items import import_items
 
+    if import_feed_source(ctx, source):
+        return
+    file = Path(source)
     state = _state(ctx)
     with session_scope(state.engine()) as session:
         report = import_items(session, file, state.settings.tz)
@@ -567,6 +574,7 @@ def preview(
     until: Annotated[str | None, typer.Option(help="Items published before WHEN (default: now).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for digest.html, digest.txt and digest.eml.")] = Path("preview"),
     open_: Annotated[bool, typer.Option("--open", help="Open the HTML in your browser.")] = False,
+    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first (see `digest feeds`).")] = False,
 ) -> None:
     """Render the digest the next send would produce, without sending or recording anything.
 
@@ -577,6 +585,8 @@ def preview(
 
     state = _state(ctx)
     settings = state.settings
+    if fetch:
+        fetch_before(ctx)
     with session_scope(state.engine()) as session:
         draft = draft_issue(
             session, settings, since=_when(since, settings, "--since"), until=_when(until, settings, "--until")
@@ -658,6 +668,7 @@ def send(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write every message to a folder instead of sending; records nothing.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for --dry-run messages.")] = Path("dry-run"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")] = False,
+    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first; a source that fails only warns (cron: digest send --fetch --yes).")] = False,
 ) -> None:
     """Send the next issue to every active subscriber, or resume an unfinished one.
 
@@ -677,6 +688,8 @@ def send(
     settings = state.settings
     engine = state.engine()
     since_at, until_at = _when(since, settings, "--since"), _when(until, settings, "--until")
+    if fetch:
+        fetch_before(ctx)
 
     if to or dry_run:
         with session_scope(engine) as session:
