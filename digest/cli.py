@@ -226,6 +226,12 @@ smtp_url = "smtp://localhost:25"
 
 # The key that signs unsubscribe links: DIGEST_SECRET_KEY, or this file (made by `digest init`).
 # secret_key_file = "digest.key"
+
+# Public web endpoints (`digest serve`): subscribe, confirm, unsubscribe, archive. Needs base_url.
+# confirm_token_days = 7                        # how long a confirmation link works
+# confirm_cooldown_minutes = 15                 # at most one confirmation email per address in this time
+# preview_loopback = false                      # /preview for requests from this machine (not via a proxy)
+# Staff preview through a proxy: set DIGEST_PREVIEW_TOKEN; /preview then asks for it as a password.
 """
 
 
@@ -370,15 +376,23 @@ def subscribers_import(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV with a header row: email (required), name.")],
     status: Annotated[NewStatus, typer.Option(help="Status of the new subscribers.")] = NewStatus.active,
+    send_confirmation: Annotated[bool, typer.Option("--send-confirmation", help="Email each new pending subscriber a link to confirm (needs --status pending).")] = False,
 ) -> None:
     """Import subscribers from a CSV file; report every rejected row.
 
     Valid rows are added and duplicates skipped; the exit code is 1 if any row was rejected.
+    With --status pending --send-confirmation (a list whose consent must be re-confirmed),
+    each new subscriber is emailed a link to confirm; exit code 75 if some emails did not go out.
 
-    Example: digest subscribers import people.csv
+    Example: digest subscribers import people.csv --status pending --send-confirmation
     """
     from digest.subscribers import import_subscribers
 
+    if send_confirmation:
+        from digest.cli_web import import_and_confirm
+
+        import_and_confirm(ctx, file, status.value)
+        return
     state = _state(ctx)
     with session_scope(state.engine()) as session:
         report = import_subscribers(session, file, status=SubscriberStatus(status.value))
@@ -844,6 +858,11 @@ def demo(
     typer.echo(f"Maildir:   {result.maildir} ({result.delivered} messages)")
     typer.echo(f"Database:  {result.database}")
     typer.echo(f"Open the preview in a browser, or read a message: {result.sample_message}")
+
+
+from digest.cli_web import register as _register_web  # noqa: E402  (serve, purge-pending)
+
+_register_web(app, subscribers_app)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from digest.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "digest.toml"
 ENV_PREFIX = "DIGEST_"
-SECRET_KEYS = frozenset({"smtp_password", "secret_key"})
+SECRET_KEYS = frozenset({"smtp_password", "secret_key", "preview_token"})
 
 
 class Settings(BaseModel):
@@ -62,6 +62,13 @@ class Settings(BaseModel):
     # Tokens in unsubscribe links
     secret_key: str | None = None
     secret_key_file: str = "digest.key"
+
+    # The public web endpoints (`digest serve`): subscribe, confirm, unsubscribe, archive
+    confirm_token_days: int = Field(7, ge=1, le=90)  # how long a confirmation link works
+    # at most one confirmation email per address in this many minutes (0: no limit)
+    confirm_cooldown_minutes: int = Field(15, ge=0, le=10080)
+    preview_token: str | None = None  # staff preview at /preview: this password (HTTP Basic)
+    preview_loopback: bool = False  # staff preview for direct requests from this machine only
 
     @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod

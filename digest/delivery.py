@@ -270,10 +270,11 @@ class DeliveryRun:
                     if self.stop.is_set():
                         self._release(session, [d for d, _ in batch[n:]])
                         break
-                    if sub is None or sub.status != SubscriberStatus.active:
+                    current = self._status_now(session, sub)
+                    if sub is None or current != SubscriberStatus.active:
                         # Unsubscribed, bounced or erased since the issue was made: never sent.
                         self._record(session, delivery_id, DeliveryStatus.skipped,
-                                     last_reply=f"subscriber {sub.status if sub else 'removed'}")  # fmt: skip
+                                     last_reply=f"subscriber {current}")  # fmt: skip
                         progress.count("skipped")
                         continue
                     if interval:
@@ -308,6 +309,14 @@ class DeliveryRun:
                 )
             ).one()
             return SendOutcome(issue.number, finished, counts, interrupted, next_retry)
+
+    def _status_now(self, session: Session, sub: Subscriber | None) -> str:
+        """The subscriber's status now, not when the batch was claimed: an unsubscribe that
+        arrives while the batch is being sent (a one-click POST) must still stop their copy."""
+        if sub is None:
+            return "removed"
+        current = session.exec(select(Subscriber.status).where(Subscriber.id == sub.id)).first()
+        return current or "removed"
 
     def _wait_for_retries(self, session: Session, deadline: float) -> bool:
         """Sleep until the next deferred row is due if that is before `deadline`."""

@@ -1,4 +1,5 @@
-"""Domain errors. Raised by the library, translated to exit codes in one place (cli.py)."""
+"""Domain errors. Raised by the library, translated to exit codes in one place (cli.py) and to
+HTTP status codes in one place (web.py), from the class attributes below."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class DigestError(Exception):
     """An error a user can act on: a message saying what is wrong and a hint saying what to do."""
 
     exit_code = EXIT_ERROR
+    http_status = 500
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -23,6 +25,7 @@ class DigestError(Exception):
 
 class UsageError(DigestError):
     exit_code = EXIT_USAGE
+    http_status = 400
 
 
 class ConfigError(DigestError):
@@ -30,17 +33,18 @@ class ConfigError(DigestError):
 
 
 class NotFoundError(DigestError):
-    pass
+    http_status = 404
 
 
 class DatabaseError(DigestError):
-    pass
+    http_status = 503
 
 
 class SmtpUnavailable(DigestError):
     """The SMTP server could not be reached or refused us: temporary, try again later."""
 
     exit_code = EXIT_TEMPFAIL
+    http_status = 503
 
 
 class TemporaryFailure(DigestError):

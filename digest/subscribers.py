@@ -62,15 +62,19 @@ def add_subscriber(
     name: str | None = None,
     status: SubscriberStatus = SubscriberStatus.active,
     source: str = "cli",
+    allow_suppressed: bool = False,
 ) -> Subscriber:
-    """Add one subscriber. Raises UsageError for an invalid, duplicate or removed address."""
+    """Add one subscriber. Raises UsageError for an invalid, duplicate or removed address.
+
+    `allow_suppressed` is for a person asking again themselves (web subscribe, then confirm).
+    """
     try:
         normalised = normalise_address(email)
     except ValueError as exc:
         raise UsageError(f"invalid address {email.strip()!r}: {exc}") from None
     if status not in (SubscriberStatus.active, SubscriberStatus.pending):
         raise UsageError("a new subscriber is either active or pending")
-    if _is_suppressed(session, normalised):
+    if not allow_suppressed and _is_suppressed(session, normalised):
         raise UsageError(
             f"{normalised} was removed from the list earlier and is suppressed",
             hint="They can subscribe again themselves; digest will not re-add them silently.",

@@ -1,8 +1,12 @@
-"""Signed, purpose-bound tokens for public links (unsubscribe now; confirm later).
+"""Signed, purpose-bound tokens for public links: unsubscribe (no expiry) and confirm (expiring).
 
-A token is `<subscriber uid>.<signature>`: the signature is an HMAC-SHA256 over the purpose and
-the uid with the secret key, so a token for one purpose or one person is useless for another,
-and cannot be made without the key. Verification is constant-time.
+An unsubscribe token is `<subscriber uid>.<signature>`: the signature is an HMAC-SHA256 over the
+purpose and the uid with the secret key, so a token for one purpose or one person is useless for
+another, and cannot be made without the key. Verification is constant-time. Its format is fixed:
+links in mail already sent depend on it.
+
+A timed token (`make_timed_token`, used for 'confirm') is `<uid>.<issued, base 36>.<signature>`,
+the signature also covering the time, so it can be refused once older than its lifetime.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import UTC, datetime, timedelta
 
 _SIG_BYTES = 16  # 128 bits: unguessable, and keeps links short
 
@@ -32,3 +37,43 @@ def read_token(key: bytes, purpose: str, token: str) -> str | None:
     if not hmac.compare_digest(expected.encode(), sig.encode()):
         return None
     return uid
+
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_CLOCK_SKEW = timedelta(minutes=5)  # several web workers may disagree a little about the time
+
+
+def _b36(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _DIGITS[r] + out
+        if not n:
+            return out
+
+
+def make_timed_token(key: bytes, purpose: str, uid: str, *, now: datetime) -> str:
+    """A token for `purpose` that also records when it was made (whole seconds, UTC)."""
+    payload = f"{uid}.{_b36(int(now.timestamp()))}"
+    return f"{payload}.{_sign(key, purpose + '@timed', payload)}"
+
+
+def read_timed_token(
+    key: bytes, purpose: str, token: str, *, max_age: timedelta, now: datetime
+) -> tuple[str, datetime] | None:
+    """(uid, issued at) of a valid token no older than `max_age`; None for anything else."""
+    if len(token) > 200:
+        return None
+    uid, sep1, rest = token.partition(".")
+    stamp, sep2, sig = rest.partition(".")
+    if not (sep1 and sep2 and uid and stamp) or len(stamp) > 10:
+        return None
+    if any(ch not in _DIGITS for ch in stamp):
+        return None
+    expected = _sign(key, purpose + "@timed", f"{uid}.{stamp}")
+    if not hmac.compare_digest(expected.encode(), sig.encode()):
+        return None
+    issued = datetime.fromtimestamp(int(stamp, 36), UTC)
+    if issued > now + _CLOCK_SKEW or now - issued > max_age:
+        return None
+    return uid, issued

@@ -1,0 +1,92 @@
+"""Web versions of issues: the archive of sent issues and the staff preview of the next one.
+
+An issue's web version is its frozen HTML (the exact email content). The only per-recipient
+value in it, the unsubscribe link, becomes a neutral page that explains how to unsubscribe
+with the link in one's own email: a web version never carries anyone's token.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from digest.config import Settings
+from digest.dates import human_date
+from digest.issues import get_issue
+from digest.models import Issue
+from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.sending import plan_send
+
+_BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    number: int
+    subject: str
+    date: str  # when it was sent, in the newsletter's time zone
+    sent_at: datetime
+
+
+def list_archive(session: Session, settings: Settings) -> list[ArchiveEntry]:
+    """Every issue sent or being sent (its mail carries the link), newest first."""
+    issues = session.exec(select(Issue).order_by(col(Issue.number).desc())).all()
+    return [
+        ArchiveEntry(i.number, i.subject, human_date(i.created_at, settings.tz), i.created_at)
+        for i in issues
+    ]
+
+
+def web_version(issue_html: str, *, unsubscribe_help_url: str, banner_html: str = "") -> str:
+    """An issue's HTML for a browser: the unsubscribe placeholder made neutral, and an
+    optional banner (already escaped HTML) at the top of the body."""
+    out = issue_html.replace(PLACEHOLDER_UNSUBSCRIBE, html.escape(unsubscribe_help_url))
+    if banner_html:
+        match = _BODY.search(out)
+        if match:
+            out = out[: match.end()] + banner_html + out[match.end() :]
+    return out
+
+
+def _banner(text: str, link_url: str, link_text: str) -> str:
+    style = (
+        "margin:0;padding:10px 16px;background-color:#dbe4ee;color:#1f3a5f;"
+        "font-family:Arial,Helvetica,sans-serif;font-size:14px;text-align:center;"
+    )
+    link = f'<a href="{html.escape(link_url)}" style="color:#1a5c9e;">{html.escape(link_text)}</a>'
+    return f'<div role="navigation" style="{style}">{html.escape(text)}{link}</div>'
+
+
+def archive_page(session: Session, number: int, *, root: str) -> str:
+    """The web version of issue `number`; NotFoundError when there is none."""
+    issue = get_issue(session, number)
+    return web_version(
+        issue.html,
+        unsubscribe_help_url=f"{root}/unsubscribe",
+        banner_html=_banner(f"Issue {issue.number}. ", f"{root}/archive", "All past issues"),
+    )
+
+
+def preview_page(session: Session, settings: Settings, *, root: str) -> tuple[int, str] | None:
+    """(number, HTML) of what the next `digest send` would send: the unfinished issue it would
+    resume, or the next issue drafted now. None when there is nothing to send. Stores nothing."""
+    plan = plan_send(session, settings)
+    if plan is None:
+        return None
+    if plan.resume is not None:
+        number, body = plan.resume.number, plan.resume.html
+        note = f"Staff preview: issue {number} is being sent; a send now resumes it. "
+    else:
+        assert plan.draft is not None
+        number, body = plan.draft.number, plan.draft.rendered.html
+        note = f"Staff preview: issue {number} as the next send would make it; not sent yet. "
+    page = web_version(
+        body,
+        unsubscribe_help_url=f"{root}/unsubscribe",
+        banner_html=_banner(note, f"{root}/archive", "Past issues"),
+    )
+    return number, page
