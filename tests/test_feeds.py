@@ -297,6 +297,9 @@ def test_only_http_and_https_urls() -> None:
         "ftp://example.org/feed",
         "javascript:alert(1)",
         "example.org/feed",
+        "http://[::1",
+        "http://a b/feed",
+        "http://x.example.org/\r\nX-Injected: 1",
     ):
         with pytest.raises(UsageError, match="not an http"):
             fetch_url(url, limits=FAST)

@@ -63,8 +63,16 @@ class FetchResult:
 def check_fetch_url(url: str) -> str:
     """The URL, stripped, if it is http(s) with a host; UsageError otherwise."""
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        host = None
+    if (
+        host is None
+        or parts.scheme.lower() not in ("http", "https")
+        or any(ch.isspace() or ord(ch) < 32 for ch in url)
+    ):
         raise UsageError(
             f"{url!r} is not an http(s) URL",
             hint="Give the full address, starting with https:// or http://.",
@@ -159,6 +167,8 @@ def _get(
         raise FetchError(
             _connect_reason(host, exc), hint="Check the address; the site may be down."
         ) from None
+    except httpx.InvalidURL as exc:  # e.g. a redirect to a malformed Location
+        raise FetchError(f"invalid address from {host}: {exc}") from None
     except httpx.DecodingError:
         raise FetchError(f"{host} sent a corrupt compressed body") from None
     except httpx.HTTPError as exc:
