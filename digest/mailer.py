@@ -89,7 +89,13 @@ class SmtpSender:
                 smtp.starttls(context=self._tls_context())
                 smtp.ehlo()
             if cfg.user:
-                smtp.login(cfg.user, cfg.password or "")
+                try:
+                    smtp.login(cfg.user, cfg.password or "")
+                except smtplib.SMTPServerDisconnected:
+                    # Servers often hang up after failed attempts rather than answer 535.
+                    raise smtplib.SMTPAuthenticationError(
+                        535, b"the server closed the connection during login"
+                    ) from None
         except ssl.SSLCertVerificationError as exc:
             _quietly_close(smtp)
             raise DigestError(

@@ -146,10 +146,7 @@ class MessageTemplate:
             encoded = _qp_piece(part) if i < len(parts) - 1 else _qp(part)
             if encoded:
                 pieces.append(encoded)
-        # The body's final CRLF belongs to the boundary line that follows.
-        last = pieces[-1]
-        if isinstance(last, bytes) and last.endswith(b"\r\n"):
-            pieces[-1] = last[:-2]
+        # The body ends with CRLF; the CRLF before the next boundary line is the delimiter's own.
         return pieces
 
     def _list_unsubscribe(self, r: Recipient) -> bytes:

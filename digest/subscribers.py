@@ -132,7 +132,7 @@ def import_subscribers(
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(content[:4096], ",;\t")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.reader(io.StringIO(content, newline=""), dialect)
+    reader = csv.reader(io.StringIO(content, newline=""), dialect, strict=True)
     try:
         header = next(reader)
     except StopIteration:

@@ -68,6 +68,7 @@ def upsert_item(session: Session, raw: ItemInput) -> tuple[NewsItem, Outcome]:
     if fields["published_at"] is None:
         fields["published_at"] = existing.published_at
     changed = False
+    fields.pop("source")  # an item keeps the source it was first seen in
     for name, value in fields.items():
         if getattr(existing, name) != value:
             setattr(existing, name, value)

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from digest.dates import parse_when
+from digest.db import make_engine
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def _items(env: dict[str, str]) -> list[tuple[str, ...]]:
+    engine = make_engine(env["DIGEST_DATABASE_URL"])
+    with engine.connect() as c:
+        rows = [tuple(r) for r in c.execute(sa.text("SELECT title, url, category, summary_html FROM news_item ORDER BY id"))]
+    engine.dispose()
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Thurs 12th Sept 2013", datetime(2013, 9, 11, 23, 0, tzinfo=UTC)),  # BST midnight
+        ("12 September 2013", datetime(2013, 9, 11, 23, 0, tzinfo=UTC)),
+        ("Tues 1st Oct 2013 14:00", datetime(2013, 10, 1, 13, 0, tzinfo=UTC)),
+        ("2026-11-20", datetime(2026, 11, 20, 0, 0, tzinfo=UTC)),  # GMT
+        ("2026-11-20T09:30:00+01:00", datetime(2026, 11, 20, 8, 30, tzinfo=UTC)),
+        ("12/09/2013", datetime(2013, 9, 11, 23, 0, tzinfo=UTC)),  # day first, as in the UK
+        ("7d", datetime(2026, 11, 21, 12, 0, tzinfo=UTC)),
+        ("yesterday", datetime(2026, 11, 27, 0, 0, tzinfo=UTC)),
+    ],
+)
+def test_parse_when(text: str, expected: datetime) -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert parse_when(text, LONDON, now=now) == expected
+
+
+def test_parse_when_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="cannot read 'soonish' as a date"):
+        parse_when("soonish", LONDON)
+
+
+def test_add_list_and_update(cli, env) -> None:
+    r = cli("news", "add", "--title", "New neglect toolkit", "--url", "https://example.org/n/1",
+            "--summary", "<p>Use it <b>now</b>.</p>", "--published", "Thurs 12th Sept 2013",
+            "--category", "Procedures")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == "Added 'New neglect toolkit' (2013-09-12 00:00)."
+    r = cli("news", "add", "--title", "New neglect toolkit (revised)", "--url", "https://example.org/n/1#top",
+            "--published", "12 Sept 2013")  # fmt: skip
+    assert r.stdout.startswith("Updated 'New neglect toolkit (revised)'")
+    assert len(_items(env)) == 1  # same link, same item
+    r = cli("news", "list")
+    assert "New neglect toolkit (revised)" in r.stdout and "1 item" in r.stdout
+    r = cli("news", "list", "--since", "2014-01-01", "--format", "json")
+    assert json.loads(r.stdout) == []
+
+
+def test_title_with_crlf_and_html_is_cleaned(cli, env) -> None:
+    r = cli("news", "add", "--title", "Big <script>alert(1)</script><b>news</b>\r\nBcc: victim@example.org",
+            "--url", "https://example.org/n/2", "--summary", "<p onclick='x()'>Hi<script>bad()</script></p><iframe src='https://x'></iframe>")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    title, _, _, summary = _items(env)[0]
+    assert title == "Big news Bcc: victim@example.org"
+    assert "\n" not in title and "<" not in title
+    assert summary == "<p>Hi</p>"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--title", "x", "--url", "javascript:alert(1)"), "is not an absolute http(s) link"),
+        (("--title", "x", "--url", "/relative"), "is not an absolute http(s) link"),
+        (("--title", "  ", "--url", "https://example.org/"), "the title is empty"),
+        (("--title", "x", "--url", "https://example.org/", "--published", "someday"), "--published: cannot read 'someday'"),
+    ],
+)
+def test_add_rejects_bad_items(cli, env, args: tuple[str, ...], message: str) -> None:
+    r = cli("news", "add", *args)
+    assert r.exit_code == 2
+    assert message in r.stderr
+    assert _items(env) == []
+
+
+def test_import_json_and_csv(cli, env, workdir: Path) -> None:
+    Path("items.json").write_text(json.dumps([
+        {"title": "One", "url": "https://example.org/1", "published": "2026-11-25", "category": "Training"},
+        {"title": "Two", "url": "ftp://example.org/2"},
+        {"title": "", "url": "https://example.org/3"},
+        "not an object",
+    ]))  # fmt: skip
+    r = cli("news", "import", "items.json")
+    assert r.exit_code == 1
+    assert "1 new, 0 updated, 0 unchanged, 3 rejected." in r.stdout
+    assert "item 2: 'ftp://example.org/2' is not an absolute http(s) link" in r.stderr
+    assert "item 3: the title is empty" in r.stderr
+    Path("items.csv").write_text(
+        "title,url,summary,published,category\n"
+        "One,https://example.org/1,,2026-11-25,Training\n"
+        "Three,https://example.org/3,A summary,Thurs 26th Nov 2026,Research\n"
+    )
+    r = cli("news", "import", "items.csv")
+    assert r.exit_code == 0, r.output
+    assert "1 new, 0 updated, 1 unchanged, 0 rejected." in r.stdout
+    assert [t for t, *_ in _items(env)] == ["One", "Three"]
+
+
+def test_import_bad_files(cli, env, workdir: Path) -> None:
+    Path("broken.json").write_text("[{")
+    r = cli("news", "import", "broken.json")
+    assert r.exit_code == 2 and "is not valid JSON" in r.stderr
+    Path("cols.csv").write_text("headline,link\nx,https://example.org\n")
+    r = cli("news", "import", "cols.csv")
+    assert r.exit_code == 2 and "needs 'title' and 'url' columns" in r.stderr
+    assert _items(env) == []
