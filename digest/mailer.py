@@ -90,7 +90,7 @@ class SmtpSender:
                 smtp.ehlo()
             if cfg.user:
                 try:
-                    smtp.login(cfg.user, cfg.password or "")
+                    _login(smtp, cfg.user, cfg.password or "")
                 except smtplib.SMTPServerDisconnected:
                     # Servers often hang up after failed attempts rather than answer 535.
                     raise smtplib.SMTPAuthenticationError(
@@ -176,6 +176,21 @@ class SmtpSender:
             except (smtplib.SMTPException, OSError):
                 pass
             self._drop()
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """One AUTH attempt (PLAIN, else LOGIN, else smtplib's choice).
+
+    smtplib.login() tries every mechanism in turn after a failure, which some servers answer
+    by hanging up or stalling; one clear 535 is better.
+    """
+    mechanisms = smtp.esmtp_features.get("auth", "").upper().split()
+    smtp.user, smtp.password = user, password
+    for mech in ("PLAIN", "LOGIN"):
+        if mech in mechanisms:
+            smtp.auth(mech, getattr(smtp, f"auth_{mech.lower()}"))
+            return
+    smtp.login(user, password)
 
 
 def _quietly_close(smtp: smtplib.SMTP | None) -> None:

@@ -375,7 +375,7 @@ def test_login_is_used_and_password_never_printed(cli, env, monkeypatch) -> None
 
     def auth(server, session, envelope, mechanism, auth_data):
         ok = auth_data.login == b"digest" and auth_data.password == b"s3cret-pw"
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)
 
     server, controller = start_smtp(authenticator=auth, auth_require_tls=False)
     try:
