@@ -64,6 +64,7 @@ class IssueStatus(StrEnum):
     sending = "sending"
     sent = "sent"
     sent_with_failures = "sent_with_failures"
+    cancelled = "cancelled"
 
 
 class DeliveryStatus(StrEnum):
@@ -144,6 +145,9 @@ class Issue(SQLModel, table=True):
     period_end: datetime = _ts()
     created_at: datetime = _ts(default_factory=utcnow)
     completed_at: datetime | None = _ts(nullable=True, default=None)
+    # The schedule period of an issue made by `digest send --scheduled` (e.g. "2026-W48");
+    # UNIQUE, so two overlapping scheduled runs can never make two issues for one week.
+    period_key: str | None = Field(default=None, max_length=32, unique=True)
     # Rendered once, CSS inlined, with per-recipient placeholders (see render.py).
     html: str = Field(sa_type=sa.Text)
     text: str = Field(sa_type=sa.Text)
