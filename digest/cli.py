@@ -211,6 +211,14 @@ postal_address = "1 Example Street, Exampletown, EX1 1EX"
 # list_id = "Weekly digest <weekly.example.org>"
 # unsubscribe_mailto = "unsubscribe@example.org"
 # templates_dir = "my-templates"                # your own email/digest.html and email/digest.txt
+# logo_url = "https://example.org/logo.png"     # branding: an https image (alt text: the organisation)
+# accent_colour = "#1f3a5f"                     # masthead and section rules; white text must stay readable
+# footer_text = "A line for the footer."
+# language = "en"                               # <html lang>; right-to-left for ar, fa, he, ur…
+# DKIM signing: all three; the key file readable by its owner only (`digest check` shows the DNS record).
+# dkim_domain = "example.org"
+# dkim_selector = "digest2026"
+# dkim_private_key_file = "/etc/digest/dkim.key"
 
 # Storage: SQLite here, or postgresql+psycopg://user@host/dbname
 # database_url = "sqlite:///subscribers.db"
@@ -589,22 +597,32 @@ def preview(
     out: Annotated[Path, typer.Option(help="Folder for digest.html, digest.txt and digest.eml.")] = Path("preview"),
     open_: Annotated[bool, typer.Option("--open", help="Open the HTML in your browser.")] = False,
     fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first (see `digest feeds`).")] = False,
+    note: Annotated[Path | None, typer.Option("--note", help="An editor's note in Markdown, shown at the top.")] = None,
+    featured: Annotated[str | None, typer.Option("--featured", help="The link of one of the issue's items, shown first.")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Serve the preview on 127.0.0.1: desktop and phone widths side by side (Ctrl-C stops).")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve (0: any free port).")] = 8025,
 ) -> None:
     """Render the digest the next send would produce, without sending or recording anything.
 
-    Example: digest preview --out preview --open
+    Writes digest.html, digest.txt, digest.eml and views.html (the HTML at desktop and
+    phone widths side by side), and says what the size guard cut to stay under Gmail's
+    clipping limit.
+
+    Example: digest preview --note note.md --featured https://example.org/news/1 --serve
     """
-    from digest.issues import draft_issue
+    from digest.issues import draft_issue, read_note
     from digest.sending import preview_files
 
     state = _state(ctx)
     settings = state.settings
+    note_markdown = read_note(note) if note else None
     if fetch:
         fetch_before(ctx)
     with session_scope(state.engine()) as session:
         draft = draft_issue(
-            session, settings, since=_when(since, settings, "--since"), until=_when(until, settings, "--until")
-        )
+            session, settings, since=_when(since, settings, "--since"), until=_when(until, settings, "--until"),
+            note_markdown=note_markdown, featured_url=featured,
+        )  # fmt: skip
         if draft is None:
             typer.echo("No new items for the next issue; nothing to preview.")
             return
@@ -613,9 +631,57 @@ def preview(
     typer.echo(f"{len(draft.items)} item{'s' if len(draft.items) != 1 else ''} in "
                f"{len(draft.rendered.sections)} section{'s' if len(draft.rendered.sections) != 1 else ''}.")
     html_kb = len(paths['html'].read_bytes()) / 1024
-    typer.echo(f"Wrote {paths['html']} ({html_kb:.0f} KB), {paths['text']} and {paths['eml']}.")
+    typer.echo(f"Wrote {paths['html']} ({html_kb:.0f} KB), {paths['text']}, {paths['eml']} and {paths['views']}.")
+    for line in draft.rendered.fit.describe() if draft.rendered.fit else []:
+        typer.echo(f"Size guard: {line}")
     if open_:
         webbrowser.open(paths["html"].resolve().as_uri())
+    if serve:
+        from digest.preview import VIEWS, serve_folder
+
+        try:
+            server = serve_folder(out, port)
+        except OSError as exc:
+            raise UsageError(f"--port {port}: {exc.strerror}", hint="Try --port 0 for any free port.") from None
+        url = f"http://127.0.0.1:{server.server_address[1]}/{VIEWS}"
+        typer.echo(f"Serving the preview at {url} (Ctrl-C to stop).")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            typer.echo("Stopped.")
+        finally:
+            server.server_close()
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    note: Annotated[Path | None, typer.Option("--note", help="The editor's note you will send with.")] = None,
+    featured: Annotated[str | None, typer.Option("--featured", help="The featured item you will send with.")] = None,
+) -> None:
+    """Lint the message the next send would produce; exit code 1 if anything must be fixed.
+
+    Checks the headers, one-click unsubscribe and the unsubscribe link in both bodies, the
+    HTML size against Gmail's clipping, images without alt text, links that are not absolute,
+    leftover placeholders, DKIM alignment and signature, the postal address and base URL.
+    Sends nothing and stores nothing.
+
+    Example: digest check   or: digest check --json
+    """
+    from digest.check import check_next_send, format_report
+    from digest.issues import read_note
+
+    state = _state(ctx)
+    note_markdown = read_note(note) if note else None
+    with session_scope(state.engine()) as session:
+        report = check_next_send(session, state.settings, note_markdown=note_markdown, featured_url=featured)
+    if json_:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(format_report(report))
+    if not report.ok:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @contextmanager

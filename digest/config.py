@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digest.errors import ConfigError
 
@@ -45,6 +46,18 @@ class Settings(BaseModel):
     unsubscribe_mailto: str | None = None
     lookback_days: int = Field(7, ge=1, le=366)
     templates_dir: str | None = None
+    language: str = "en"  # lang of the email's <html>; dir follows (rtl for ar, fa, he, ur…)
+
+    # Branding of the email: a logo (https image), the accent colour, a line in the footer
+    logo_url: str | None = None
+    accent_colour: str = "#1f3a5f"
+    footer_text: str = ""
+
+    # DKIM signing (RFC 6376): all three, or none. The key file (PEM RSA, or an Ed25519 key) must
+    # be readable by its owner only.
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key_file: str | None = None
 
     # Storage
     database_url: str = "sqlite:///subscribers.db"
@@ -100,6 +113,46 @@ class Settings(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://news.example.org")
         return value.rstrip("/")
+
+    @field_validator("logo_url")
+    @classmethod
+    def _check_logo_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.netloc or any(c in value for c in " \"'<>\r\n"):
+            raise ValueError(f"{value!r} is not an https URL, e.g. https://example.org/logo.png")
+        return value
+
+    @field_validator("accent_colour")
+    @classmethod
+    def _check_colour(cls, value: str) -> str:
+        if not re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", value):
+            raise ValueError(f"{value!r} is not a hex colour, e.g. #1f3a5f")
+        return value.lower()
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*", value):
+            raise ValueError(f"{value!r} is not a language tag, e.g. en, cy or en-GB")
+        return value
+
+    @field_validator("footer_text", "dkim_domain", "dkim_selector")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None:
+            _ensure_single_line(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_dkim(self) -> Settings:
+        dkim = (self.dkim_domain, self.dkim_selector, self.dkim_private_key_file)
+        if any(dkim) and not all(dkim):
+            raise ValueError(
+                "DKIM needs dkim_domain, dkim_selector and dkim_private_key_file together"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -331,8 +384,11 @@ def load_settings(
 def _config_error(exc: ValidationError, sources: dict[str, str]) -> ConfigError:
     lines = []
     for err in exc.errors():
-        key = str(err["loc"][0]) if err["loc"] else "?"
         msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule about several settings together
+            lines.append(msg)
+            continue
+        key = str(err["loc"][0])
         where = sources.get(key, "")
         lines.append(f"setting {key!r} ({where}): {msg}" if where else f"{key}: {msg}")
     return ConfigError(

@@ -64,12 +64,15 @@ def message_id(issue_uid: str, subscriber_uid: str, domain: str) -> str:
 
 
 def issue_template(settings: Settings, issue: Issue, date: datetime | None = None) -> MessageTemplate:
+    from digest.dkim import load_signer
+
     return MessageTemplate(
         settings=message_settings(settings),
         subject=issue.subject,
         html_body=issue.html,
         text_body=issue.text,
         date=date or utcnow(),
+        signer=load_signer(settings),  # DKIM when configured: key read once per issue
     )
 
 

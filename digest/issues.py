@@ -6,12 +6,13 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from digest.config import Settings
-from digest.errors import DigestError, NotFoundError
+from digest.errors import DigestError, NotFoundError, UsageError
 from digest.models import (
     TERMINAL_DELIVERY,
     Delivery,
@@ -35,6 +36,10 @@ def branding(settings: Settings) -> Branding:
         base_url=settings.base_url,
         timezone=settings.tz,
         subject_template=settings.subject,
+        logo_url=settings.logo_url,
+        accent_colour=settings.accent_colour,
+        footer_text=settings.footer_text,
+        language=settings.language,
     )
 
 
@@ -47,6 +52,19 @@ class Draft:
     period_end: datetime
     items: Sequence[NewsItem]
     rendered: RenderedIssue
+
+
+def read_note(path: str | Path) -> str:
+    """The Markdown of an editor's note file (`--note FILE.md`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--note: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--note: cannot read {path}: {exc}") from None
+    if len(text) > 20_000:
+        raise UsageError(f"--note: {path} is {len(text)} characters; keep a note under 20,000")
+    return text
 
 
 def last_issue(session: Session) -> Issue | None:
@@ -82,6 +100,7 @@ def _views(items: Sequence[NewsItem]) -> list[ItemView]:
             summary_html=i.summary_html,
             category=i.category,
             published_at=i.published_at,
+            source=i.source,
         )
         for i in items
     ]
@@ -94,8 +113,14 @@ def draft_issue(
     since: datetime | None = None,
     until: datetime | None = None,
     now: datetime | None = None,
+    note_markdown: str | None = None,
+    featured_url: str | None = None,
 ) -> Draft | None:
-    """Render the next issue without storing anything; None when there are no new items."""
+    """Render the next issue without storing anything; None when there are no new items.
+
+    An editor's note (Markdown) and a featured item (the link of one of its items) are rendered
+    into the issue here, so they are frozen with it.
+    """
     now = now or utcnow()
     d_since, d_until = default_window(session, settings, now)
     since, until = since or d_since, until or d_until
@@ -116,6 +141,8 @@ def draft_issue(
         period_end=until,
         number=number,
         templates_dir=settings.templates_dir,
+        note_markdown=note_markdown,
+        featured_url=featured_url,
     )
     return Draft(number=number, period_start=since, period_end=until, items=items, rendered=rendered)
 

@@ -19,8 +19,12 @@ from email import policy
 from email import quoprimime
 from email.headerregistry import Address
 from email.utils import format_datetime, parseaddr
+from typing import TYPE_CHECKING
 
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
+
+if TYPE_CHECKING:
+    from digest.dkim import DkimSigner
 
 _QP_LINE = 74  # leaves room to turn a leading "." into "=2E" within RFC 2045's 76
 _CTRL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -99,8 +103,10 @@ class MessageTemplate:
         text_body: str,
         date: datetime,
         boundary: str | None = None,
+        signer: DkimSigner | None = None,
     ) -> None:
         self.settings = settings
+        self.signer = signer  # DKIM: signs each finished message, once (see digest.dkim)
         self.subject = header_text(subject)
         boundary = boundary or f"=_digest_{secrets.token_hex(12)}"
         # "=_" cannot occur in quoted-printable text, so the boundary never collides.
@@ -180,7 +186,8 @@ class MessageTemplate:
         for piece in self._html_pieces:
             out.append(piece if isinstance(piece, bytes) else piece(r))
         out.append(self._tail)
-        return b"".join(out)
+        data = b"".join(out)
+        return self.signer.sign(data) if self.signer is not None else data
 
 
 def envelope_sender(from_address: str) -> str:

@@ -7,25 +7,35 @@ so neither premailer nor quoted-printable encoding can alter them) that message.
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
 from premailer import Premailer
 
 from digest.dates import date_range, human_date, short_date
-from digest.errors import ConfigError, DigestError
-from digest.news.normalise import html_to_text
+from digest.errors import ConfigError, DigestError, UsageError
+from digest.news.normalise import html_to_text, item_key, sanitise_html
 
 PLACEHOLDER_UNSUBSCRIBE = "DIGESTxUNSUBSCRIBExURLx7q"
 TEMPLATE_HTML = "email/digest.html"
 TEMPLATE_TEXT = "email/digest.txt"
+# Gmail clips a message whose HTML is larger than about 102 KB; aim well under it.
+GMAIL_CLIP_BYTES = 102_000
+HTML_SIZE_TARGET = 90_000
+SHORT_SUMMARY_CHARS = 280
+RTL_LANGUAGES = frozenset(
+    {"ar", "arc", "ckb", "dv", "fa", "he", "ks", "ku", "ps", "sd", "ug", "ur", "yi"}
+)
 
 
 def builtin_templates_dir() -> Path:
@@ -81,6 +91,7 @@ class ItemView:
     summary_html: str
     category: str
     published_at: datetime
+    source: str = ""  # where it came from, shown next to the date ("" shows the link's host)
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,51 @@ class Branding:
     base_url: str | None
     timezone: ZoneInfo
     subject_template: str
+    logo_url: str | None = None  # https, checked by the settings
+    accent_colour: str = "#1f3a5f"
+    footer_text: str = ""
+    language: str = "en"
+
+    @property
+    def direction(self) -> str:
+        return "rtl" if self.language.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How an issue was made to fit under the size target (Gmail clips larger HTML)."""
+
+    html_bytes: int
+    limit: int
+    shortened: int = 0  # summaries cut short
+    title_only: int = 0  # items listed as a title link only
+    archived: int = 0  # items left to the web version of the issue
+    over_limit: bool = False  # still too large (no web archive to send the rest to)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.shortened or self.title_only or self.archived)
+
+    def describe(self) -> list[str]:
+        """Sentences for `digest preview`: what was cut to fit, if anything."""
+        kb = f"{self.html_bytes / 1024:.0f} KB of HTML"
+        lines = []
+        if self.shortened:
+            lines.append(f"{self.shortened} summaries were shortened to fit.")
+        if self.title_only:
+            lines.append(f"{self.title_only} items are listed by title only.")
+        if self.archived:
+            lines.append(
+                f"{self.archived} items are only in the web version (the email links to it)."
+            )
+        if self.over_limit:
+            lines.append(
+                f"Still {kb}, over the {self.limit / 1024:.0f} KB target: Gmail may clip it. "
+                "Set base_url so the rest can go to the web archive, or send fewer items."
+            )
+        elif lines:
+            lines.append(f"Now {kb}, under the {self.limit / 1024:.0f} KB target.")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -99,31 +155,117 @@ class RenderedIssue:
     html: str  # CSS inlined, with PLACEHOLDER_UNSUBSCRIBE
     text: str
     sections: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    fit: Fit | None = None
+    featured: dict[str, Any] | None = None
+    note_text: str = ""
 
 
-def _sections(items: Sequence[ItemView], tz: ZoneInfo) -> list[tuple[str, list[dict[str, Any]]]]:
+def _entry(item: ItemView, tz: ZoneInfo) -> dict[str, Any]:
+    host = urlsplit(item.url).hostname or ""
+    source = item.source if item.source and item.source != "manual" else ""
+    if source.startswith(("file:", "page:")) or "://" in source:
+        source = ""  # an import detail, not a name a reader knows
+    return {
+        "number": 0,
+        "title": item.title,
+        "url": item.url,
+        "source": source or host.removeprefix("www."),
+        "date": human_date(item.published_at, tz),
+        "short_date": short_date(item.published_at, tz),
+        "iso_date": item.published_at.astimezone(tz).date().isoformat(),
+        "summary_html": item.summary_html,
+        "summary_text": html_to_text(item.summary_html, width=72, indent="   "),
+        "mode": "full",  # full | short | title
+        "anchor": "",
+    }
+
+
+def _sections(
+    items: Sequence[ItemView], tz: ZoneInfo, *, exclude_url: str | None = None
+) -> list[tuple[str, list[dict[str, Any]]]]:
     """Items grouped by category (categories in order of their newest item), newest first."""
     ordered = sorted(items, key=lambda i: i.published_at, reverse=True)
     groups: dict[str, list[dict[str, Any]]] = {}
-    for number, item in enumerate(ordered, 1):
-        groups.setdefault(item.category or "News", []).append(
-            {
-                "number": number,
-                "title": item.title,
-                "url": item.url,
-                "date": human_date(item.published_at, tz),
-                "short_date": short_date(item.published_at, tz),
-                "summary_html": item.summary_html,
-                "summary_text": html_to_text(item.summary_html, width=72, indent="   "),
-            }
-        )
-    # renumber in reading order (section by section)
+    for item in ordered:
+        if exclude_url is not None and item.url == exclude_url:
+            continue
+        groups.setdefault(item.category or "News", []).append(_entry(item, tz))
+    # number in reading order (section by section)
     n = 0
     for entries in groups.values():
         for entry in entries:
             n += 1
             entry["number"] = n
     return list(groups.items())
+
+
+def render_note(markdown: str) -> tuple[str, str]:
+    """An editor's note: Markdown (CommonMark, raw HTML off) rendered, then sanitised with the
+    same allow-lists as feed summaries. Returns (html, text)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False, "typographer": False})
+    raw = md.render(markdown)
+    # Headings inside the note sit below the digest's own: h1/h2 become h3, h5/h6 become h4.
+    raw = re.sub(r"<(/?)h[12]>", r"<\1h3>", raw)
+    raw = re.sub(r"<(/?)h[56]>", r"<\1h4>", raw)
+    clean = sanitise_html(raw) if raw.strip() else ""
+    return clean, html_to_text(clean, width=72) if clean else ""
+
+
+def _shorten(entry: dict[str, Any], limit: int = SHORT_SUMMARY_CHARS) -> dict[str, Any]:
+    """The entry with its summary cut to about `limit` characters of plain text."""
+    text = html_to_text(entry["summary_html"], width=0)
+    if len(text) > limit:
+        cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,.;:")
+        text = cut + "…"
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return {
+        **entry,
+        "mode": "short",
+        "summary_html": f"<p>{escaped}</p>" if text else "",
+        "summary_text": _wrap(text, 72, "   ") if text else "",
+    }
+
+
+def _layout(
+    sections: list[tuple[str, list[dict[str, Any]]]],
+    *,
+    shorten: bool,
+    with_summary: int,
+    shown: int,
+) -> tuple[list[tuple[str, list[dict[str, Any]]]], int]:
+    """Sections where, in reading order, the first `with_summary` entries keep a summary (cut
+    short if `shorten`), the rest up to `shown` are title-only, and the others are left out.
+    Returns the sections and how many summaries were actually cut."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    n = cut = 0
+    for category, entries in sections:
+        kept = []
+        for entry in entries:
+            if n >= shown:
+                break
+            if n >= with_summary:
+                entry = {**entry, "mode": "title"}
+            elif shorten:
+                short = _shorten(entry)
+                cut += short["summary_text"] != entry["summary_text"]
+                entry = short
+            kept.append(entry)
+            n += 1
+        if kept:
+            out.append((category, kept))
+    return out, cut
+
+
+def _slug(text: str, used: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+    slug, n = f"s-{base}", 1
+    while slug in used:
+        n += 1
+        slug = f"s-{base}-{n}"
+    used.add(slug)
+    return slug
 
 
 def render_subject(
@@ -154,48 +296,170 @@ def render_issue(
     period_end: datetime,
     number: int | None,
     templates_dir: str | None = None,
+    note_markdown: str | None = None,
+    featured_url: str | None = None,
+    size_limit: int = HTML_SIZE_TARGET,
 ) -> RenderedIssue:
+    """The issue's HTML (CSS inlined) and text, identical for every recipient.
+
+    An editor's note (Markdown) and a featured item (one of `items`, by link) are rendered into
+    it. When the HTML would be larger than `size_limit` bytes, summaries are shortened, then the
+    last items are listed by title only, then the rest are left to the web version of the issue.
+    """
     env = make_environment(templates_dir)
     tz = brand.timezone
     dates = date_range(period_start, period_end, tz)
-    subject = render_subject(
-        brand.subject_template, name=brand.name, number=number, dates=dates, items=items
+    featured = _featured(items, featured_url, tz)
+    # top_title: the featured item's, else the newest item's
+    leading = sorted(
+        items,
+        key=lambda i: (featured is None or i.url != featured["url"], -i.published_at.timestamp()),
     )
-    sections = _sections(items, tz)
-    titles = [e["title"] for _, entries in sections for e in entries]
-    context = {
+    subject = render_subject(
+        brand.subject_template, name=brand.name, number=number, dates=dates, items=leading
+    )
+    sections = _sections(items, tz, exclude_url=featured["url"] if featured else None)
+    if featured is not None:  # numbered first, the sections after it
+        featured["number"] = 1
+        for _, entries in sections:
+            for entry in entries:
+                entry["number"] += 1
+    note_html, note_text = render_note(note_markdown) if note_markdown else ("", "")
+    archive_url = f"{brand.base_url}/archive/{number}" if brand.base_url and number else None
+    titles = ([featured["title"]] if featured else []) + [
+        e["title"] for _, entries in sections for e in entries
+    ]
+    preheader = " ".join(note_text.split())[:140] if note_text else "; ".join(titles[:3])
+    if len(preheader) > 150:
+        preheader = preheader[:149].rstrip() + "…"
+    context: dict[str, Any] = {
         "subject": subject,
         "name": brand.name,
         "number": number,
         "date_range": dates,
-        "sections": sections,
         "item_count": len(items),
-        "preheader": "; ".join(titles[:3])[:150],
+        "preheader": preheader,
         "organisation": brand.organisation,
-        "postal_address_lines": [ln.strip() for ln in brand.postal_address.splitlines() if ln.strip()],
+        "postal_address_lines": [
+            ln.strip() for ln in brand.postal_address.splitlines() if ln.strip()
+        ],
         "base_url": brand.base_url,
-        "archive_url": f"{brand.base_url}/archive/{number}" if brand.base_url and number else None,
+        "archive_url": archive_url,
         "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,
+        "logo_url": brand.logo_url,
+        "accent": brand.accent_colour,
+        "footer_text": brand.footer_text,
+        "lang": brand.language,
+        "dir": brand.direction,
+        "note_html": note_html,
+        "note_text": note_text,
+        "featured": featured,
     }
-    html = _render_template(env, TEMPLATE_HTML, context)
-    text = _render_template(env, TEMPLATE_TEXT, context)
-    return RenderedIssue(subject=subject, html=inline_css(html), text=text, sections=sections)
+
+    def attempt(
+        shorten: bool, with_summary: int, shown: int
+    ) -> tuple[str, str, list[tuple[str, list[dict[str, Any]]]], int]:
+        laid, cut = _layout(sections, shorten=shorten, with_summary=with_summary, shown=shown)
+        used: set[str] = set()
+        toc = []
+        for category, entries in laid:
+            anchor = _slug(category, used)
+            toc.append({"title": category, "anchor": anchor, "count": len(entries)})
+        ctx = {
+            **context,
+            "sections": laid,
+            "toc": toc if len(laid) > 1 else [],
+            "archived_count": total - min(shown, total),
+        }
+        html = inline_css(_render_template(env, TEMPLATE_HTML, ctx))
+        return html, _render_template(env, TEMPLATE_TEXT, ctx), laid, cut
+
+    total = sum(len(entries) for _, entries in sections)
+
+    def size(html: str) -> int:
+        return len(html.encode("utf-8"))
+
+    html, text, laid, cut = attempt(False, total, total)
+    fit = Fit(html_bytes=size(html), limit=size_limit)
+    if fit.html_bytes > size_limit:
+        html, text, laid, cut = attempt(True, total, total)
+        fit = Fit(html_bytes=size(html), limit=size_limit, shortened=cut)
+    if fit.html_bytes > size_limit:
+        # The most items with a (short) summary such that the rest, as titles, still fit.
+        best = _largest(0, total, lambda k: size(attempt(True, k, total)[0]) <= size_limit)
+        if best is not None:
+            html, text, laid, cut = attempt(True, best, total)
+            fit = Fit(size(html), size_limit, shortened=cut, title_only=total - best)
+        elif archive_url is None:  # nowhere to send the rest: send it all, and say so
+            html, text, laid, cut = attempt(True, 0, total)
+            fit = Fit(size(html), size_limit, title_only=total, over_limit=True)
+        else:
+            shown = _largest(0, total, lambda n: size(attempt(True, 0, n)[0]) <= size_limit) or 0
+            html, text, laid, cut = attempt(True, 0, shown)
+            fit = Fit(size(html), size_limit, title_only=shown, archived=total - shown,
+                      over_limit=size(html) > size_limit)  # fmt: skip
+    return RenderedIssue(
+        subject=subject, html=html, text=text, sections=laid, fit=fit, featured=featured,
+        note_text=note_text,
+    )  # fmt: skip
+
+
+def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
+    """The largest n in [low, high] with ok(n), for ok true up to a point; None if ok(low) fails."""
+    if not ok(low):
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        if ok(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _featured(items: Sequence[ItemView], url: str | None, tz: ZoneInfo) -> dict[str, Any] | None:
+    if not url:
+        return None
+    wanted = item_key(url.strip())
+    for item in items:
+        if item_key(item.url) == wanted:
+            return _entry(item, tz)
+    raise UsageError(
+        f"--featured {url} is not one of this issue's items",
+        hint="Name the link of an item in this issue: `digest preview` writes them to digest.txt.",
+    )
 
 
 def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    hint = "Fix the template; nothing was sent."
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
-        raise DigestError(
-            f"template {exc.filename or exc.name} line {exc.lineno}: {exc.message}",
-            hint="Fix the template; nothing was sent.",
-        ) from None
+        # Also raised here for an {% include %}d or {% extends %}ed template with a syntax
+        # error: those are loaded while rendering, and exc names that file.
+        where = exc.filename or exc.name or name
+        raise DigestError(f"template {where} line {exc.lineno}: {exc.message}", hint=hint) from None
     except jinja2.TemplateNotFound as exc:
-        raise DigestError(f"template {exc.name} not found") from None
+        needed_by = _template_frame(exc)
+        within = f" (needed by {needed_by})" if needed_by and exc.name != name else ""
+        raise DigestError(f"template {exc.name} not found{within}", hint=hint) from None
     except jinja2.UndefinedError as exc:
-        raise DigestError(
-            f"template {name}: {exc.message}", hint="Fix the template; nothing was sent."
-        ) from None
+        where = _template_frame(exc) or name
+        raise DigestError(f"template {where}: {exc.message}", hint=hint) from None
+    except Exception as exc:  # any other error raised while rendering: a filter, a bad value
+        where = _template_frame(exc) or name
+        raise DigestError(f"template {where}: {type(exc).__name__}: {exc}", hint=hint) from None
+
+
+def _template_frame(exc: BaseException) -> str | None:
+    """'FILE line N' of the innermost template frame in exc's traceback (Jinja rewrites the
+    traceback so template frames carry the template's file name and line)."""
+    found = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        filename = frame.f_code.co_filename
+        if filename.endswith((".html", ".txt", ".htm", ".j2", ".jinja")):
+            found = f"{filename} line {lineno}"
+    return found
 
 
 def inline_css(html: str) -> str:

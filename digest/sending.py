@@ -39,14 +39,25 @@ def plan_send(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    note_markdown: str | None = None,
+    featured_url: str | None = None,
 ) -> SendPlan | None:
     """None when there is nothing to do: no unfinished issue and no new items."""
     unfinished = unfinished_issue(session)
     if unfinished is not None:
+        if note_markdown or featured_url:  # its content was frozen: nothing can be added now
+            raise UsageError(
+                f"issue {unfinished.number} is already being sent; --note and --featured "
+                "only shape a new issue",
+                hint="Run `digest send` without them to finish it first.",
+            )
         counts = delivery_counts(session, unfinished.id or 0)
         remaining = counts["queued"] + counts["sending"] + counts["deferred"]
         return SendPlan(resume=unfinished, draft=None, recipients=remaining)
-    draft = draft_issue(session, settings, since=since, until=until)
+    draft = draft_issue(
+        session, settings, since=since, until=until, note_markdown=note_markdown,
+        featured_url=featured_url,
+    )  # fmt: skip
     if draft is None:
         return None
     return SendPlan(resume=None, draft=draft, recipients=active_count(session))
@@ -116,7 +127,8 @@ def dry_run(session: Session, settings: Settings, draft: Draft, folder: Path, se
 
 
 def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, Path]:
-    """digest.html, digest.txt and digest.eml as a subscriber would see them."""
+    """digest.html, digest.txt and digest.eml as a subscriber would see them, and views.html
+    showing the HTML at desktop and phone widths side by side."""
     template = draft_template(settings, draft)
     msg = message_settings(settings)
     sample = (
@@ -139,4 +151,7 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
     paths["html"].write_text(draft.rendered.html.replace(PLACEHOLDER_UNSUBSCRIBE, sample), "utf-8")
     paths["text"].write_text(draft.rendered.text.replace(PLACEHOLDER_UNSUBSCRIBE, sample), "utf-8")
     paths["eml"].write_bytes(template.render(recipient))
+    from digest.preview import write_views_page
+
+    paths["views"] = write_views_page(folder, f"Issue {draft.number}: {draft.rendered.subject}")
     return paths
