@@ -1,0 +1,147 @@
+"""T2, T3, T4: the real `digest send --yes` into smtp-sink, next to smtp-source into smtp-sink.
+
+Each run gets a fresh copy of a seeded database and its own smtp-sink, so the sink's counters
+belong to that run alone. A digest run counts only if the database has a `sent` row for every
+subscriber and the sink accepted exactly that many messages.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import corpus
+import seed
+from procs import Sink, run_measured, smtp_source
+
+SESSIONS = 16
+
+
+def message_file(folder: Path) -> tuple[Path, int]:
+    """The digest's own message for one recipient, LF line ends, for smtp-source -F (which sends
+    each line with CRLF): byte for byte the size digest puts on the wire."""
+    from digest.message import MessageTemplate, Recipient
+
+    r = corpus.render()
+    template = MessageTemplate(
+        settings=corpus.message_settings(),
+        subject=r.subject,
+        html_body=r.html,
+        text_body=r.text,
+        date=datetime.now(UTC),
+    )
+    data = template.render(
+        Recipient(
+            "reader1@example.net",
+            "Reader 1",
+            "<digest.bench.1@partnership.example.org>",
+            f"{corpus.BASE_URL}/unsubscribe/0000000000000001.AAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+    )
+    path = folder / "message.eml"
+    path.write_bytes(data.replace(b"\r\n", b"\n"))
+    return path, len(data)
+
+
+def _counts(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT status, count(*) FROM delivery GROUP BY status").fetchall())
+    finally:
+        con.close()
+
+
+def digest_send(
+    template_db: Path,
+    n: int,
+    work: Path,
+    *,
+    label: str,
+    timeout: float,
+    connections: int = SESSIONS,
+    wrap: list[str] | None = None,
+) -> dict[str, Any]:
+    """`digest send --yes` of a fresh issue to n subscribers. `wrap` prefixes the command
+    (a profiler)."""
+    work.mkdir(parents=True, exist_ok=True)
+    db = seed.copy_db(template_db, work / f"{label}.db")
+    with Sink(expected=n, timeout=timeout) as sink:
+        env = {
+            **seed.base_env(),
+            **corpus.digest_env(
+                f"sqlite:///{db}", sink.port, DIGEST_SMTP_CONNECTIONS=str(connections)
+            ),
+        }
+        cmd = (wrap or []) + [sys.executable, "-P", "-m", "digest", "send", "--yes"]
+        fin = run_measured(cmd, env=env, cwd=work, timeout=timeout, log=work / label)
+        sink_fin = sink.stop()
+    counts = _counts(db)
+    ok = fin.returncode == 0 and counts.get("sent", 0) == n and sink.messages == n
+    problem = None
+    if not ok:
+        problem = (
+            f"exit {fin.returncode}; rows {counts}; sink accepted {sink.messages}; "
+            f"stderr: {fin.stderr.strip()[-400:]}"
+        )
+    for suffix in ("", "-wal", "-shm", ".send-lock"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)  # 100k-row copies add up
+    return {
+        "what": "digest send --yes",
+        "messages": n,
+        "ok": ok,
+        "problem": problem,
+        "exit": fin.returncode,
+        "wall_s": fin.wall,
+        "sink_window_s": sink.window,
+        "cpu_user_s": fin.user,
+        "cpu_sys_s": fin.sys,
+        "maxrss_kb": fin.maxrss_kb,
+        "sink_accepted": sink.messages,
+        "sink_cpu_s": sink_fin.cpu,
+        "rows": counts,
+    }
+
+
+def source_send(message: Path, n: int, work: Path, *, label: str, timeout: float) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    with Sink(expected=n, timeout=timeout) as sink:
+        fin = smtp_source(
+            port=sink.port,
+            message_file=message,
+            messages=n,
+            sessions=SESSIONS,
+            timeout=timeout,
+            log=work / label,
+        )
+        sink_fin = sink.stop()
+    ok = fin.returncode == 0 and sink.messages == n
+    return {
+        "what": f"smtp-source -s {SESSIONS} -d",
+        "messages": n,
+        "ok": ok,
+        "problem": None
+        if ok
+        else f"exit {fin.returncode}; sink accepted {sink.messages}; {fin.stderr.strip()[-300:]}",
+        "exit": fin.returncode,
+        "wall_s": fin.wall,
+        "sink_window_s": sink.window,
+        "cpu_user_s": fin.user,
+        "cpu_sys_s": fin.sys,
+        "maxrss_kb": fin.maxrss_kb,
+        "sink_accepted": sink.messages,
+        "sink_cpu_s": sink_fin.cpu,
+    }
+
+
+def rate(run: dict[str, Any], key: str = "wall_s") -> float | None:
+    t = run.get(key)
+    return run["messages"] / t if t else None
+
+
+def median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None

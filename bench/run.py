@@ -1,0 +1,475 @@
+"""Issue 5's speed figures, each against a reference measured in the same run.
+
+    python bench/run.py              # every figure at full size (~15 min on 2 cores)
+    python bench/run.py --quick      # smaller sizes, for development; not for the record
+    python bench/run.py --only T1,T5 --source /tmp/digest-at-abc123 --profile
+
+Prints each figure next to its reference and the ratio, and writes bench/results/<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+FIGURES = ("T1", "T2", "T3", "T4", "T5", "PG")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    sink_version = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "postfix"], capture_output=True, text=True
+    ).stdout
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "postfix": sink_version,
+    }
+
+
+def code_under_test() -> dict[str, Any]:
+    import digest
+
+    root = Path(digest.__file__).resolve().parent.parent
+    info: dict[str, Any] = {"path": str(root)}
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        info["commit"] = head.stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "digest"], capture_output=True, text=True
+        ).stdout.split("\n")
+        info["uncommitted"] = [ln[3:] for ln in dirty if ln.strip()]
+    else:
+        info["commit"] = "(not a git checkout: a snapshot, see --source)"
+        for name in ("BASE_COMMIT", "DIFF_SHA1"):  # written by the snapshot recipe in README
+            if (root / name).exists():
+                info[name.lower()] = (root / name).read_text().split()[0]
+    return info
+
+
+def _fmt(v: float | None, unit: str = "", digits: int = 0) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}{unit}"
+
+
+def fig_t2_t3_t4(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
+    import fig_send
+    import seed
+
+    n_main = 2000 if args.quick else 20000
+    small, large = (2000, 20000) if args.quick else (10000, 100000)
+    message, size = fig_send.message_file(work)
+    out["message_bytes_on_wire"] = size
+    if {"T2", "T3"} & args.only:
+        t0 = time.monotonic()
+        template = seed.sqlite_template(work, n_main)
+        _log(f"  database with {n_main:,} subscribers ready ({time.monotonic() - t0:.0f} s)")
+        digest_runs, source_runs = [], []
+        t_start = time.monotonic()
+        for i in range(args.repeats):
+            s = fig_send.source_send(message, n_main, work, label=f"source-{i}", timeout=300)
+            source_runs.append(s)
+            _log(
+                f"  smtp-source run {i + 1}: {fig_send.rate(s):,.0f} msg/s, "
+                f"{s['cpu_user_s'] + s['cpu_sys_s']:.2f} s CPU, ok={s['ok']}"
+            )
+            d = fig_send.digest_send(
+                template, n_main, work, label=f"digest-{i}", timeout=args.send_timeout
+            )
+            digest_runs.append(d)
+            _log(
+                f"  digest send run {i + 1}: {fig_send.rate(d):,.0f} msg/s end to end, "
+                f"{_fmt(fig_send.rate(d, 'sink_window_s'))} msg/s in the sending window, "
+                f"{d['cpu_user_s'] + d['cpu_sys_s']:.1f} s CPU, ok={d['ok']}"
+                + (f" PROBLEM: {d['problem']}" if d["problem"] else "")
+            )
+            if i + 1 < args.repeats and time.monotonic() - t_start > args.t2_budget:
+                _log(
+                    f"  (stopping T2 after {i + 1} pair(s): over the {args.t2_budget:.0f} s budget)"
+                )
+                break
+        out["T2_runs"] = {"digest": digest_runs, "smtp_source": source_runs}
+        good_d = [r for r in digest_runs if r["ok"]]
+        good_s = [r for r in source_runs if r["ok"]]
+        med = fig_send.median
+        d_rate = med([fig_send.rate(r) for r in good_d])
+        d_win = med([fig_send.rate(r, "sink_window_s") for r in good_d])
+        s_rate = med([fig_send.rate(r) for r in good_s])
+        s_win = med([fig_send.rate(r, "sink_window_s") for r in good_s])
+        out["T2"] = {
+            "messages": n_main,
+            "pairs": len(digest_runs),
+            "valid_digest_runs": len(good_d),
+            "digest_rate": d_rate,
+            "digest_window_rate": d_win,
+            "smtp_source_rate": s_rate,
+            "smtp_source_window_rate": s_win,
+            "ratio": d_rate / s_rate if d_rate and s_rate else None,
+            "ratio_window": d_win / s_win if d_win and s_win else None,
+        }
+        d_cpu = med([(r["cpu_user_s"] + r["cpu_sys_s"]) / r["messages"] for r in good_d])
+        s_cpu = med([(r["cpu_user_s"] + r["cpu_sys_s"]) / r["messages"] for r in good_s])
+        out["T3"] = {
+            "digest_cpu_us_per_msg": d_cpu * 1e6 if d_cpu else None,
+            "smtp_source_cpu_us_per_msg": s_cpu * 1e6 if s_cpu else None,
+            "ratio": d_cpu / s_cpu if d_cpu and s_cpu else None,
+            "sink_cpu_us_per_msg_digest_runs": _per_msg(good_d, "sink_cpu_s"),
+            "sink_cpu_us_per_msg_source_runs": _per_msg(good_s, "sink_cpu_s"),
+        }
+    if "T4" in args.only:
+        runs = {}
+        for n in (small, large):
+            t0 = time.monotonic()
+            template = seed.sqlite_template(work, n)
+            _log(f"  database with {n:,} subscribers ready ({time.monotonic() - t0:.0f} s)")
+            r = fig_send.digest_send(template, n, work, label=f"rss-{n}", timeout=args.send_timeout)
+            runs[n] = r
+            _log(
+                f"  digest send to {n:,}: peak RSS {r['maxrss_kb'] / 1024:.1f} MiB, "
+                f"{fig_send.rate(r):,.0f} msg/s, ok={r['ok']}"
+                + (f" PROBLEM: {r['problem']}" if r["problem"] else "")
+            )
+        a, b = runs[small], runs[large]
+        out["T4"] = {
+            "small": small,
+            "large": large,
+            "small_maxrss_kb": a["maxrss_kb"],
+            "large_maxrss_kb": b["maxrss_kb"],
+            "ratio": b["maxrss_kb"] / a["maxrss_kb"] if a["ok"] and b["ok"] else None,
+            "runs": {str(k): v for k, v in runs.items()},
+        }
+
+
+def _per_msg(runs: list[dict[str, Any]], key: str) -> float | None:
+    import fig_send
+
+    v = fig_send.median([r[key] / r["messages"] for r in runs])
+    return v * 1e6 if v else None
+
+
+def profile_send(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
+    """`digest send` under py-spy, top frames. Only the thread holding the GIL is sampled
+    (--gil): the sender is CPU-bound on one core, and 16 connection threads waiting for
+    replies would otherwise drown the picture."""
+    import shutil
+
+    import fig_send
+    import seed
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        _log("  py-spy not found: pip install py-spy")
+        return
+    n = 2000 if args.quick else 10000
+    template = seed.sqlite_template(work, n)
+    raw = work / "profile.txt"
+    wrap = [
+        spy,
+        "record",
+        "--gil",
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+        "--nonblocking",
+        "--",
+    ]
+    r = fig_send.digest_send(
+        template, n, work, label="profile", timeout=args.send_timeout, wrap=wrap
+    )
+    _log(
+        f"  profiled digest send to {n:,}: ok={r['ok']} "
+        f"({fig_send.rate(r):,.0f} msg/s under py-spy)"
+    )
+    if not raw.exists():
+        _log("  py-spy wrote no profile")
+        return
+    out["profile"] = summarise_profile(raw)
+    out["profile"]["messages"] = n
+
+
+def summarise_profile(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive share of samples per function, from py-spy's collapsed stacks."""
+    self_c: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        total += c
+        frames = [_frame(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if not frames:
+            continue
+        self_c[frames[-1]] += c
+        for f in set(frames):
+            incl[f] += c
+    pct = lambda c: round(100 * c / total, 1)  # noqa: E731
+    return {
+        "samples": total,
+        "self": [(f, pct(c)) for f, c in self_c.most_common(top)],
+        "inclusive": [
+            (f, pct(c)) for f, c in incl.most_common(60) if "(digest/" in f or "smtplib" in f
+        ][:top],
+    }
+
+
+def _frame(f: str) -> str:
+    # "function (path/to/file.py:123)" -> "function (…/package/file.py)"
+    name, _, where = f.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    parts = where.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else where
+    if name.startswith("process ") or name.startswith("thread "):
+        return ""
+    return f"{name} ({short})"
+
+
+def report(out: dict[str, Any]) -> str:
+    rows = []
+    t1, t2, t3, t4, t5, pg = (out.get(k) for k in ("T1", "T2", "T3", "T4", "T5", "PG"))
+    if t1:
+        rows.append(
+            (
+                "T1 per-recipient CPU (name mix)",
+                _fmt(t1["render_us"], " µs", 1),
+                _fmt(t1["emailmessage_us"], " µs"),
+                f"{t1['ratio']:.0f}× cheaper",
+                "≥ 50×",
+                t1["ratio"] >= 50 and t1["equivalent"],
+            )
+        )
+        for cls, v in t1["classes"].items():
+            if cls != "mix":
+                rows.append(
+                    (
+                        f"   T1, {cls}",
+                        _fmt(v["render_us"], " µs", 1),
+                        _fmt(v["emailmessage_us"], " µs"),
+                        f"{v['ratio']:.0f}×",
+                        "",
+                        None,
+                    )
+                )
+    if t2:
+        rows.append(
+            (
+                "T2 send rate, end to end",
+                _fmt(t2["digest_rate"], " msg/s"),
+                _fmt(t2["smtp_source_rate"], " msg/s"),
+                _ratio(t2["ratio"]),
+                "≥ 0.8×",
+                t2["ratio"] is not None and t2["ratio"] >= 0.8,
+            )
+        )
+        rows.append(
+            (
+                "   T2, sending window (sink)",
+                _fmt(t2["digest_window_rate"], " msg/s"),
+                _fmt(t2["smtp_source_window_rate"], " msg/s"),
+                _ratio(t2["ratio_window"]),
+                "",
+                None,
+            )
+        )
+    if t3:
+        rows.append(
+            (
+                "T3 sender CPU per message",
+                _fmt(t3["digest_cpu_us_per_msg"], " µs"),
+                _fmt(t3["smtp_source_cpu_us_per_msg"], " µs"),
+                _ratio(t3["ratio"]),
+                "≤ 5×",
+                t3["ratio"] is not None and t3["ratio"] <= 5,
+            )
+        )
+    if t4:
+        rows.append(
+            (
+                f"T4 peak RSS {t4['large']:,} vs {t4['small']:,}",
+                _fmt(t4["large_maxrss_kb"] / 1024, " MiB", 1),
+                _fmt(t4["small_maxrss_kb"] / 1024, " MiB", 1),
+                _ratio(t4["ratio"]),
+                "≤ 1.2×",
+                t4["ratio"] is not None and t4["ratio"] <= 1.2,
+            )
+        )
+    if t5:
+        rows.append(
+            (
+                f"T5 queue {t5['subscribers']:,} (SQLite)",
+                _fmt(t5["create_issue_s"], " s", 2),
+                _fmt(t5["raw_insert_select_s"], " s", 2),
+                _ratio(t5["ratio"]),
+                "≤ 2×",
+                t5["ratio"] <= 2 and t5["ok"],
+            )
+        )
+    if pg:
+        if pg.get("pending"):
+            rows.append(("PG 2 vs 1 workers", "pending", "", "", "report", None))
+        else:
+            rows.append(
+                (
+                    "PG 2 vs 1 workers",
+                    _fmt(pg["2w"]["rate"], " msg/s"),
+                    _fmt(pg["1w"]["rate"], " msg/s"),
+                    _ratio(pg["ratio"]),
+                    "report",
+                    None,
+                )
+            )
+    head = ("figure", "digest", "reference", "ratio", "target", "met")
+    cells = [head] + [(*r[:5], {True: "yes", False: "NO", None: ""}[r[5]]) for r in rows]
+    widths = [max(len(str(c[i])) for c in cells) for i in range(len(head))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}×"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="smaller sizes (development only)")
+    p.add_argument("--only", default=",".join(FIGURES), help="comma-separated: T1,T2,T3,T4,T5,PG")
+    p.add_argument(
+        "--source",
+        help="measure the digest in this folder (e.g. a `git archive` "
+        "snapshot) instead of the installed one",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="T2/T3 pairs of runs (default 3)")
+    p.add_argument(
+        "--t2-budget",
+        type=float,
+        default=300,
+        help="stop adding T2 pairs after this many seconds (default 300)",
+    )
+    p.add_argument("--send-timeout", type=float, default=1500, help="kill a send after this")
+    p.add_argument("--profile", action="store_true", help="also profile `digest send` with py-spy")
+    p.add_argument("--work", default="/tmp/digest-bench", help="scratch folder for databases")
+    args = p.parse_args()
+    args.only = {x.strip().upper() for x in args.only.split(",") if x.strip()}
+    if args.source:
+        src = str(Path(args.source).resolve())
+        sys.path.insert(0, src)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (src, os.environ.get("PYTHONPATH")) if p
+        )
+    started = datetime.now(UTC)
+    # A folder per run: seeded databases must match the schema of the digest under test.
+    work = Path(args.work) / started.strftime("%Y%m%dT%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "code": code_under_test(),
+        "figures": sorted(args.only),
+    }
+    _log(f"digest under test: {out['code']}")
+    _log(f"machine: {out['machine']}")
+    t0 = time.monotonic()
+    if "T1" in args.only:
+        import fig_render
+
+        _log("T1: MessageTemplate.render() vs EmailMessage per recipient")
+        out["T1"] = fig_render.run(quick=args.quick)
+        _log(
+            f"  message {out['T1']['message_bytes']:,} bytes, {out['T1']['items']} items; "
+            f"equivalent={out['T1']['equivalent']} {out['T1']['problems'] or ''}"
+        )
+    if {"T2", "T3", "T4"} & args.only:
+        _log("T2/T3/T4: digest send vs smtp-source, into smtp-sink on loopback")
+        fig_t2_t3_t4(args, work, out)
+    if "T5" in args.only:
+        import fig_queue
+
+        _log("T5: create_issue vs raw INSERT … SELECT")
+        out["T5"] = fig_queue.run(
+            work,
+            subscribers=100_000 if args.quick else 1_000_000,
+            repeats=1 if args.quick else 3,
+            log=_log,
+        )
+    if "PG" in args.only:
+        import fig_postgres
+
+        _log("PG: 1 vs 2 digest send --worker processes on PostgreSQL")
+        try:
+            out["PG"] = fig_postgres.run(
+                work, n=2000 if args.quick else 20000, timeout=args.send_timeout, log=_log
+            )
+        except Exception as exc:  # the server may be absent: report, do not lose the rest
+            out["PG"] = {"pending": True, "reason": f"{type(exc).__name__}: {exc}"}
+        if out["PG"].get("pending"):
+            _log(f"  pending: {out['PG']['reason']}")
+    if args.profile:
+        _log("Profile: digest send under py-spy")
+        profile_send(args, work, out)
+    out["duration_s"] = round(time.monotonic() - t0, 1)
+    for db in work.glob("*.db*"):
+        db.unlink()  # up to ~200 MB each; logs stay in the folder
+    table = report(out)
+    _log("")
+    _log(table)
+    if "profile" in out:
+        _log("\ndigest send profile, % of samples of the GIL-holding thread, self time:")
+        for f, pct in out["profile"]["self"]:
+            _log(f"  {pct:5.1f}%  {f}")
+        _log("inclusive, digest and smtplib frames:")
+        for f, pct in out["profile"]["inclusive"]:
+            _log(f"  {pct:5.1f}%  {f}")
+    RESULTS.mkdir(exist_ok=True)
+    name = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "") + ".json"
+    out["table"] = table
+    (RESULTS / name).write_text(json.dumps(out, indent=2, default=str))
+    _log(f"\n{out['duration_s']:.0f} s; results in {RESULTS / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    raise SystemExit(main())
