@@ -13,10 +13,12 @@ def normalise_address(address: str) -> str:
     if any(ch in address for ch in "\r\n\0"):
         raise ValueError("the address contains a line break")
     try:
-        result = validate_email(address, check_deliverability=False, allow_smtputf8=True)
+        # SMTPUTF8 (non-ASCII before the @) is not accepted: many relays refuse it.
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
-    return result.normalized
+    # International domain names are kept in their ASCII (xn--) form, which every relay takes.
+    return result.ascii_email or result.normalized
 
 
 def address_key(address: str) -> str:

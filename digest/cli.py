@@ -38,6 +38,7 @@ from digest.errors import (
     EXIT_TEMPFAIL,
     DigestError,
     Interrupted,
+    SmtpUnavailable,
     UsageError,
 )
 from digest.models import SubscriberStatus
@@ -749,6 +750,11 @@ def send(
     out: Annotated[Path, typer.Option(help="Folder for --dry-run messages.")] = Path("dry-run"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")] = False,
     fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first; a source that fails only warns (cron: digest send --fetch --yes).")] = False,
+    scheduled: Annotated[bool, typer.Option("--scheduled", help="The cron/systemd job: one issue per period (schedule = weekly|daily); resumes it if unfinished, does nothing if complete.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --scheduled: finish an unfinished issue even if older than max_issue_age_hours.")] = False,
+    worker: Annotated[bool, typer.Option("--worker", help="Help send the issue already being sent (PostgreSQL: run several, on any machines); never starts one.")] = False,
+    note: Annotated[Path | None, typer.Option("--note", help="An editor's note in Markdown, frozen into the new issue.")] = None,
+    featured: Annotated[str | None, typer.Option("--featured", help="The link of one of the new issue's items, shown first.")] = None,
 ) -> None:
     """Send the next issue to every active subscriber, or resume an unfinished one.
 
@@ -758,11 +764,12 @@ def send(
     deliveries failed temporarily: run it again later.
 
     Example: digest send --to me@example.org   (a test copy first), then: digest send
+    Cron:    digest send --scheduled --fetch
     """
     from digest.issues import draft_issue
     from digest.mailer import FileSender, SmtpSender
     from digest.sending import dry_run as do_dry_run
-    from digest.sending import plan_send, start_issue, test_send
+    from digest.sending import test_send
 
     state = _state(ctx)
     settings = state.settings
@@ -771,9 +778,19 @@ def send(
     if fetch:
         fetch_before(ctx)
 
+    if sum([bool(to or dry_run), scheduled, worker]) > 1:
+        raise UsageError("--to/--dry-run, --scheduled and --worker cannot be combined")
+    if force and not scheduled:
+        raise UsageError("--force only applies to --scheduled")
+    if (note or featured) and (scheduled or worker):
+        raise UsageError("--note and --featured shape a new issue: not with --scheduled or --worker")
+    from digest.issues import read_note
+
+    note_markdown = read_note(note) if note else None
     if to or dry_run:
         with session_scope(engine) as session:
-            draft = draft_issue(session, settings, since=since_at, until=until_at)
+            draft = draft_issue(session, settings, since=since_at, until=until_at,
+                                note_markdown=note_markdown, featured_url=featured)  # fmt: skip
             if draft is None:
                 typer.echo("No new items for the next issue; nothing to send.")
                 return
@@ -796,46 +813,30 @@ def send(
             raise typer.Exit(EXIT_ERROR)
         return
 
-    from digest.delivery import DeliveryRun, send_lock
+    from digest.sending import SendPlan, send_next
 
-    with send_lock(settings.database_url):
-        with session_scope(engine) as session:
-            plan = plan_send(session, settings, since=since_at, until=until_at)
-        if plan is None:
-            typer.echo("No new items since the last issue; nothing to send.")
-            return
-        if plan.resume is not None:
-            issue = plan.resume
-            typer.echo(f"Resuming issue {issue.number} ({issue.subject}): {plan.recipients} deliveries to go.")
-        else:
-            assert plan.draft is not None
-            typer.echo(f"Issue {plan.draft.number}: {plan.draft.rendered.subject} "
-                       f"({len(plan.draft.items)} items) to {plan.recipients} subscribers.")
-            if plan.recipients == 0:
-                raise UsageError("there are no active subscribers", hint="Add some with `digest subscribers add`.")
-        if not yes and sys.stdin.isatty():
+    def confirm(plan: SendPlan) -> None:
+        if not yes and not worker and sys.stdin.isatty():
             typer.confirm(f"Send to {plan.recipients} subscribers now?", abort=True)
-        settings.secret_key_bytes()  # fail before anything is frozen
-        sender = SmtpSender(settings.smtp)
-        sender.connect()  # fails (exit 75) before anything is frozen if the server is down
-        try:
-            with session_scope(engine) as session:
-                issue = start_issue(session, plan)
-            with _stop_on_signals() as stop:
-                from digest.issues import delivery_counts
 
-                with session_scope(engine) as session:
-                    counts = delivery_counts(session, issue.id or 0)
-                done = counts["sent"] + counts["failed"] + counts["skipped"]
-                progress = _Progress(sum(counts.values()), done, quiet=False)
-                try:
-                    outcome = DeliveryRun(
-                        engine, settings, issue.id or 0, sender, stop=stop, on_progress=progress
-                    ).run()
-                finally:
-                    progress.close()
+    def progress(total: int, done: int) -> _Progress:
+        bar = _Progress(total, done, quiet=False)
+        bars.append(bar)
+        return bar
+
+    bars: list[_Progress] = []
+    with _stop_on_signals() as stop:
+        try:
+            outcome = send_next(
+                engine, settings, since=since_at, until=until_at, scheduled=scheduled,
+                worker=worker, force=force, notify=typer.echo, confirm=confirm, stop=stop,
+                progress=progress, note_markdown=note_markdown, featured_url=featured,
+            )  # fmt: skip
         finally:
-            sender.close()
+            for bar in bars:
+                bar.close()
+    if outcome is None:
+        return
     c = outcome.counts
     typer.echo(
         f"Issue {outcome.issue_number}: {c['sent']} sent, {c['failed']} failed, "
@@ -846,6 +847,11 @@ def send(
     if outcome.finished:
         typer.echo(f"Issue {outcome.issue_number} is complete.")
         return
+    if outcome.unavailable:
+        raise SmtpUnavailable(
+            f"stopped: {outcome.unavailable}",
+            hint="The rest stays queued; run `digest send` again when the server is back.",
+        )
     when = _local(outcome.next_retry_at, settings)
     typer.echo(f"Some deliveries failed temporarily; run `digest send` again after {when} to retry them.", err=True)
     raise typer.Exit(EXIT_TEMPFAIL)

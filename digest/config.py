@@ -70,7 +70,16 @@ class Settings(BaseModel):
     smtp_timeout: float = Field(30.0, gt=0)
     smtp_connections: int = Field(1, ge=1, le=64)
     send_rate: float = Field(0.0, ge=0)  # messages per second; 0 means as fast as the server takes
-    retry_lifetime_hours: float = Field(72.0, gt=0)
+    send_rate_per_hour: float = Field(0.0, ge=0)  # 0 means no hourly cap
+    retry_lifetime_hours: float = Field(72.0, gt=0)  # temporary failures are retried this long
+    retry_base_seconds: float = Field(60.0, gt=0)  # first retry delay; doubles each attempt
+    retry_wait_seconds: float = Field(300.0, ge=0)  # how long one run waits for due retries
+    smtp_down_seconds: float = Field(300.0, ge=0)  # unreachable this long: stop, exit 75
+    lease_seconds: float = Field(60.0, ge=1)  # a crashed worker's rows are re-sent after this
+
+    # The scheduled job (`digest send --scheduled`)
+    schedule: Literal["weekly", "daily"] = "weekly"
+    max_issue_age_hours: float = Field(24.0, gt=0)  # an older unfinished issue needs --force
 
     # Tokens in unsubscribe links
     secret_key: str | None = None

@@ -10,32 +10,32 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from digest.config import Settings
 from digest.db import sqlite_path
-from digest.errors import DigestError
+from digest.errors import EXIT_TEMPFAIL, DigestError, SmtpUnavailable
 from digest.issues import delivery_counts, finish_if_done
 from digest.mailer import Sender, SendResult
 from digest.message import MessageSettings, MessageTemplate, Recipient
 from digest.models import Delivery, DeliveryStatus, Issue, Subscriber, SubscriberStatus, utcnow
 from digest.tokens import make_token
 
-LEASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=1)
 
 
@@ -91,9 +91,7 @@ class SendProgress:
         return self.sent + self.failed + self.skipped
 
     def count(self, status: str) -> None:
-        if status == DeliveryStatus.deferred:
-            self.deferred += 1
-        elif status in ("sent", "failed", "skipped"):
+        if status in ("sent", "failed", "skipped", "deferred"):
             setattr(self, status, getattr(self, status) + 1)
 
 
@@ -104,10 +102,13 @@ class SendOutcome:
     counts: dict[str, int]
     interrupted: bool = False
     next_retry_at: datetime | None = None
+    unavailable: str | None = None  # the server stayed unreachable: the reason
 
 
 class SendLockBusy(DigestError):
-    pass
+    """Another send holds the database: not an error of this run, so cron may simply retry."""
+
+    exit_code = EXIT_TEMPFAIL
 
 
 @contextmanager
@@ -141,169 +142,409 @@ def send_lock(database_url: str) -> Iterator[None]:
         fh.close()
 
 
+class Pacer:
+    """Spaces sends to the configured rate, and slows the whole run when the server asks.
+
+    Thread-safe: every connection's worker calls wait() before it sends.
+    """
+
+    def __init__(self, per_second: float, per_hour: float) -> None:
+        intervals = [1.0 / per_second if per_second else 0.0, 3600.0 / per_hour if per_hour else 0.0]
+        self.base = max(intervals)
+        self.interval = self.base
+        self.next_slot = time.monotonic()
+        self.paused_until = 0.0
+        self.streak = 0
+        self.calm = 0
+        self.lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        with self.lock:
+            now = time.monotonic()
+            slot = max(self.next_slot, self.paused_until, now)
+            self.next_slot = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+    def throttled(self) -> float:
+        """421/45x or a dropped line: pause everyone (longer each time in a row) and halve
+        the rate; the rate recovers step by step once the server is happy again."""
+        with self.lock:
+            self.streak += 1
+            pause = min(0.5 * 2 ** (self.streak - 1), 30.0)
+            self.paused_until = max(self.paused_until, time.monotonic() + pause)
+            self.interval = min(max(self.interval * 2, 0.01), 10.0)
+            self.calm = 0
+            return pause
+
+    def ok(self) -> None:
+        with self.lock:
+            self.streak = 0
+            self.calm += 1
+            if self.calm >= 50 and self.interval > self.base:
+                self.interval = max(self.base, self.interval / 2)
+                self.calm = 0
+
+
+@dataclass(frozen=True)
+class _Job:
+    delivery_id: int
+    attempts: int
+    first_attempt_at: datetime | None
+    recipient: Recipient
+
+
+@dataclass(frozen=True)
+class _Done:
+    job: _Job
+    result: SendResult | None  # None: the server could not be reached, nothing was tried
+    error: str = ""
+    fatal: bool = False  # a setup problem (login, certificate): stop, don't retry
+
+
 class DeliveryRun:
-    """Sends one issue's outstanding deliveries with one worker identity."""
+    """Sends one issue's outstanding deliveries over a pool of SMTP connections.
+
+    One thread per connection sends; this thread claims rows, checks each subscriber is
+    still active just before their message is handed to a connection, and records every
+    outcome. It is the only thread that talks to the database.
+    """
 
     def __init__(
         self,
         engine: Engine,
         settings: Settings,
         issue_id: int,
-        sender: Sender,
+        sender_factory: Callable[[], Sender],
         *,
+        first_sender: Sender | None = None,
         stop: threading.Event | None = None,
         on_progress: Callable[[SendProgress], None] | None = None,
-        retry_wait: float = 0.0,
-        retry_base: float = 60.0,
+        retry_wait: float | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.issue_id = issue_id
-        self.sender = sender
+        self.sender_factory = sender_factory
+        self.first_sender = first_sender
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
-        self.retry_wait = retry_wait
-        self.retry_base = retry_base
+        self.retry_wait = settings.retry_wait_seconds if retry_wait is None else retry_wait
+        self.retry_base = settings.retry_base_seconds
         self.clock = clock
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:100]
         self.sqlite = engine.dialect.name == "sqlite"
         self.lifetime = timedelta(hours=settings.retry_lifetime_hours)
-        self.rate = settings.send_rate
-        self.batch_size = 50 if not self.rate else max(1, min(50, int(self.rate)))
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.connections = settings.smtp_connections
+        self.pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
+        # Claim enough to keep every connection busy, but few enough that a slow, paced run
+        # still renews its leases long before they run out.
+        per_lease = self.pacer.base and settings.lease_seconds / 3 / self.pacer.base
+        self.batch_size = max(self.connections, min(256, 8 * self.connections))
+        if per_lease:
+            self.batch_size = max(1, min(self.batch_size, int(per_lease)))
+        self._t = {
+            "delivery": Delivery.__table__,  # type: ignore[attr-defined]
+            "subscriber": Subscriber.__table__,  # type: ignore[attr-defined]
+        }
 
-    # Claims --------------------------------------------------------------------------------
+    # Database: claims and records -------------------------------------------------------------
 
-    def _reclaim(self, session: Session, now: datetime) -> None:
+    def _reclaim(self, conn: sa.Connection, now: datetime) -> None:
         """Rows left `sending` by a dead worker go back to the queue.
 
         On SQLite we hold the send lock, so every such row is orphaned; elsewhere only rows
         whose lease has run out are.
         """
-        stmt = sa.update(Delivery).where(
-            col(Delivery.issue_id) == self.issue_id, col(Delivery.status) == DeliveryStatus.sending
-        )
+        d = self._t["delivery"]
+        stmt = sa.update(d).where(d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.sending.value)
         if not self.sqlite:
-            stmt = stmt.where(col(Delivery.lease_expires_at) < now)
-        session.execute(
-            stmt.values(status=DeliveryStatus.queued, lease_owner=None, lease_expires_at=None)
-        )
-        session.commit()
+            stmt = stmt.where(d.c.lease_expires_at < now)
+        else:
+            stmt = stmt.where(sa.or_(d.c.lease_owner.is_(None), d.c.lease_owner != self.worker))
+        conn.execute(stmt.values(status=DeliveryStatus.queued.value, lease_owner=None, lease_expires_at=None))
 
-    def _claim(self, session: Session, now: datetime) -> list[tuple[int, Subscriber | None]]:
-        self._reclaim(session, now)
-        due = (
-            select(Delivery.id)
-            .where(Delivery.issue_id == self.issue_id)
-            .where(col(Delivery.status).in_([DeliveryStatus.queued, DeliveryStatus.deferred]))
-            .where(sa.or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= now))
-            .order_by(col(Delivery.id))
-            .limit(self.batch_size)
-        )
-        if not self.sqlite:
-            due = due.with_for_update(skip_locked=True)
-        ids = list(session.exec(due).all())
-        if not ids:
-            session.commit()
-            return []
-        session.execute(
-            sa.update(Delivery)
-            .where(col(Delivery.id).in_(ids))
+    def _claim(self, now: datetime) -> list[tuple[int, int, datetime | None, Subscriber | None]]:
+        d, s = self._t["delivery"], self._t["subscriber"]
+        with self.engine.begin() as conn:
+            self._reclaim(conn, now)
+            due = (
+                sa.select(d.c.id)
+                .where(d.c.issue_id == self.issue_id)
+                .where(d.c.status.in_([DeliveryStatus.queued.value, DeliveryStatus.deferred.value]))
+                .where(sa.or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now))
+                .order_by(d.c.id)
+                .limit(self.batch_size)
+            )
+            if not self.sqlite:
+                due = due.with_for_update(skip_locked=True)
+            ids = [row[0] for row in conn.execute(due)]
+            if not ids:
+                return []
+            conn.execute(
+                sa.update(d)
+                .where(d.c.id.in_(ids))
+                .values(
+                    status=DeliveryStatus.sending.value,
+                    lease_owner=self.worker,
+                    lease_expires_at=now + self.lease,
+                    updated_at=now,
+                )
+            )
+            rows = conn.execute(
+                sa.select(d.c.id, d.c.attempts, d.c.first_attempt_at, s.c.id, s.c.uid, s.c.email, s.c.name)
+                .select_from(d.outerjoin(s, s.c.id == d.c.subscriber_id))
+                .where(d.c.id.in_(ids))
+                .order_by(d.c.id)
+            ).all()
+        out = []
+        for did, attempts, first, sid, uid, email, name in rows:
+            sub = Subscriber(id=sid, uid=uid, email=email, email_key="", name=name) if sid else None
+            out.append((did, attempts, first, sub))
+        return out
+
+    def _statuses(self, subscriber_ids: list[int]) -> dict[int, str]:
+        """These subscribers' statuses now, read just before their turn."""
+        s = self._t["subscriber"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(s.c.id, s.c.status).where(s.c.id.in_(subscriber_ids)))
+            return {row[0]: row[1] for row in rows}
+
+    def _record(self, updates: list[dict[str, Any]]) -> None:
+        """Commit a group of outcomes in one transaction (each row keyed by id and our lease)."""
+        if not updates:
+            return
+        d = self._t["delivery"]
+        stmt = (
+            sa.update(d)
+            .where(d.c.id == sa.bindparam("b_id"), d.c.lease_owner == self.worker)
             .values(
-                status=DeliveryStatus.sending,
-                lease_owner=self.worker,
-                lease_expires_at=now + LEASE,
-                updated_at=now,
+                status=sa.bindparam("b_status"),
+                attempts=sa.bindparam("b_attempts"),
+                last_reply=sa.bindparam("b_reply"),
+                first_attempt_at=sa.bindparam("b_first"),
+                next_attempt_at=sa.bindparam("b_next"),
+                sent_at=sa.bindparam("b_sent"),
+                updated_at=sa.bindparam("b_now"),
+                lease_owner=None,
+                lease_expires_at=None,
             )
         )
-        session.commit()
-        rows = session.exec(
-            select(Delivery.id, Subscriber)
-            .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id), isouter=True)
-            .where(col(Delivery.id).in_(ids))
-            .order_by(col(Delivery.id))
-        ).all()
-        session.commit()
-        return [(int(i), s) for i, s in rows]
+        with self.engine.begin() as conn:
+            conn.execute(stmt, updates)
 
-    def _record(self, session: Session, delivery_id: int, status: DeliveryStatus, **values: Any) -> None:
-        now = self.clock()
-        session.execute(
-            sa.update(Delivery)
-            .where(col(Delivery.id) == delivery_id, col(Delivery.lease_owner) == self.worker)
-            .values(status=status, lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-        )
-        session.commit()
-
-    def _release(self, session: Session, ids: list[int]) -> None:
-        if ids:
-            session.execute(
-                sa.update(Delivery)
-                .where(col(Delivery.id).in_(ids), col(Delivery.lease_owner) == self.worker)
-                .values(status=DeliveryStatus.queued, lease_owner=None, lease_expires_at=None)
+    def _release(self, ids: list[int]) -> None:
+        """Give claimed rows back to the queue untouched (stopping, or the server is down)."""
+        if not ids:
+            return
+        d = self._t["delivery"]
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(d)
+                .where(d.c.id.in_(ids), d.c.lease_owner == self.worker)
+                .values(status=DeliveryStatus.queued.value, lease_owner=None, lease_expires_at=None)
             )
-            session.commit()
 
-    # The loop ------------------------------------------------------------------------------
+    def _renew(self, now: datetime) -> None:
+        d = self._t["delivery"]
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(d)
+                .where(d.c.issue_id == self.issue_id, d.c.lease_owner == self.worker,
+                       d.c.status == DeliveryStatus.sending.value)  # fmt: skip
+                .values(lease_expires_at=now + self.lease)
+            )
+
+    def _outcome(self, done: _Done, now: datetime) -> dict[str, Any]:
+        job, result = done.job, done.result
+        assert result is not None
+        attempts = job.attempts + 1
+        first = job.first_attempt_at or now
+        row: dict[str, Any] = {
+            "b_id": job.delivery_id, "b_attempts": attempts, "b_reply": result.reply,
+            "b_first": first, "b_next": None, "b_sent": None, "b_now": now,
+        }  # fmt: skip
+        if result.outcome == "sent":
+            row["b_status"] = DeliveryStatus.sent.value
+            row["b_sent"] = now
+        elif result.outcome == "permanent":
+            row["b_status"] = DeliveryStatus.failed.value  # 5xx: never retried for this issue
+        elif now - first >= self.lifetime:
+            row["b_status"] = DeliveryStatus.failed.value
+            row["b_reply"] = f"gave up after {attempts} attempts: {result.reply}"[:500]
+        else:
+            row["b_status"] = DeliveryStatus.deferred.value
+            delay = timedelta(seconds=self.retry_base * 2 ** (attempts - 1))
+            row["b_next"] = now + min(delay, BACKOFF_CAP)
+        return row
+
+    def _skip(self, delivery_id: int, attempts: int, first: datetime | None, why: str,
+              now: datetime) -> dict[str, Any]:  # fmt: skip
+        return {
+            "b_id": delivery_id, "b_status": DeliveryStatus.skipped.value, "b_attempts": attempts,
+            "b_reply": why, "b_first": first, "b_next": None, "b_sent": None, "b_now": now,
+        }  # fmt: skip
+
+    # The connections ----------------------------------------------------------------------------
+
+    def _connection(self, index: int, template: MessageTemplate, envelope_from: str,
+                    jobs: queue.SimpleQueue[_Job | None], done: queue.SimpleQueue[_Done]) -> None:  # fmt: skip
+        sender = self.first_sender if index == 0 and self.first_sender else None
+        try:
+            while True:
+                job = jobs.get()
+                if job is None:
+                    return
+                if sender is None:
+                    sender = self.sender_factory()
+                self.pacer.wait(self.stop)
+                try:
+                    data = template.render(job.recipient)
+                    result = sender.send(envelope_from, job.recipient.email, data)
+                except SmtpUnavailable as exc:
+                    done.put(_Done(job, None, exc.message))
+                    continue
+                except DigestError as exc:
+                    done.put(_Done(job, None, exc.message, fatal=True))
+                    continue
+                except Exception as exc:  # never lose a job: report it as not tried
+                    done.put(_Done(job, None, f"{type(exc).__name__}: {exc}"))
+                    continue
+                done.put(_Done(job, result))
+        finally:
+            if sender is not None:
+                sender.close()
+
+    # The loop -----------------------------------------------------------------------------------
 
     def run(self) -> SendOutcome:
         with Session(self.engine, expire_on_commit=False) as session:
             issue = session.get(Issue, self.issue_id)
             assert issue is not None
-            key = self.settings.secret_key_bytes()
-            msg_settings = message_settings(self.settings)
-            template = issue_template(self.settings, issue)
-            envelope_from = parseaddr(self.settings.from_address)[1]
             counts = delivery_counts(session, self.issue_id)
-            progress = SendProgress(
-                total=sum(counts.values()),
-                done_before=counts["sent"] + counts["failed"] + counts["skipped"],
-            )
-            interval = 1.0 / self.rate if self.rate else 0.0
-            next_slot = time.monotonic()
-            backoff = 0.0
-            wait_deadline = time.monotonic() + self.retry_wait
-            while not self.stop.is_set():
-                batch = self._claim(session, self.clock())
-                if not batch:
-                    if self._wait_for_retries(session, wait_deadline):
+        key = self.settings.secret_key_bytes()
+        msg_settings = message_settings(self.settings)
+        template = issue_template(self.settings, issue)
+        envelope_from = parseaddr(self.settings.from_address)[1]
+        progress = SendProgress(
+            total=sum(counts.values()),
+            done_before=counts["sent"] + counts["failed"] + counts["skipped"],
+        )
+        jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        threads = [
+            threading.Thread(target=self._connection, args=(i, template, envelope_from, jobs, done),
+                             name=f"smtp-{i}", daemon=True)
+            for i in range(self.connections)
+        ]  # fmt: skip
+        for t in threads:
+            t.start()
+
+        claimed: deque[tuple[int, int, datetime | None, Subscriber | None]] = deque()
+        in_flight = 0
+        unavailable: str | None = None
+        fatal = False
+        down_since: float | None = None
+        wait_deadline = time.monotonic() + self.retry_wait
+        last_renew = time.monotonic()
+        try:
+            while True:
+                now = self.clock()
+                records: list[dict[str, Any]] = []
+                # 1. Hand work to idle connections, checking each subscriber just before.
+                free = self.connections - in_flight
+                if not self.stop.is_set() and unavailable is None and free > 0:
+                    if not claimed:
+                        claimed.extend(self._claim(now))
+                    chunk = [claimed.popleft() for _ in range(min(free, len(claimed)))]
+                    ids = [c[3].id for c in chunk if c[3] and c[3].id]
+                    status = self._statuses(ids) if ids else {}
+                    for did, attempts, first, sub in chunk:
+                        now_status = status.get(sub.id, "removed") if sub and sub.id else "removed"
+                        if now_status != SubscriberStatus.active:
+                            # Unsubscribed, bounced or erased since the issue was made: never sent.
+                            records.append(self._skip(did, attempts, first, f"subscriber {now_status}", now))
+                            progress.count("skipped")
+                            continue
+                        recipient = Recipient(
+                            email=sub.email, name=sub.name,
+                            message_id=message_id(issue.uid, sub.uid, msg_settings.message_id_domain),
+                            unsubscribe_url=unsubscribe_url(self.settings, msg_settings, key, sub.uid),
+                        )  # fmt: skip
+                        jobs.put(_Job(did, attempts, first, recipient))
+                        in_flight += 1
+                if in_flight == 0 and not records:
+                    if claimed or self.stop.is_set() or unavailable is not None:
+                        break
+                    if self._wait_for_others(now) or self._wait_for_retries(wait_deadline):
                         continue
                     break
-                for n, (delivery_id, sub) in enumerate(batch):
-                    if self.stop.is_set():
-                        self._release(session, [d for d, _ in batch[n:]])
-                        break
-                    current = self._status_now(session, sub)
-                    if sub is None or current != SubscriberStatus.active:
-                        # Unsubscribed, bounced or erased since the issue was made: never sent.
-                        self._record(session, delivery_id, DeliveryStatus.skipped,
-                                     last_reply=f"subscriber {current}")  # fmt: skip
-                        progress.count("skipped")
-                        continue
-                    if interval:
-                        delay = next_slot - time.monotonic()
-                        if delay > 0:
-                            time.sleep(delay)
-                        next_slot = max(next_slot + interval, time.monotonic())
-                    recipient = Recipient(
-                        email=sub.email,
-                        name=sub.name,
-                        message_id=message_id(issue.uid, sub.uid, msg_settings.message_id_domain),
-                        unsubscribe_url=unsubscribe_url(self.settings, msg_settings, key, sub.uid),
-                    )
-                    result = self.sender.send(envelope_from, sub.email, template.render(recipient))
-                    status = self._apply(session, delivery_id, result)
-                    progress.count(status)
-                    if self.on_progress:
-                        self.on_progress(progress)
-                    if result.throttled:
-                        # The server asks us to slow down: pause the whole run, growing each time.
-                        backoff = min(max(backoff * 2, 0.5), 30.0)
-                        self.stop.wait(backoff)
-                    else:
-                        backoff = 0.0
-            interrupted = self.stop.is_set()
-            finished = finish_if_done(session, issue)
+                # 2. Collect what the connections finished; record it all in one commit.
+                if in_flight:
+                    finished = [done.get()]
+                    while True:
+                        try:
+                            finished.append(done.get_nowait())
+                        except queue.Empty:
+                            break
+                    in_flight -= len(finished)
+                    now = self.clock()
+                    released = []
+                    for item in finished:
+                        if item.result is None:
+                            released.append(item.job.delivery_id)
+                            continue
+                        row = self._outcome(item, now)
+                        records.append(row)
+                        progress.count(row["b_status"])
+                        if item.result.throttled:
+                            self.pacer.throttled()
+                        else:
+                            self.pacer.ok()
+                    if released:
+                        # Nothing was tried: back to the queue, and pause before trying again.
+                        self._release(released)
+                        down_since = down_since or time.monotonic()
+                        pause = self.pacer.throttled()
+                        failed = [f for f in finished if f.result is None]
+                        reason = failed[-1].error or "the SMTP server is unreachable"
+                        if any(f.fatal for f in failed):
+                            unavailable = reason
+                            fatal = True
+                        elif time.monotonic() - down_since > self.settings.smtp_down_seconds:
+                            unavailable = reason
+                        elif pause:
+                            self.stop.wait(pause)
+                    elif records:
+                        down_since = None
+                self._record(records)
+                if self.on_progress and records:
+                    self.on_progress(progress)
+                if time.monotonic() - last_renew > self.lease.total_seconds() / 3:
+                    self._renew(self.clock())
+                    last_renew = time.monotonic()
+        finally:
+            # Anything claimed but not handed out goes back to the queue untouched.
+            leftover = [c[0] for c in claimed]
+            while True:
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    leftover.append(job.delivery_id)
+            for _ in threads:
+                jobs.put(None)
+            for t in threads:
+                t.join(timeout=self.settings.smtp_timeout + 5)
+            self._release(leftover)
+
+        with Session(self.engine, expire_on_commit=False) as session:
+            issue = session.get(Issue, self.issue_id)
+            assert issue is not None
+            finished_issue = finish_if_done(session, issue)
             session.commit()
             counts = delivery_counts(session, self.issue_id)
             next_retry = session.exec(
@@ -311,55 +552,45 @@ class DeliveryRun:
                     Delivery.issue_id == self.issue_id, Delivery.status == DeliveryStatus.deferred
                 )
             ).one()
-            return SendOutcome(issue.number, finished, counts, interrupted, next_retry)
+        if fatal and unavailable:
+            raise DigestError(unavailable, hint="Nothing more was sent; fix the setting and run `digest send` again to resume.")
+        return SendOutcome(issue.number, finished_issue, counts, self.stop.is_set(), next_retry, unavailable)
 
-    def _status_now(self, session: Session, sub: Subscriber | None) -> str:
-        """The subscriber's status now, not when the batch was claimed: an unsubscribe that
-        arrives while the batch is being sent (a one-click POST) must still stop their copy."""
-        if sub is None:
-            return "removed"
-        current = session.exec(select(Subscriber.status).where(Subscriber.id == sub.id)).first()
-        return current or "removed"
-
-    def _wait_for_retries(self, session: Session, deadline: float) -> bool:
-        """Sleep until the next deferred row is due if that is before `deadline`."""
-        next_at = session.exec(
-            select(sa.func.min(Delivery.next_attempt_at)).where(
-                Delivery.issue_id == self.issue_id, Delivery.status == DeliveryStatus.deferred
-            )
-        ).one()
-        session.commit()
-        if next_at is None:
+    def _wait_for_others(self, now: datetime) -> bool:
+        """Other workers still hold rows of this issue: wait for them to finish, or for their
+        leases to run out (a crashed worker's rows are then claimed here)."""
+        if self.sqlite:
             return False
-        delay = (next_at - self.clock()).total_seconds()
-        if time.monotonic() + max(delay, 0) > deadline:
+        d = self._t["delivery"]
+        with self.engine.connect() as conn:
+            expiry = conn.execute(
+                sa.select(sa.func.min(d.c.lease_expires_at)).where(
+                    d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.sending.value
+                )
+            ).scalar_one()
+        if expiry is None:
             return False
-        self.stop.wait(max(delay, 0.0) + 0.01)
+        if expiry.tzinfo is None:
+            expiry = expiry.replace(tzinfo=UTC)
+        delay = min(max((expiry - now).total_seconds(), 0.0) + 0.05, 1.0)
+        self.stop.wait(delay)
         return not self.stop.is_set()
 
-    def _apply(self, session: Session, delivery_id: int, result: SendResult) -> DeliveryStatus:
-        now = self.clock()
-        delivery = session.get(Delivery, delivery_id, populate_existing=True)
-        assert delivery is not None
-        attempts = delivery.attempts + 1
-        first = delivery.first_attempt_at or now
-        values: dict[str, Any] = {
-            "attempts": attempts,
-            "last_reply": result.reply,
-            "first_attempt_at": first,
-        }
-        if result.outcome == "sent":
-            status = DeliveryStatus.sent
-            values["sent_at"] = now
-        elif result.outcome == "permanent":
-            status = DeliveryStatus.failed
-        elif now - first >= self.lifetime:
-            status = DeliveryStatus.failed
-            values["last_reply"] = f"gave up after {attempts} attempts: {result.reply}"[:500]
-        else:
-            status = DeliveryStatus.deferred
-            delay = timedelta(seconds=self.retry_base * 2 ** (attempts - 1))
-            values["next_attempt_at"] = now + min(delay, BACKOFF_CAP)
-        session.expunge(delivery)
-        self._record(session, delivery_id, status, **values)
-        return status
+    def _wait_for_retries(self, deadline: float) -> bool:
+        """Sleep until the next deferred row is due, if that is before `deadline`."""
+        d = self._t["delivery"]
+        with self.engine.connect() as conn:
+            next_at = conn.execute(
+                sa.select(sa.func.min(d.c.next_attempt_at)).where(
+                    d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.deferred.value
+                )
+            ).scalar_one()
+        if next_at is None:
+            return False
+        if next_at.tzinfo is None:
+            next_at = next_at.replace(tzinfo=UTC)
+        delay = max((next_at - self.clock()).total_seconds(), 0.0)
+        if time.monotonic() + delay > deadline:
+            return False
+        self.stop.wait(delay + 0.01)
+        return not self.stop.is_set()

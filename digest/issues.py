@@ -153,7 +153,11 @@ def active_count(session: Session) -> int:
     ).one()
 
 
-def create_issue(session: Session, draft: Draft) -> Issue:
+class IssueRace(DigestError):
+    """Another process made the same issue (same number or period) at the same moment."""
+
+
+def create_issue(session: Session, draft: Draft, *, period_key: str | None = None) -> Issue:
     """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
     active subscriber, all in the caller's transaction. Later subscribers are not in it."""
     issue = Issue(
@@ -165,12 +169,13 @@ def create_issue(session: Session, draft: Draft) -> Issue:
         period_end=draft.period_end,
         html=draft.rendered.html,
         text=draft.rendered.text,
+        period_key=period_key,
     )
     session.add(issue)
     try:
         session.flush()
     except sa.exc.IntegrityError:
-        raise DigestError(
+        raise IssueRace(
             f"issue {draft.number} was created by another digest process at the same time",
             hint="Run `digest send` again: it resumes that issue.",
         ) from None
@@ -238,6 +243,8 @@ def finish_if_done(session: Session, issue: Issue) -> bool:
     counts = delivery_counts(session, issue.id or 0)
     if any(n for status, n in counts.items() if status not in TERMINAL_DELIVERY):
         return False
+    if issue.status == IssueStatus.cancelled:
+        return True
     issue.status = IssueStatus.sent_with_failures if counts["failed"] else IssueStatus.sent
     issue.completed_at = utcnow()
     session.add(issue)
@@ -272,3 +279,38 @@ def problem_deliveries(session: Session, issue_id: int) -> list[tuple[str, str, 
         .order_by(col(Delivery.id))
     ).all()
     return [(email or "(removed)", status, attempts, reply) for email, status, attempts, reply in rows]
+
+
+def retry_issue(session: Session, number: int) -> int:
+    """Queue an issue's deferred and failed deliveries again, on purpose; the next send resumes."""
+    issue = get_issue(session, number)
+    d = Delivery.__table__  # type: ignore[attr-defined]
+    result = session.execute(
+        sa.update(d)
+        .where(d.c.issue_id == issue.id, d.c.status.in_([DeliveryStatus.deferred.value, DeliveryStatus.failed.value]))
+        .values(status=DeliveryStatus.queued.value, next_attempt_at=None, first_attempt_at=None)
+    )
+    n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if n:
+        issue.status = IssueStatus.sending
+        issue.completed_at = None
+        session.add(issue)
+    return n
+
+
+def cancel_issue(session: Session, number: int) -> int:
+    """Stop an unfinished issue: deliveries not yet made are skipped, never sent."""
+    issue = get_issue(session, number)
+    if issue.status != IssueStatus.sending:
+        raise DigestError(f"issue {number} is {issue.status}, not being sent; nothing to cancel")
+    d = Delivery.__table__  # type: ignore[attr-defined]
+    result = session.execute(
+        sa.update(d)
+        .where(d.c.issue_id == issue.id,
+               d.c.status.in_([DeliveryStatus.queued.value, DeliveryStatus.deferred.value, DeliveryStatus.sending.value]))
+        .values(status=DeliveryStatus.skipped.value, last_reply="issue cancelled", lease_owner=None)
+    )  # fmt: skip
+    issue.status = IssueStatus.cancelled
+    issue.completed_at = utcnow()
+    session.add(issue)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

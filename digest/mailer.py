@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import smtplib
+from smtplib import quoteaddr
 import socket
 import ssl
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class SmtpSender:
         self.cfg = cfg
         self.local_hostname = local_hostname
         self._smtp: smtplib.SMTP | None = None
+        self._pipelining = False
 
     def _tls_context(self) -> ssl.SSLContext:
         try:
@@ -125,6 +127,7 @@ class SmtpSender:
                 "queued and the next `digest send` resumes them.",
             ) from None
         self._smtp = smtp
+        self._pipelining = bool(smtp.has_extn("pipelining"))
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
         """Send prepared bytes (CRLF line ends, no line starting with '.') to one recipient."""
@@ -133,16 +136,30 @@ class SmtpSender:
         smtp = self._smtp
         assert smtp is not None
         try:
-            code, resp = smtp.mail(envelope_from)
-            if code != 250:
-                return self._refused(code, resp)
-            code, resp = smtp.rcpt(recipient)
-            if code not in (250, 251):
-                return self._refused(code, resp)
-            smtp.putcmd("data")
-            code, resp = smtp.getreply()
-            if code != 354:
-                return self._refused(code, resp)
+            if self._pipelining:
+                # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
+                smtp.send(
+                    f"MAIL FROM:{quoteaddr(envelope_from)}\r\n"
+                    f"RCPT TO:{quoteaddr(recipient)}\r\nDATA\r\n".encode("ascii")
+                )
+                mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
+                if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+                    smtp.send(b".\r\n")  # a server that opened DATA anyway: send nothing
+                    smtp.getreply()
+                for (code, resp), ok in ((mail, (250,)), (rcpt, (250, 251)), (data, (354,))):
+                    if code not in ok:
+                        return self._refused(code, resp)
+            else:
+                code, resp = smtp.mail(envelope_from)
+                if code != 250:
+                    return self._refused(code, resp)
+                code, resp = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    return self._refused(code, resp)
+                smtp.putcmd("data")
+                code, resp = smtp.getreply()
+                if code != 354:
+                    return self._refused(code, resp)
             # The message is already in wire form: send it as is, then the lone dot.
             smtp.send(message + b".\r\n")
             code, resp = smtp.getreply()

@@ -5,23 +5,48 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from digest.addresses import normalise_address
 from digest.config import Settings
-from digest.delivery import issue_template, message_id, message_settings, unsubscribe_url
-from digest.errors import UsageError
-from digest.issues import Draft, active_count, create_issue, delivery_counts, draft_issue, unfinished_issue
-from digest.mailer import Sender, SendResult
+from digest.db import session_scope
+from digest.delivery import (
+    DeliveryRun,
+    SendOutcome,
+    SendProgress,
+    issue_template,
+    message_id,
+    message_settings,
+    send_lock,
+    unsubscribe_url,
+)
+from digest.errors import DigestError, UsageError
+from digest.issues import (
+    Draft,
+    IssueRace,
+    active_count,
+    create_issue,
+    delivery_counts,
+    draft_issue,
+    unfinished_issue,
+)
+from digest.mailer import Sender, SendResult, SmtpSender
 from digest.message import MessageTemplate, Recipient
-from digest.models import Issue, Subscriber, SubscriberStatus, utcnow
+from digest.models import Issue, IssueStatus, Subscriber, SubscriberStatus, utcnow
 
 TEST_PREFIX = "[TEST] "
+
+
+class StaleIssue(DigestError):
+    """An unfinished issue too old to send without --force."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +88,69 @@ def plan_send(
     return SendPlan(resume=None, draft=draft, recipients=active_count(session))
 
 
-def start_issue(session: Session, plan: SendPlan) -> Issue:
+def start_issue(session: Session, plan: SendPlan, *, period_key: str | None = None) -> Issue:
     """The issue to send: the unfinished one, or the draft frozen now with its recipients."""
     if plan.resume is not None:
         return plan.resume
     assert plan.draft is not None
-    return create_issue(session, plan.draft)
+    return create_issue(session, plan.draft, period_key=period_key)
+
+
+def period_key(settings: Settings, now: datetime) -> str:
+    """The schedule period containing `now` in the newsletter's time zone: 2026-W48 or 2026-11-28."""
+    local = now.astimezone(settings.tz)
+    if settings.schedule == "daily":
+        return local.strftime("%Y-%m-%d")
+    year, week, _ = local.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+@dataclass(frozen=True)
+class ScheduledPlan:
+    key: str
+    plan: SendPlan | None
+    message: str  # what the scheduled run decided, in a sentence
+
+
+def plan_scheduled(session: Session, settings: Settings, *, now: datetime, force: bool = False) -> ScheduledPlan:
+    """One issue per period. Complete: nothing to do. Unfinished: resume it, unless it is older
+    than max_issue_age_hours (a stale issue is never sent late without --force)."""
+    key = period_key(settings, now)
+    max_age = timedelta(hours=settings.max_issue_age_hours)
+    current = session.exec(select(Issue).where(Issue.period_key == key)).first()
+    unfinished = current if current and current.status == IssueStatus.sending else unfinished_issue(session)
+    if unfinished is not None:
+        age = now - unfinished.created_at
+        if age > max_age and not force:
+            hours = age.total_seconds() / 3600
+            raise StaleIssue(
+                f"issue {unfinished.number} is unfinished and was made {hours:.0f} hours ago, more "
+                f"than max_issue_age_hours ({settings.max_issue_age_hours:g}); not sending it late",
+                hint=f"`digest send --scheduled --force` finishes it anyway; `digest issues cancel "
+                f"{unfinished.number}` drops the rest of it.",
+            )
+        counts = delivery_counts(session, unfinished.id or 0)
+        remaining = counts["queued"] + counts["sending"] + counts["deferred"]
+        plan = SendPlan(resume=unfinished, draft=None, recipients=remaining)
+        return ScheduledPlan(key, plan, f"Resuming issue {unfinished.number} ({remaining} deliveries to go).")
+    if current is not None:
+        return ScheduledPlan(
+            key, None, f"Issue {current.number} for {key} is already {current.status}; nothing to do."
+        )
+    draft = draft_issue(session, settings, now=now)
+    if draft is None:
+        return ScheduledPlan(key, None, f"No new items for {key}; nothing to send.")
+    plan = SendPlan(resume=None, draft=draft, recipients=active_count(session))
+    return ScheduledPlan(key, plan, f"Issue {draft.number} for {key}: {len(draft.items)} items.")
+
+
+def join_plan(session: Session) -> SendPlan | None:
+    """For `digest send --worker`: help with the unfinished issue, never start one."""
+    unfinished = unfinished_issue(session)
+    if unfinished is None:
+        return None
+    counts = delivery_counts(session, unfinished.id or 0)
+    return SendPlan(resume=unfinished, draft=None, recipients=counts["queued"] + counts["sending"] + counts["deferred"])
 
 
 def draft_template(settings: Settings, draft: Draft, *, test: bool = False) -> MessageTemplate:
@@ -155,3 +237,87 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
 
     paths["views"] = write_views_page(folder, f"Issue {draft.number}: {draft.rendered.subject}")
     return paths
+
+
+def send_next(
+    engine: Engine,
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    scheduled: bool = False,
+    worker: bool = False,
+    force: bool = False,
+    notify: Callable[[str], None],
+    confirm: Callable[[SendPlan], None] | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
+    now: datetime | None = None,
+    note_markdown: str | None = None,
+    featured_url: str | None = None,
+) -> SendOutcome | None:
+    """The whole of `digest send`: decide what to send, freeze it, deliver it.
+
+    Returns None when there is nothing to do. Nothing is frozen before the SMTP server has
+    answered, so a send that cannot connect leaves no half-made issue behind.
+    """
+    now = now or utcnow()
+    with send_lock(settings.database_url):
+        key: str | None = None
+        with session_scope(engine) as session:
+            if worker:
+                plan = join_plan(session)
+                if plan is None:
+                    notify("No issue is being sent; nothing for a worker to do.")
+                    return None
+            elif scheduled:
+                decision = plan_scheduled(session, settings, now=now, force=force)
+                notify(decision.message)
+                if decision.plan is None:
+                    return None
+                plan, key = decision.plan, decision.key
+            else:
+                plan = plan_send(session, settings, since=since, until=until,
+                                 note_markdown=note_markdown, featured_url=featured_url)  # fmt: skip
+                if plan is None:
+                    notify("No new items since the last issue; nothing to send.")
+                    return None
+        if plan.resume is not None:
+            if not scheduled:
+                notify(f"Resuming issue {plan.resume.number} ({plan.resume.subject}): "
+                       f"{plan.recipients} deliveries to go.")  # fmt: skip
+        else:
+            assert plan.draft is not None
+            notify(f"Issue {plan.draft.number}: {plan.draft.rendered.subject} "
+                   f"({len(plan.draft.items)} items) to {plan.recipients} subscribers.")  # fmt: skip
+            if plan.recipients == 0:
+                raise UsageError("there are no active subscribers", hint="Add some with `digest subscribers add`.")
+        if confirm is not None:
+            confirm(plan)
+        settings.secret_key_bytes()  # fail before anything is frozen
+        first = SmtpSender(settings.smtp)
+        first.connect()  # exit 75 before anything is frozen if the server is down
+        try:
+            try:
+                with session_scope(engine) as session:
+                    issue = start_issue(session, plan, period_key=key)
+            except IssueRace:
+                if not scheduled:
+                    raise
+                # Another scheduled run made this period's issue a moment ago: help send it.
+                with session_scope(engine) as session:
+                    joined = join_plan(session)
+                if joined is None or joined.resume is None:
+                    notify("Another run already sent this period's issue; nothing to do.")
+                    return None
+                issue = joined.resume
+                notify(f"Issue {issue.number} was just made by another run; helping to send it.")
+            with session_scope(engine) as session:
+                counts = delivery_counts(session, issue.id or 0)
+            on_progress = progress(sum(counts.values()), counts["sent"] + counts["failed"] + counts["skipped"]) if progress else None
+            return DeliveryRun(
+                engine, settings, issue.id or 0, lambda: SmtpSender(settings.smtp),
+                first_sender=first, stop=stop, on_progress=on_progress,
+            ).run()  # fmt: skip
+        finally:
+            first.close()

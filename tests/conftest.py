@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -119,11 +120,44 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+PG_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A database URL whose tables live in a fresh PostgreSQL schema, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("set DIGEST_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    import secrets
+
+    import sqlalchemy as sa
+
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as c:
+        c.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as c:
+            c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
 @pytest.fixture
-def env(workdir: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def database_url(workdir: Path) -> str:
+    """SQLite by default; a module can override this fixture to run on PostgreSQL too."""
+    return f"sqlite:///{workdir / 'subscribers.db'}"
+
+
+@pytest.fixture
+def env(
+    workdir: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> dict[str, str]:
     """A configured newsletter: database initialised, SMTP pointing at the test server."""
     values = {
-        "DIGEST_DATABASE_URL": f"sqlite:///{workdir / 'subscribers.db'}",
+        "DIGEST_DATABASE_URL": database_url,
         "DIGEST_SMTP_URL": smtp_server.url,
         "DIGEST_FROM": FROM,
         "DIGEST_BASE_URL": "https://news.partnership.example.org",
@@ -131,6 +165,9 @@ def env(workdir: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch)
         "DIGEST_NAME": "Safeguarding News",
         "DIGEST_ORGANISATION": "Example Safeguarding Partnership",
         "DIGEST_POSTAL_ADDRESS": "Civic Centre, Exampletown EX1 2AB",
+        # Like a cron run: report temporary failures (exit 75) instead of waiting for retries.
+        "DIGEST_RETRY_WAIT_SECONDS": "0",
+        "DIGEST_RETRY_BASE_SECONDS": "0.2",
     }
     for k, v in values.items():
         monkeypatch.setenv(k, v)

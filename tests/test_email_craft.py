@@ -437,6 +437,24 @@ def test_cli_broken_template_stops_send_before_anything_is_sent(
     engine.dispose()
 
 
+def test_cli_send_freezes_note_and_featured_into_the_issue(
+    env: dict[str, str], cli: Callable[..., Any], workdir: Path, smtp_server: SmtpServer
+) -> None:
+    _items(cli)
+    assert cli("subscribers", "add", "ana@example.net").exit_code == 0
+    (workdir / "note.md").write_text("A *frozen* note.\n", encoding="utf-8")
+    r = cli("send", "--yes", "--note", "note.md", "--featured", "https://example.org/x/0")
+    assert r.exit_code == 0, r.output
+    assert "Issue 1 is complete." in r.output
+    engine = make_engine(env["DIGEST_DATABASE_URL"])
+    with Session(engine) as session:
+        issue = session.exec(select(Issue)).one()
+        assert "<em>frozen</em>" in issue.html and "FEATURED" in issue.text
+    engine.dispose()
+    body = smtp_server.messages[0].message.get_body(("html",)).get_content()
+    assert "<em>frozen</em>" in body
+
+
 def test_cli_branding_settings_are_validated(
     env: dict[str, str], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
