@@ -910,6 +910,44 @@ def issues_show(ctx: typer.Context, number: Annotated[int, typer.Argument(help="
         typer.echo(_table(["address", "status", "attempts", "last reply"], problems))
 
 
+@issues_app.command("retry")
+def issues_retry(ctx: typer.Context, number: Annotated[int, typer.Argument(help="The issue number.")]) -> None:
+    """Queue an issue's deferred and failed deliveries again, on purpose; `digest send` then
+    sends them (with the same Message-IDs).
+
+    Example: digest issues retry 3 && digest send
+    """
+    from digest.issues import retry_issue
+
+    with session_scope(_state(ctx).engine()) as session:
+        n = retry_issue(session, number)
+    if n:
+        typer.echo(f"Queued {n} deliver{'ies' if n != 1 else 'y'} of issue {number} again; run `digest send` to send them.")
+    else:
+        typer.echo(f"Issue {number} has no deferred or failed deliveries.")
+
+
+@issues_app.command("cancel")
+def issues_cancel(
+    ctx: typer.Context,
+    number: Annotated[int, typer.Argument(help="The issue number.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Stop an unfinished issue: its deliveries not yet made are skipped and never sent.
+
+    Use it for a stale issue that `digest send --scheduled` will not send late.
+
+    Example: digest issues cancel 3 --yes
+    """
+    from digest.issues import cancel_issue
+
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"Cancel the rest of issue {number}?", abort=True)
+    with session_scope(_state(ctx).engine()) as session:
+        n = cancel_issue(session, number)
+    typer.echo(f"Cancelled issue {number}: {n} deliver{'ies' if n != 1 else 'y'} will not be sent.")
+
+
 # demo ------------------------------------------------------------------------------------
 
 

@@ -278,6 +278,12 @@ class DeliveryRun:
                 .order_by(d.c.id)
                 .limit(self.batch_size)
             )
+            if time.monotonic() > self.retry_deadline:
+                # Past this run's retry window: rows deferred during this run wait for the
+                # next run; rows deferred by an earlier run still get their try now.
+                due = due.where(
+                    sa.or_(d.c.status == DeliveryStatus.queued.value, d.c.updated_at < self.started_at)
+                )
             if not self.sqlite:
                 due = due.with_for_update(skip_locked=True)
             ids = [row[0] for row in conn.execute(due)]
@@ -447,7 +453,9 @@ class DeliveryRun:
         unavailable: str | None = None
         fatal = False
         down_since: float | None = None
-        wait_deadline = time.monotonic() + self.retry_wait
+        self.started_at = self.clock()
+        self.retry_deadline = time.monotonic() + self.retry_wait
+        wait_deadline = self.retry_deadline
         last_renew = time.monotonic()
         try:
             while True:

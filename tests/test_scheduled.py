@@ -1,0 +1,145 @@
+"""`digest send --scheduled` (the cron/systemd job), `issues retry` and `issues cancel`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from digest.config import Settings
+from digest.db import make_engine
+from digest.sending import period_key
+
+from .conftest import SmtpServer, free_port
+from .test_send import rows, seed
+
+
+def _sql(env: dict[str, str], sql: str) -> None:
+    engine = make_engine(env["DIGEST_DATABASE_URL"])
+    with engine.begin() as c:
+        c.execute(sa.text(sql))
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "moment", "key"),
+    [
+        ("weekly", datetime(2026, 11, 28, 12, 0, tzinfo=UTC), "2026-W48"),
+        # Sunday 23:30 UTC in summer is Monday 00:30 in London: next ISO week
+        ("weekly", datetime(2026, 6, 28, 23, 30, tzinfo=UTC), "2026-W27"),
+        ("weekly", datetime(2027, 1, 1, 9, 0, tzinfo=UTC), "2026-W53"),
+        ("daily", datetime(2026, 11, 28, 23, 59, tzinfo=UTC), "2026-11-28"),
+    ],
+)
+def test_period_key_in_the_newsletter_time_zone(schedule: str, moment: datetime, key: str) -> None:
+    settings = Settings.model_validate({"schedule": schedule, "timezone": "Europe/London"})
+    assert settings.tz == ZoneInfo("Europe/London")
+    assert period_key(settings, moment) == key
+
+
+def test_scheduled_sends_once_per_period(cli, env, smtp_server: SmtpServer, monkeypatch) -> None:
+    seed(cli, subscribers=3, items=2)
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 0, r.output
+    assert "Issue 1 for 20" in r.stdout and "Issue 1 is complete." in r.stdout
+    assert len(smtp_server.messages) == 3
+    (key,) = rows(env, "SELECT period_key FROM issue")[0]
+    assert key and "-W" in key
+    # Same period again, even with new items: nothing, and no SMTP connection is opened.
+    cli("news", "add", "--title", "Late item", "--url", "https://example.org/late")
+    monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 0, r.output
+    assert f"Issue 1 for {key} is already sent; nothing to do." in r.stdout
+    assert rows(env, "SELECT count(*) FROM issue") == [(1,)]
+
+
+def test_scheduled_with_no_new_items_sends_nothing(cli, env, smtp_server: SmtpServer) -> None:
+    cli("subscribers", "add", "a@example.net")
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 0
+    assert "No new items for 20" in r.stdout and "nothing to send" in r.stdout
+    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
+    assert smtp_server.messages == []
+
+
+def test_scheduled_resumes_an_unfinished_issue(cli, env, smtp_server: SmtpServer) -> None:
+    seed(cli, subscribers=4, items=1)
+    smtp_server.reply = lambda rcpt, data: "451 4.3.0 later" if rcpt == "reader2@example.net" else None
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 75, r.output
+    smtp_server.reply = None
+    _sql(env, "UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00' WHERE status = 'deferred'")
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 0, r.output
+    assert "Resuming issue 1 (1 deliveries to go)." in r.stdout
+    assert sorted(smtp_server.by_rcpt()) == [f"reader{i}@example.net" for i in range(4)]
+    assert all(len(v) == 1 for v in smtp_server.by_rcpt().values())
+
+
+def test_stale_unfinished_issue_is_not_sent_late_without_force(cli, env, smtp_server: SmtpServer) -> None:
+    seed(cli, subscribers=3, items=1)
+    smtp_server.reply = lambda rcpt, data: "451 4.3.0 later"
+    assert cli("send", "--scheduled").exit_code == 75
+    smtp_server.reply = None
+    # the issue was made two days ago (we move its clock rather than wait)
+    _sql(env, "UPDATE issue SET created_at = '2000-01-01 00:00:00'")
+    _sql(env, "UPDATE delivery SET next_attempt_at = NULL")
+    before = len(smtp_server.messages)
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 1
+    assert "issue 1 is unfinished and was made" in r.stderr and "not sending it late" in r.stderr
+    assert "--force" in r.stderr and "digest issues cancel 1" in r.stderr
+    assert len(smtp_server.messages) == before
+    r = cli("send", "--scheduled", "--force")
+    assert r.exit_code == 0, r.output
+    assert len(smtp_server.by_rcpt()) == 3
+
+
+def test_cancel_a_stale_issue(cli, env, smtp_server: SmtpServer) -> None:
+    seed(cli, subscribers=3, items=1)
+    smtp_server.reply = lambda rcpt, data: "451 4.3.0 later"
+    assert cli("send", "--yes").exit_code == 75
+    r = cli("issues", "cancel", "1", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "Cancelled issue 1: 3 deliveries will not be sent." in r.stdout
+    assert rows(env, "SELECT status FROM issue") == [("cancelled",)]
+    smtp_server.reply = None
+    r = cli("send", "--yes")
+    assert "nothing to send" in r.stdout
+    assert smtp_server.messages == []
+    r = cli("issues", "cancel", "1", "--yes")
+    assert r.exit_code == 1 and "is cancelled, not being sent" in r.stderr
+
+
+def test_retry_requeues_failed_on_purpose(cli, env, smtp_server: SmtpServer) -> None:
+    seed(cli, subscribers=3, items=1)
+    smtp_server.reply = lambda rcpt, data: "550 5.2.2 Mailbox full" if rcpt == "reader1@example.net" else None
+    assert cli("send", "--yes").exit_code == 0
+    assert rows(env, "SELECT status FROM issue") == [("sent_with_failures",)]
+    smtp_server.reply = None
+    r = cli("issues", "retry", "1")
+    assert r.exit_code == 0
+    assert "Queued 1 delivery of issue 1 again" in r.stdout
+    r = cli("send", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "Resuming issue 1" in r.stdout
+    assert rows(env, "SELECT status FROM issue") == [("sent",)]
+    ids = [m.message["Message-ID"] for m in smtp_server.messages if m.rcpt_tos == ["reader1@example.net"]]
+    assert len(ids) == 1
+    assert cli("issues", "retry", "1").stdout.strip() == "Issue 1 has no deferred or failed deliveries."
+
+
+def test_incompatible_options(cli, env) -> None:
+    r = cli("send", "--scheduled", "--worker")
+    assert r.exit_code == 2 and "cannot be combined" in r.stderr
+    r = cli("send", "--force")
+    assert r.exit_code == 2 and "--force only applies to --scheduled" in r.stderr
+
+
+def test_worker_without_an_issue_does_nothing(cli, env, smtp_server: SmtpServer) -> None:
+    r = cli("send", "--worker")
+    assert r.exit_code == 0
+    assert "No issue is being sent; nothing for a worker to do." in r.stdout
