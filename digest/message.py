@@ -9,6 +9,7 @@ ends in CRLF, the result can go straight after SMTP DATA without smtplib's rewri
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 import secrets
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email import quoprimime
-from email.headerregistry import Address
 from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,38 @@ def _fold(name: str, value: str) -> bytes:
         return line.encode("ascii") + b"\r\n"
     header = policy.SMTP.header_factory(name, value)
     return header.fold(policy=policy.SMTP).encode("ascii")
+
+
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
+
+
+def to_header(name: str, email: str) -> bytes:
+    """The To field for one recipient, without the email package's header machinery, which
+    costs ~0.5 ms for a name that needs encoding. Names are plain ASCII words, an RFC 5322
+    quoted-string, or RFC 2047 encoded-words of UTF-8 (each at most 75 characters)."""
+    name = header_text(name) if name else ""
+    if not name:
+        return f"To: {email}\r\n".encode("ascii")
+    if name.isascii():
+        if not _ATOMS.fullmatch(name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        line = f"To: {name} <{email}>"
+        if len(line) <= 78:
+            return line.encode("ascii") + b"\r\n"
+        return f"To: {name}\r\n <{email}>\r\n".encode("ascii")
+    words, chunk = [], b""
+    for ch in name:
+        b = ch.encode("utf-8")
+        if len(chunk) + len(b) > 45:
+            words.append(chunk)
+            chunk = b""
+        chunk += b
+    words.append(chunk)
+    encoded = [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
+    line = "To: " + " ".join(encoded) + f" <{email}>"
+    if len(encoded) == 1 and len(line) <= 78:
+        return line.encode("ascii") + b"\r\n"
+    return ("To: " + "\r\n ".join(encoded) + f"\r\n <{email}>\r\n").encode("ascii")
 
 
 def _qp(text: str) -> bytes:
@@ -169,10 +201,9 @@ class MessageTemplate:
 
     def render(self, r: Recipient) -> bytes:
         """The complete message for one recipient: CRLF line ends, ready for SMTP DATA."""
-        to = str(Address(display_name=header_text(r.name), addr_spec=r.email)) if r.name else r.email
         out = [
             self._head_before_to,
-            _fold("To", to),
+            to_header(r.name, r.email),
             self._head_after_to,
             b"Message-ID: " + r.message_id.encode("ascii") + b"\r\n",
             self._list_id,
