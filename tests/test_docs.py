@@ -8,7 +8,6 @@ the README's command reference, fails here.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
 
 import pytest
@@ -50,8 +49,15 @@ def readme() -> str:
 def test_the_walk_finds_the_commands() -> None:
     paths = {path for path, _ in COMMANDS}
     # A few known ones, so a broken walk cannot make the tests below pass vacuously.
-    assert {"digest", "digest send", "digest subscribers purge-pending", "digest feeds fetch",
-            "digest news import-page", "digest issues cancel", "digest config show"} <= paths
+    assert {
+        "digest",
+        "digest send",
+        "digest subscribers purge-pending",
+        "digest feeds fetch",
+        "digest news import-page",
+        "digest issues cancel",
+        "digest config show",
+    } <= paths
     assert len(paths) > 25
 
 
