@@ -193,7 +193,7 @@ class _Who(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Job:
     delivery_id: int
     attempts: int
@@ -201,7 +201,7 @@ class _Job:
     recipient: Recipient
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Done:
     job: _Job
     result: SendResult | None  # None: the server could not be reached, nothing was tried
@@ -488,8 +488,9 @@ class DeliveryRun:
             while True:
                 now = self.clock()
                 records: list[dict[str, Any]] = []
-                # 1. Hand work to idle connections, checking each subscriber just before.
-                free = self.connections - in_flight
+                # 1. Keep every connection busy with one message and one waiting, checking each
+                #    subscriber's status just before their message is handed over.
+                free = 2 * self.connections - in_flight
                 if not self.stop.is_set() and unavailable is None and free > 0:
                     if not claimed:
                         claimed.extend(self._claim(now))
@@ -518,7 +519,17 @@ class DeliveryRun:
                     break
                 # 2. Collect what the connections finished; record it all in one commit.
                 if in_flight:
+                    # Wait for a few results (or 2 ms) so that one status read and one commit
+                    # serve several messages; every connection still has a message queued.
                     finished = [done.get()]
+                    want = max(1, in_flight // 4)
+                    until = time.monotonic() + 0.002
+                    while len(finished) < want:
+                        left = until - time.monotonic()
+                        try:
+                            finished.append(done.get(timeout=left) if left > 0 else done.get_nowait())
+                        except queue.Empty:
+                            break
                     while True:
                         try:
                             finished.append(done.get_nowait())

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import smtplib
-from smtplib import quoteaddr
 import socket
 import ssl
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ Outcome = Literal["sent", "temporary", "permanent"]
 THROTTLE_CODES = frozenset({421, 450, 451, 452, 454})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendResult:
     outcome: Outcome
     code: int
@@ -138,9 +137,9 @@ class SmtpSender:
         try:
             if self._pipelining:
                 # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
+                # Addresses were validated (no spaces, brackets or line breaks) when stored.
                 smtp.send(
-                    f"MAIL FROM:{quoteaddr(envelope_from)}\r\n"
-                    f"RCPT TO:{quoteaddr(recipient)}\r\nDATA\r\n".encode("ascii")
+                    f"MAIL FROM:<{envelope_from}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii")
                 )
                 mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
                 if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):

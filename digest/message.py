@@ -43,6 +43,8 @@ def header_text(value: str) -> str:
 
     Untrusted text (feed titles, names) must never start a new header (RFC 5322 §2.2).
     """
+    if value.isprintable() and "  " not in value and value == value.strip():
+        return value  # the common case: nothing to clean
     return " ".join(_CTRL.sub(" ", value).split())
 
 

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
-from premailer import Premailer
 
 from digest.dates import date_range, human_date, short_date
 from digest.errors import ConfigError, DigestError, UsageError
@@ -467,6 +466,8 @@ def inline_css(html: str) -> str:
 
     Network access is off: a template cannot make rendering fetch anything.
     """
+    from premailer import Premailer  # heavy (lxml, cssutils): only when an issue is rendered
+
     return str(
         Premailer(
             html,

@@ -156,3 +156,9 @@ def test_starter_config_is_valid(cli, workdir: Path) -> None:
     result = cli("config", "show")
     assert result.exit_code == 0, result.output
     assert "Config file: digest.toml" in result.stdout
+
+
+def test_head_revision_read_from_files_agrees_with_alembic() -> None:
+    from digest.db import alembic_head_revision
+
+    assert head_revision() == alembic_head_revision()
