@@ -57,19 +57,19 @@ class _DigestGroup(TyperGroup):
             typer.echo("Interrupted.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except Exception as exc:  # a bug, or something we did not foresee: say so plainly
-            _report(ctx, exc, f"unexpected {type(exc).__name__}: {exc}", None)
+            _report(ctx, exc, f"unexpected {type(exc).__name__}: {exc}", None, expected=False)
             ctx.exit(EXIT_ERROR)
 
 
-def _report(ctx: Any, exc: BaseException, message: str, hint: str | None) -> None:
+def _report(ctx: Any, exc: BaseException, message: str, hint: str | None, *, expected: bool = True) -> None:
     verbose = isinstance(ctx.obj, State) and ctx.obj.verbose
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
     typer.echo(f"Error: {message}", err=True)
     if hint:
         typer.echo(f"Hint: {hint}", err=True)
-    elif not verbose:
-        typer.echo("Hint: run with --verbose for details.", err=True)
+    elif not verbose and not expected:
+        typer.echo("Hint: run with --verbose for the traceback.", err=True)
 
 
 def _typer(help_text: str) -> typer.Typer:
@@ -84,7 +84,6 @@ def _typer(help_text: str) -> typer.Typer:
 
 app = typer.Typer(
     cls=_DigestGroup,
-    help="digest: gather news items into a weekly email and send it to your subscribers.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -231,7 +230,17 @@ smtp_url = "smtp://localhost:25"
 # smtp_ca_file = "/etc/digest/private-ca.pem"
 # smtp_timeout = 30
 # send_rate = 0                                 # messages per second; 0 = as fast as the server takes
+# send_rate_per_hour = 0                        # an hourly cap, spread evenly; 0 = none
+# smtp_connections = 1                          # parallel SMTP connections (your relay's limit)
 # retry_lifetime_hours = 72                     # how long temporary failures are retried
+# retry_base_seconds = 60                       # first retry after this; doubles each time
+# retry_wait_seconds = 300                      # how long one run waits for due retries
+# smtp_down_seconds = 300                       # server unreachable this long: stop, exit 75
+# lease_seconds = 60                            # a crashed worker's messages are re-sent after this
+
+# The scheduled job (`digest send --scheduled`, from cron or a systemd timer)
+# schedule = "weekly"                           # or "daily"; periods in `timezone`
+# max_issue_age_hours = 24                      # an older unfinished issue is never sent late
 
 # The key that signs unsubscribe links: DIGEST_SECRET_KEY, or this file (made by `digest init`).
 # secret_key_file = "digest.key"
@@ -593,9 +602,9 @@ def news_import(
 @app.command()
 def preview(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="Items published since WHEN (default: since the last issue, at most lookback_days).")] = None,
+    since: Annotated[str | None, typer.Option(help="Items published since WHEN (default: since the last issue; lookback_days back for the first).")] = None,
     until: Annotated[str | None, typer.Option(help="Items published before WHEN (default: now).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for digest.html, digest.txt and digest.eml.")] = Path("preview"),
+    out: Annotated[Path, typer.Option(help="Folder for digest.html, digest.txt, digest.eml and views.html.")] = Path("preview"),
     open_: Annotated[bool, typer.Option("--open", help="Open the HTML in your browser.")] = False,
     fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first (see `digest feeds`).")] = False,
     note: Annotated[Path | None, typer.Option("--note", help="An editor's note in Markdown, shown at the top.")] = None,
@@ -749,7 +758,7 @@ def send(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write every message to a folder instead of sending; records nothing.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for --dry-run messages.")] = Path("dry-run"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")] = False,
-    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first; a source that fails only warns (cron: digest send --fetch --yes).")] = False,
+    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first; a source that fails only warns (cron: digest send --scheduled --fetch).")] = False,
     scheduled: Annotated[bool, typer.Option("--scheduled", help="The cron/systemd job: one issue per period (schedule = weekly|daily); resumes it if unfinished, does nothing if complete.")] = False,
     force: Annotated[bool, typer.Option("--force", help="With --scheduled: finish an unfinished issue even if older than max_issue_age_hours.")] = False,
     worker: Annotated[bool, typer.Option("--worker", help="Help send the issue already being sent (PostgreSQL: run several, on any machines); never starts one.")] = False,
@@ -763,8 +772,11 @@ def send(
     and never sends a second copy to anyone recorded as sent. Exit code 75 means some
     deliveries failed temporarily: run it again later.
 
-    Example: digest send --to me@example.org   (a test copy first), then: digest send
-    Cron:    digest send --scheduled --fetch
+    \b
+    Examples:
+      digest send --to me@example.org    a test copy first
+      digest send                        then the whole list
+      digest send --scheduled --fetch    the cron/systemd job
     """
     from digest.issues import draft_issue
     from digest.mailer import FileSender, SmtpSender
@@ -852,6 +864,10 @@ def send(
             f"stopped: {outcome.unavailable}",
             hint="The rest stays queued; run `digest send` again when the server is back.",
         )
+    if outcome.next_retry_at is None:
+        # nothing deferred: the rest is with other workers, which finish the issue
+        typer.echo(f"Issue {outcome.issue_number}: the remaining deliveries are with other workers.")
+        return
     when = _local(outcome.next_retry_at, settings)
     typer.echo(f"Some deliveries failed temporarily; run `digest send` again after {when} to retry them.", err=True)
     raise typer.Exit(EXIT_TEMPFAIL)

@@ -604,22 +604,26 @@ class DeliveryRun:
         return SendOutcome(issue.number, finished_issue, counts, self.stop.is_set(), next_retry, unavailable)
 
     def _wait_for_others(self, now: datetime) -> bool:
-        """Other workers still hold rows of this issue: wait for them to finish, or for their
-        leases to run out (a crashed worker's rows are then claimed here)."""
+        """Other workers still hold rows of this issue (being sent, or locked by a claim in
+        progress): wait for them to finish, or for their leases to run out (a crashed
+        worker's rows are then claimed here)."""
         if self.sqlite:
             return False
         d = self._t["delivery"]
         with self.engine.connect() as conn:
-            expiry = conn.execute(
-                sa.select(sa.func.min(d.c.lease_expires_at)).where(
-                    d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.sending.value
+            pending, expiry = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(d.c.lease_expires_at)).where(
+                    d.c.issue_id == self.issue_id,
+                    d.c.status.in_([DeliveryStatus.sending.value, DeliveryStatus.queued.value]),
                 )
-            ).scalar_one()
-        if expiry is None:
+            ).one()
+        if not pending:
             return False
-        if expiry.tzinfo is None:
-            expiry = expiry.replace(tzinfo=UTC)
-        delay = min(max((expiry - now).total_seconds(), 0.0) + 0.05, 1.0)
+        delay = 0.2
+        if expiry is not None:
+            if expiry.tzinfo is None:
+                expiry = expiry.replace(tzinfo=UTC)
+            delay = min(max((expiry - now).total_seconds(), 0.0) + 0.05, 1.0)
         self.stop.wait(delay)
         with self.engine.begin() as conn:
             self._reclaim(conn, self.clock())  # rows whose lease ran out: theirs are ours now

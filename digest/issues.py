@@ -80,12 +80,22 @@ def default_window(
     return since, now
 
 
-def select_items(session: Session, since: datetime, until: datetime) -> Sequence[NewsItem]:
-    """Items published in [since, until) that no earlier issue carried, newest first."""
+def select_items(
+    session: Session, since: datetime, until: datetime, *, late: timedelta = timedelta(0)
+) -> Sequence[NewsItem]:
+    """Items no earlier issue carried, published before `until`, newest first: those published
+    since `since`, and those that arrived since then with a date up to `late` earlier (a feed
+    fetched after the last issue went out must not lose its items)."""
     already = select(IssueItem.news_item_id).where(col(IssueItem.news_item_id).is_not(None))
     query = (
         select(NewsItem)
-        .where(NewsItem.published_at >= since, NewsItem.published_at < until)
+        .where(NewsItem.published_at < until)
+        .where(
+            sa.or_(
+                NewsItem.published_at >= since,
+                sa.and_(NewsItem.created_at >= since, NewsItem.published_at >= since - late),
+            )
+        )
         .where(col(NewsItem.id).not_in(already))
         .order_by(col(NewsItem.published_at).desc(), col(NewsItem.id))
     )
@@ -129,7 +139,7 @@ def draft_issue(
             f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
             f"--until {until:%Y-%m-%d %H:%M} (UTC)"
         )
-    items = select_items(session, since, until)
+    items = select_items(session, since, until, late=timedelta(days=settings.lookback_days))
     if not items:
         return None
     last = last_issue(session)
@@ -298,7 +308,7 @@ def retry_issue(session: Session, number: int) -> int:
     return n
 
 
-def cancel_issue(session: Session, number: int) -> int:
+def cancel_issue(session: Session, number: int, *, reason: str = "issue cancelled") -> int:
     """Stop an unfinished issue: deliveries not yet made are skipped, never sent."""
     issue = get_issue(session, number)
     if issue.status != IssueStatus.sending:
@@ -308,7 +318,7 @@ def cancel_issue(session: Session, number: int) -> int:
         sa.update(d)
         .where(d.c.issue_id == issue.id,
                d.c.status.in_([DeliveryStatus.queued.value, DeliveryStatus.deferred.value, DeliveryStatus.sending.value]))
-        .values(status=DeliveryStatus.skipped.value, last_reply="issue cancelled", lease_owner=None)
+        .values(status=DeliveryStatus.skipped.value, last_reply=reason, lease_owner=None)
     )  # fmt: skip
     issue.status = IssueStatus.cancelled
     issue.completed_at = utcnow()

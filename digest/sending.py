@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from digest.addresses import normalise_address
 from digest.config import Settings
@@ -33,6 +33,7 @@ from digest.issues import (
     Draft,
     IssueRace,
     active_count,
+    cancel_issue,
     create_issue,
     delivery_counts,
     draft_issue,
@@ -105,43 +106,86 @@ def period_key(settings: Settings, now: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
+def period_start(settings: Settings, now: datetime) -> datetime:
+    """When the period containing `now` began (local midnight; Monday for a weekly schedule)."""
+    local = now.astimezone(settings.tz)
+    day = local.date() - timedelta(days=0 if settings.schedule == "daily" else local.weekday())
+    return datetime.combine(day, time(0), tzinfo=settings.tz)
+
+
 @dataclass(frozen=True)
 class ScheduledPlan:
     key: str
     plan: SendPlan | None
-    message: str  # what the scheduled run decided, in a sentence
+    message: str  # what the scheduled run decided, in a sentence or two
 
 
 def plan_scheduled(session: Session, settings: Settings, *, now: datetime, force: bool = False) -> ScheduledPlan:
-    """One issue per period. Complete: nothing to do. Unfinished: resume it, unless it is older
-    than max_issue_age_hours (a stale issue is never sent late without --force)."""
+    """One issue per period.
+
+    - This period's issue is complete: nothing to do (an issue sent by hand this period counts).
+    - It is unfinished: resume it, unless it is older than max_issue_age_hours — a stale issue
+      is never sent late without --force.
+    - An unfinished issue of an earlier period: resumed while still fresh; once stale, the rest
+      of it is dropped (never sent late) so that it cannot hold up this period's issue.
+    - Otherwise a new issue with the items since the last one; none: nothing to send.
+    """
     key = period_key(settings, now)
     max_age = timedelta(hours=settings.max_issue_age_hours)
     current = session.exec(select(Issue).where(Issue.period_key == key)).first()
-    unfinished = current if current and current.status == IssueStatus.sending else unfinished_issue(session)
-    if unfinished is not None:
-        age = now - unfinished.created_at
-        if age > max_age and not force:
-            hours = age.total_seconds() / 3600
-            raise StaleIssue(
-                f"issue {unfinished.number} is unfinished and was made {hours:.0f} hours ago, more "
-                f"than max_issue_age_hours ({settings.max_issue_age_hours:g}); not sending it late",
-                hint=f"`digest send --scheduled --force` finishes it anyway; `digest issues cancel "
-                f"{unfinished.number}` drops the rest of it.",
-            )
-        counts = delivery_counts(session, unfinished.id or 0)
+    if current is None:
+        by_hand = session.exec(
+            select(Issue)
+            .where(col(Issue.period_key).is_(None), Issue.created_at >= period_start(settings, now))
+            .order_by(col(Issue.number).desc())
+        ).first()
+        current = by_hand
+    notes: list[str] = []
+
+    def resume(issue: Issue, prefix: str = "") -> ScheduledPlan:
+        counts = delivery_counts(session, issue.id or 0)
         remaining = counts["queued"] + counts["sending"] + counts["deferred"]
-        plan = SendPlan(resume=unfinished, draft=None, recipients=remaining)
-        return ScheduledPlan(key, plan, f"Resuming issue {unfinished.number} ({remaining} deliveries to go).")
+        plan = SendPlan(resume=issue, draft=None, recipients=remaining)
+        return ScheduledPlan(key, plan, prefix + f"Resuming issue {issue.number} ({remaining} to go).")
+
+    for older in session.exec(
+        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+    ).all():
+        if current is not None and older.id == current.id:
+            continue
+        if force or now - older.created_at <= max_age:
+            return resume(older)
+        dropped = cancel_issue(session, older.number, reason="stale: not sent late")
+        hours = (now - older.created_at).total_seconds() / 3600
+        notes.append(
+            f"Issue {older.number} was still unfinished {hours:.0f} hours after it was made; "
+            f"its {dropped} remaining deliveries were dropped, not sent late."
+        )
+    prefix = " ".join(notes) + (" " if notes else "")
+    if current is not None and current.status == IssueStatus.sending:
+        age = now - current.created_at
+        if age > max_age and not force:
+            raise StaleIssue(
+                f"issue {current.number} is unfinished and was made {age.total_seconds() / 3600:.0f} "
+                f"hours ago, more than max_issue_age_hours ({settings.max_issue_age_hours:g}); "
+                "not sending it late",
+                hint=f"`digest send --scheduled --force` finishes it anyway; `digest issues cancel "
+                f"{current.number}` drops the rest of it.",
+            )
+        return resume(current, prefix)
     if current is not None:
         return ScheduledPlan(
-            key, None, f"Issue {current.number} for {key} is already {current.status}; nothing to do."
+            key, None, prefix + f"Issue {current.number} for {key} is already {current.status}; nothing to do."
         )
     draft = draft_issue(session, settings, now=now)
     if draft is None:
-        return ScheduledPlan(key, None, f"No new items for {key}; nothing to send.")
+        return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
     plan = SendPlan(resume=None, draft=draft, recipients=active_count(session))
-    return ScheduledPlan(key, plan, f"Issue {draft.number} for {key}: {len(draft.items)} items.")
+    return ScheduledPlan(key, plan, prefix + f"Issue {draft.number} for {key}: {_n(len(draft.items), 'item')}.")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def join_plan(session: Session) -> SendPlan | None:
@@ -285,11 +329,11 @@ def send_next(
         if plan.resume is not None:
             if not scheduled:
                 notify(f"Resuming issue {plan.resume.number} ({plan.resume.subject}): "
-                       f"{plan.recipients} deliveries to go.")  # fmt: skip
+                       f"{plan.recipients} to go.")  # fmt: skip
         else:
             assert plan.draft is not None
             notify(f"Issue {plan.draft.number}: {plan.draft.rendered.subject} "
-                   f"({len(plan.draft.items)} items) to {plan.recipients} subscribers.")  # fmt: skip
+                   f"({_n(len(plan.draft.items), 'item')}) to {_n(plan.recipients, 'subscriber')}.")  # fmt: skip
             if plan.recipients == 0:
                 raise UsageError("there are no active subscribers", hint="Add some with `digest subscribers add`.")
         if confirm is not None:

@@ -281,3 +281,62 @@ def test_two_overlapping_scheduled_runs_make_one_issue(cli, env, smtp_server) ->
     out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err.decode()
     assert b"is already sent; nothing to do." in out
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_postgres_workers_one_killed(workdir: Path, smtp_server: SmtpServer, monkeypatch, cli) -> None:
+    """Three `digest send --worker` processes share one issue of 5,000 on PostgreSQL; one is
+    killed with SIGKILL midway. Everyone gets a copy; the only duplicates are that worker's
+    in-flight messages (same Message-ID); the issue completes."""
+    with postgres_schema() as url:
+        env = {
+            "DIGEST_DATABASE_URL": url, "DIGEST_SMTP_URL": smtp_server.url,
+            "DIGEST_FROM": "News <news@partnership.example.org>", "DIGEST_SECRET_KEY": "k",
+            "DIGEST_BASE_URL": "https://news.partnership.example.org",
+            "DIGEST_SMTP_CONNECTIONS": "2", "DIGEST_LEASE_SECONDS": "3",
+            "DIGEST_RETRY_WAIT_SECONDS": "0",
+        }  # fmt: skip
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert cli("init").exit_code == 0
+        seed(cli, subscribers=0, items=1)
+        bulk_subscribers(env, 5000)
+        # Freeze the issue without sending it: the workers do all the sending.
+        from digest.config import load_settings
+        from digest.db import session_scope
+        from digest.sending import plan_send, start_issue
+
+        settings = load_settings(environ=dict(os.environ)).settings
+        engine = make_engine(url)
+        with session_scope(engine) as session:
+            plan = plan_send(session, settings)
+            assert plan is not None
+            start_issue(session, plan)
+        engine.dispose()
+
+        workers = [_digest(env, "send", "--worker") for _ in range(3)]
+        victim = workers[1]
+        killed = threading.Event()
+
+        def on_data(rec) -> None:
+            if len(smtp_server.messages) >= 1500 and not killed.is_set():
+                killed.set()
+                victim.kill()
+
+        smtp_server.on_data = on_data
+        results = [w.communicate(timeout=240) for w in workers]
+        assert killed.is_set()
+        assert victim.returncode == -signal.SIGKILL
+        for w, (out, err) in zip(workers, results, strict=True):
+            if w is not victim:
+                assert w.returncode == 0, err.decode()
+        per: dict[str, list[str]] = {}
+        for m in smtp_server.messages:
+            per.setdefault(m.rcpt_tos[0], []).append(m.message["Message-ID"])
+        assert len(per) == 5000
+        dupes = {r: ids for r, ids in per.items() if len(ids) > 1}
+        assert len(dupes) <= 2 * 2  # the victim's connections, each with one in flight + one queued
+        assert all(len(set(ids)) == 1 for ids in dupes.values())
+        assert rows(env, "SELECT status FROM issue") == [("sent",)]
+        assert rows(env, "SELECT status, count(*) FROM delivery GROUP BY status") == [("sent", 5000)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -74,7 +74,7 @@ def test_scheduled_resumes_an_unfinished_issue(cli, env, smtp_server: SmtpServer
     _sql(env, "UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00' WHERE status = 'deferred'")
     r = cli("send", "--scheduled")
     assert r.exit_code == 0, r.output
-    assert "Resuming issue 1 (1 deliveries to go)." in r.stdout
+    assert "Resuming issue 1 (1 to go)." in r.stdout
     assert sorted(smtp_server.by_rcpt()) == [f"reader{i}@example.net" for i in range(4)]
     assert all(len(v) == 1 for v in smtp_server.by_rcpt().values())
 
@@ -143,3 +143,50 @@ def test_worker_without_an_issue_does_nothing(cli, env, smtp_server: SmtpServer)
     r = cli("send", "--worker")
     assert r.exit_code == 0
     assert "No issue is being sent; nothing for a worker to do." in r.stdout
+
+
+def _scheduled(env: dict[str, str], now: datetime, force: bool = False):
+    from digest.config import load_settings
+    from digest.db import session_scope
+    from digest.sending import plan_scheduled
+
+    settings = load_settings().settings
+    engine = make_engine(env["DIGEST_DATABASE_URL"])
+    try:
+        with session_scope(engine) as session:
+            return plan_scheduled(session, settings, now=now, force=force)
+    finally:
+        engine.dispose()
+
+
+def test_a_stale_issue_of_last_week_is_dropped_not_sent_and_does_not_block(cli, env, smtp_server: SmtpServer) -> None:
+    seed(cli, subscribers=3, items=1)
+    smtp_server.reply = lambda rcpt, data: "451 4.3.0 later"
+    assert cli("send", "--scheduled").exit_code == 75
+    smtp_server.reply = None
+    (key,) = rows(env, "SELECT period_key FROM issue")[0]
+    # eight days later (the clock is the only thing faked)
+    later = datetime.now(UTC) + timedelta(days=8)
+    cli("news", "add", "--title", "Next week", "--url", "https://example.org/next",
+        "--published", (later - timedelta(hours=1)).isoformat())  # fmt: skip
+    decision = _scheduled(env, later)
+    assert "Issue 1 was still unfinished" in decision.message
+    assert "its 3 remaining deliveries were dropped, not sent late." in decision.message
+    assert decision.plan is not None and decision.plan.draft is not None
+    assert decision.key != key
+    assert rows(env, "SELECT status FROM issue") == [("cancelled",)]
+    assert rows(env, "SELECT DISTINCT last_reply FROM delivery") == [("stale: not sent late",)]
+
+
+def test_an_issue_sent_by_hand_this_week_counts_as_the_weeks_issue(cli, env, smtp_server: SmtpServer) -> None:
+    seed(cli, subscribers=2, items=1)
+    assert cli("send", "--yes").exit_code == 0
+    cli("news", "add", "--title", "Another", "--url", "https://example.org/another")
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 0, r.output
+    assert "Issue 1 for 20" in r.stdout and "is already sent; nothing to do." in r.stdout
+    assert rows(env, "SELECT count(*) FROM issue") == [(1,)]
+    # next week the scheduled job sends the new item
+    decision = _scheduled(env, datetime.now(UTC) + timedelta(days=7))
+    assert decision.plan is not None and decision.plan.draft is not None
+    assert [i.title for i in decision.plan.draft.items] == ["Another"]
