@@ -116,7 +116,7 @@ def run_demo(folder: Path, echo: Callable[[str], None] = print) -> DemoResult:
                     session,
                     ItemInput(
                         title=rec["title"], url=rec["url"], summary=rec["summary"],
-                        category=rec["category"], source="demo",
+                        category=rec["category"], source="Safeguarding Partnership",
                         published=now - timedelta(days=rec["days_ago"], hours=3),
                     ),
                 )  # fmt: skip
