@@ -1,6 +1,6 @@
 """Issue 5's speed figures, each against a reference measured in the same run.
 
-    python bench/run.py              # every figure at full size (~15 min on 2 cores)
+    python bench/run.py              # every figure at full size (~4 min on 2 cores)
     python bench/run.py --quick      # smaller sizes, for development; not for the record
     python bench/run.py --only T1,T5 --source /tmp/digest-at-abc123 --profile
 
