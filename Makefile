@@ -1,6 +1,6 @@
 # Two commands do all set-up from a fresh clone:
 #   make demo   — create .venv, install digest, run `digest demo`
-#   make test   — create .venv, install digest with its test tools, run the whole suite
+#   make test   — create .venv, install digest with its test tools, lint, run the whole suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -25,6 +25,9 @@ demo: $(VENV)/.installed
 	$(BIN)/digest demo
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check digest tests
+	$(BIN)/ruff format --check digest tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test

@@ -61,7 +61,9 @@ class _DigestGroup(TyperGroup):
             ctx.exit(EXIT_ERROR)
 
 
-def _report(ctx: Any, exc: BaseException, message: str, hint: str | None, *, expected: bool = True) -> None:
+def _report(
+    ctx: Any, exc: BaseException, message: str, hint: str | None, *, expected: bool = True
+) -> None:
     verbose = isinstance(ctx.obj, State) and ctx.obj.verbose
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
@@ -142,15 +144,24 @@ def main_options(
     ctx: typer.Context,
     db: Annotated[
         str | None,
-        typer.Option("--db", help="Database URL or SQLite file (default: DIGEST_DATABASE_URL, "
-                     "then sqlite:///subscribers.db)", show_default=False),
+        typer.Option(
+            "--db",
+            help="Database URL or SQLite file (default: DIGEST_DATABASE_URL, "
+            "then sqlite:///subscribers.db)",
+            show_default=False,
+        ),
     ] = None,
     config: Annotated[
         str | None,
-        typer.Option("--config", help="Config file (default: DIGEST_CONFIG, then ./digest.toml)",
-                     show_default=False),
+        typer.Option(
+            "--config",
+            help="Config file (default: DIGEST_CONFIG, then ./digest.toml)",
+            show_default=False,
+        ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail; tracebacks on errors.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="More detail; tracebacks on errors.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
@@ -290,8 +301,9 @@ def init(ctx: typer.Context) -> None:
                 fh.write(secrets.token_urlsafe(32) + "\n")
             typer.echo(f"Created {key_path} (readable by you only): it signs unsubscribe links.")
     engine = state.engine(check=False)
-    from digest.db import sqlite_path
     from sqlalchemy.engine import make_url
+
+    from digest.db import sqlite_path
 
     path = sqlite_path(settings.database_url)
     if path is not None and not path.parent.exists():
@@ -349,7 +361,9 @@ def subscribers_add(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="The address to add.")],
     name: Annotated[str | None, typer.Option(help="The person's name.")] = None,
-    status: Annotated[NewStatus, typer.Option(help="active, or pending until they confirm.")] = NewStatus.active,
+    status: Annotated[
+        NewStatus, typer.Option(help="active, or pending until they confirm.")
+    ] = NewStatus.active,
 ) -> None:
     """Add one subscriber.
 
@@ -367,7 +381,9 @@ def subscribers_add(
 def subscribers_list(
     ctx: typer.Context,
     status: Annotated[SubscriberStatus | None, typer.Option(help="Only this status.")] = None,
-    format: Annotated[OutputFormat, typer.Option("--format", help="table, csv or json.")] = OutputFormat.table,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="table, csv or json.")
+    ] = OutputFormat.table,
 ) -> None:
     """List subscribers.
 
@@ -381,8 +397,8 @@ def subscribers_list(
         if format == OutputFormat.csv:
             write_csv(subs, sys.stdout)  # type: ignore[arg-type]
         elif format == OutputFormat.json:
-            rows = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in subscriber_rows(subs)]
-            typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+            records = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in subscriber_rows(subs)]
+            typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
         else:
             rows = [(s.email, s.name, s.status, _local(s.created_at, state.settings)) for s in subs]
             typer.echo(_table(["email", "name", "status", "added"], rows))
@@ -393,8 +409,16 @@ def subscribers_list(
 def subscribers_import(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV with a header row: email (required), name.")],
-    status: Annotated[NewStatus, typer.Option(help="Status of the new subscribers.")] = NewStatus.active,
-    send_confirmation: Annotated[bool, typer.Option("--send-confirmation", help="Email each new pending subscriber a link to confirm (needs --status pending).")] = False,
+    status: Annotated[
+        NewStatus, typer.Option(help="Status of the new subscribers.")
+    ] = NewStatus.active,
+    send_confirmation: Annotated[
+        bool,
+        typer.Option(
+            "--send-confirmation",
+            help="Email each new pending subscriber a link to confirm (needs --status pending).",
+        ),
+    ] = False,
 ) -> None:
     """Import subscribers from a CSV file; report every rejected row.
 
@@ -460,7 +484,11 @@ def subscribers_unsubscribe(
 
     with session_scope(_state(ctx).engine()) as session:
         changed = unsubscribe(session, email)
-    typer.echo(f"Unsubscribed {email.strip()}." if changed else f"{email.strip()} was already unsubscribed.")
+    typer.echo(
+        f"Unsubscribed {email.strip()}."
+        if changed
+        else f"{email.strip()} was already unsubscribed."
+    )
 
 
 @subscribers_app.command("confirm")
@@ -509,7 +537,12 @@ def news_add(
     title: Annotated[str, typer.Option(help="Headline (plain text).")],
     url: Annotated[str, typer.Option(help="Link to the full item (http or https).")],
     summary: Annotated[str, typer.Option(help="Summary: text or simple HTML (sanitised).")] = "",
-    published: Annotated[str | None, typer.Option(help="When it was published, e.g. 2026-11-20 or 'Thurs 12th Sept 2013' (default: now).")] = None,
+    published: Annotated[
+        str | None,
+        typer.Option(
+            help="When it was published, e.g. 2026-11-20 or 'Thurs 12th Sept 2013' (default: now)."
+        ),
+    ] = None,
     category: Annotated[str, typer.Option(help="Section of the digest, e.g. Procedures.")] = "",
 ) -> None:
     """Add a news item (adding the same link again updates it).
@@ -523,7 +556,8 @@ def news_add(
     with session_scope(state.engine()) as session:
         try:
             item, outcome = upsert_item(
-                session, ItemInput(title=title, url=url, summary=summary, published=when, category=category)
+                session,
+                ItemInput(title=title, url=url, summary=summary, published=when, category=category),
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
@@ -534,8 +568,12 @@ def news_add(
 @news_app.command("list")
 def news_list(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="Only items published since WHEN (e.g. 7d, 2026-11-01).")] = None,
-    format: Annotated[OutputFormat, typer.Option("--format", help="table, csv or json.")] = OutputFormat.table,
+    since: Annotated[
+        str | None, typer.Option(help="Only items published since WHEN (e.g. 7d, 2026-11-01).")
+    ] = None,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="table, csv or json.")
+    ] = OutputFormat.table,
 ) -> None:
     """List news items, newest first.
 
@@ -559,7 +597,9 @@ def news_list(
     if format == OutputFormat.json:
         typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
     elif format == OutputFormat.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=["published", "category", "title", "url", "source"])
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=["published", "category", "title", "url", "source"]
+        )
         writer.writeheader()
         writer.writerows(records)
     else:
@@ -571,7 +611,12 @@ def news_list(
 @news_app.command("import")
 def news_import(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help="A JSON list of items, a CSV with title,url,summary,published,category, or an RSS/Atom feed file or URL.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A JSON list of items, a CSV with title,url,summary,published,category, or an RSS/Atom feed file or URL."
+        ),
+    ],
 ) -> None:
     """Import news items from a JSON or CSV file, or an RSS/Atom feed file or URL
     (re-importing updates, never duplicates).
@@ -602,14 +647,36 @@ def news_import(
 @app.command()
 def preview(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option(help="Items published since WHEN (default: since the last issue; lookback_days back for the first).")] = None,
-    until: Annotated[str | None, typer.Option(help="Items published before WHEN (default: now).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for digest.html, digest.txt, digest.eml and views.html.")] = Path("preview"),
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Items published since WHEN (default: since the last issue; lookback_days back for the first)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Items published before WHEN (default: now).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for digest.html, digest.txt, digest.eml and views.html.")
+    ] = Path("preview"),
     open_: Annotated[bool, typer.Option("--open", help="Open the HTML in your browser.")] = False,
-    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first (see `digest feeds`).")] = False,
-    note: Annotated[Path | None, typer.Option("--note", help="An editor's note in Markdown, shown at the top.")] = None,
-    featured: Annotated[str | None, typer.Option("--featured", help="The link of one of the issue's items, shown first.")] = None,
-    serve: Annotated[bool, typer.Option("--serve", help="Serve the preview on 127.0.0.1: desktop and phone widths side by side (Ctrl-C stops).")] = False,
+    fetch: Annotated[
+        bool, typer.Option("--fetch", help="Fetch every news source first (see `digest feeds`).")
+    ] = False,
+    note: Annotated[
+        Path | None, typer.Option("--note", help="An editor's note in Markdown, shown at the top.")
+    ] = None,
+    featured: Annotated[
+        str | None,
+        typer.Option("--featured", help="The link of one of the issue's items, shown first."),
+    ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve the preview on 127.0.0.1: desktop and phone widths side by side (Ctrl-C stops).",
+        ),
+    ] = False,
     port: Annotated[int, typer.Option(help="Port for --serve (0: any free port).")] = 8025,
 ) -> None:
     """Render the digest the next send would produce, without sending or recording anything.
@@ -638,10 +705,14 @@ def preview(
             return
         paths = preview_files(settings, draft, out)
     typer.echo(f"Issue {draft.number}: {draft.rendered.subject}")
-    typer.echo(f"{len(draft.items)} item{'s' if len(draft.items) != 1 else ''} in "
-               f"{len(draft.rendered.sections)} section{'s' if len(draft.rendered.sections) != 1 else ''}.")
-    html_kb = len(paths['html'].read_bytes()) / 1024
-    typer.echo(f"Wrote {paths['html']} ({html_kb:.0f} KB), {paths['text']}, {paths['eml']} and {paths['views']}.")
+    typer.echo(
+        f"{len(draft.items)} item{'s' if len(draft.items) != 1 else ''} in "
+        f"{len(draft.rendered.sections)} section{'s' if len(draft.rendered.sections) != 1 else ''}."
+    )
+    html_kb = len(paths["html"].read_bytes()) / 1024
+    typer.echo(
+        f"Wrote {paths['html']} ({html_kb:.0f} KB), {paths['text']}, {paths['eml']} and {paths['views']}."
+    )
     for line in draft.rendered.fit.describe() if draft.rendered.fit else []:
         typer.echo(f"Size guard: {line}")
     if open_:
@@ -652,7 +723,9 @@ def preview(
         try:
             server = serve_folder(out, port)
         except OSError as exc:
-            raise UsageError(f"--port {port}: {exc.strerror}", hint="Try --port 0 for any free port.") from None
+            raise UsageError(
+                f"--port {port}: {exc.strerror}", hint="Try --port 0 for any free port."
+            ) from None
         url = f"http://127.0.0.1:{server.server_address[1]}/{VIEWS}"
         typer.echo(f"Serving the preview at {url} (Ctrl-C to stop).")
         try:
@@ -667,8 +740,12 @@ def preview(
 def check(
     ctx: typer.Context,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    note: Annotated[Path | None, typer.Option("--note", help="The editor's note you will send with.")] = None,
-    featured: Annotated[str | None, typer.Option("--featured", help="The featured item you will send with.")] = None,
+    note: Annotated[
+        Path | None, typer.Option("--note", help="The editor's note you will send with.")
+    ] = None,
+    featured: Annotated[
+        str | None, typer.Option("--featured", help="The featured item you will send with.")
+    ] = None,
 ) -> None:
     """Lint the message the next send would produce; exit code 1 if anything must be fixed.
 
@@ -685,7 +762,9 @@ def check(
     state = _state(ctx)
     note_markdown = read_note(note) if note else None
     with session_scope(state.engine()) as session:
-        report = check_next_send(session, state.settings, note_markdown=note_markdown, featured_url=featured)
+        report = check_next_send(
+            session, state.settings, note_markdown=note_markdown, featured_url=featured
+        )
     if json_:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -726,7 +805,13 @@ class _Progress:
         self.last = time.monotonic()
         self.bar: Any = None
         if self.tty and not quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("Sending"), BarColumn(), MofNCompleteColumn(),
@@ -737,7 +822,9 @@ class _Progress:
 
     def __call__(self, p: Any) -> None:
         elapsed = max(time.monotonic() - p.started, 1e-6)
-        detail = f"sent {p.sent}, failed {p.failed}, deferred {p.deferred}, {p.sent / elapsed:.0f}/s"
+        detail = (
+            f"sent {p.sent}, failed {p.failed}, deferred {p.deferred}, {p.sent / elapsed:.0f}/s"
+        )
         if self.bar is not None:
             self.bar.update(self.task, completed=self.done + p.processed, detail=detail)
         elif not self.quiet and time.monotonic() - self.last >= 5:
@@ -752,18 +839,64 @@ class _Progress:
 @app.command()
 def send(
     ctx: typer.Context,
-    to: Annotated[list[str] | None, typer.Option("--to", help="Send a test copy only to this address (repeatable); records nothing.")] = None,
-    since: Annotated[str | None, typer.Option(help="Items published since WHEN (default: since the last issue).")] = None,
-    until: Annotated[str | None, typer.Option(help="Items published before WHEN (default: now).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write every message to a folder instead of sending; records nothing.")] = False,
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to", help="Send a test copy only to this address (repeatable); records nothing."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Items published since WHEN (default: since the last issue).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Items published before WHEN (default: now).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Write every message to a folder instead of sending; records nothing."
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option(help="Folder for --dry-run messages.")] = Path("dry-run"),
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")] = False,
-    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch every news source first; a source that fails only warns (cron: digest send --scheduled --fetch).")] = False,
-    scheduled: Annotated[bool, typer.Option("--scheduled", help="The cron/systemd job: one issue per period (schedule = weekly|daily); resumes it if unfinished, does nothing if complete.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="With --scheduled: finish an unfinished issue even if older than max_issue_age_hours.")] = False,
-    worker: Annotated[bool, typer.Option("--worker", help="Help send the issue already being sent (PostgreSQL: run several, on any machines); never starts one.")] = False,
-    note: Annotated[Path | None, typer.Option("--note", help="An editor's note in Markdown, frozen into the new issue.")] = None,
-    featured: Annotated[str | None, typer.Option("--featured", help="The link of one of the new issue's items, shown first.")] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")
+    ] = False,
+    fetch: Annotated[
+        bool,
+        typer.Option(
+            "--fetch",
+            help="Fetch every news source first; a source that fails only warns (cron: digest send --scheduled --fetch).",
+        ),
+    ] = False,
+    scheduled: Annotated[
+        bool,
+        typer.Option(
+            "--scheduled",
+            help="The cron/systemd job: one issue per period (schedule = weekly|daily); resumes it if unfinished, does nothing if complete.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --scheduled: finish an unfinished issue even if older than max_issue_age_hours.",
+        ),
+    ] = False,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker",
+            help="Help send the issue already being sent (PostgreSQL: run several, on any machines); never starts one.",
+        ),
+    ] = False,
+    note: Annotated[
+        Path | None,
+        typer.Option("--note", help="An editor's note in Markdown, frozen into the new issue."),
+    ] = None,
+    featured: Annotated[
+        str | None,
+        typer.Option("--featured", help="The link of one of the new issue's items, shown first."),
+    ] = None,
 ) -> None:
     """Send the next issue to every active subscriber, or resume an unfinished one.
 
@@ -795,7 +928,9 @@ def send(
     if force and not scheduled:
         raise UsageError("--force only applies to --scheduled")
     if (note or featured) and (scheduled or worker):
-        raise UsageError("--note and --featured shape a new issue: not with --scheduled or --worker")
+        raise UsageError(
+            "--note and --featured shape a new issue: not with --scheduled or --worker"
+        )
     from digest.issues import read_note
 
     note_markdown = read_note(note) if note else None
@@ -808,7 +943,9 @@ def send(
                 return
             if dry_run:
                 n = do_dry_run(session, settings, draft, out, FileSender(out))
-                typer.echo(f"Dry run: wrote {n} message{'s' if n != 1 else ''} to {out}/; nothing was sent or recorded.")
+                typer.echo(
+                    f"Dry run: wrote {n} message{'s' if n != 1 else ''} to {out}/; nothing was sent or recorded."
+                )
                 return
         sender = SmtpSender(settings.smtp)
         sender.connect()
@@ -855,7 +992,9 @@ def send(
         f"{c['deferred']} deferred, {c['skipped']} skipped, {c['queued'] + c['sending']} not yet tried."
     )
     if outcome.interrupted:
-        raise Interrupted("stopped before the issue was complete", hint="Run `digest send` again to resume it.")
+        raise Interrupted(
+            "stopped before the issue was complete", hint="Run `digest send` again to resume it."
+        )
     if outcome.finished:
         typer.echo(f"Issue {outcome.issue_number} is complete.")
         return
@@ -866,10 +1005,15 @@ def send(
         )
     if outcome.next_retry_at is None:
         # nothing deferred: the rest is with other workers, which finish the issue
-        typer.echo(f"Issue {outcome.issue_number}: the remaining deliveries are with other workers.")
+        typer.echo(
+            f"Issue {outcome.issue_number}: the remaining deliveries are with other workers."
+        )
         return
     when = _local(outcome.next_retry_at, settings)
-    typer.echo(f"Some deliveries failed temporarily; run `digest send` again after {when} to retry them.", err=True)
+    typer.echo(
+        f"Some deliveries failed temporarily; run `digest send` again after {when} to retry them.",
+        err=True,
+    )
     raise typer.Exit(EXIT_TEMPFAIL)
 
 
@@ -894,11 +1038,29 @@ def issues_list(ctx: typer.Context) -> None:
     if not rows:
         typer.echo("No issues yet. `digest preview` shows what the first would contain.")
         return
-    typer.echo(_table(["#", "created", "status", "items", "sent", "failed", "deferred", "queued", "skipped", "subject"], rows))
+    typer.echo(
+        _table(
+            [
+                "#",
+                "created",
+                "status",
+                "items",
+                "sent",
+                "failed",
+                "deferred",
+                "queued",
+                "skipped",
+                "subject",
+            ],
+            rows,
+        )
+    )
 
 
 @issues_app.command("show")
-def issues_show(ctx: typer.Context, number: Annotated[int, typer.Argument(help="The issue number.")]) -> None:
+def issues_show(
+    ctx: typer.Context, number: Annotated[int, typer.Argument(help="The issue number.")]
+) -> None:
     """Show one issue: its items, delivery counts, and failed or deferred addresses with the
     server's last reply.
 
@@ -914,9 +1076,13 @@ def issues_show(ctx: typer.Context, number: Annotated[int, typer.Argument(help="
         items = issue_items(session, issue.id or 0)
         problems = problem_deliveries(session, issue.id or 0)
     typer.echo(f"Issue {issue.number}: {issue.subject}")
-    typer.echo(f"Status: {issue.status}; created {_local(issue.created_at, s)}; "
-               f"completed {_local(issue.completed_at, s)}")
-    typer.echo(f"Period: {_local(issue.period_start, s)} to {_local(issue.period_end, s)} ({s.timezone})")
+    typer.echo(
+        f"Status: {issue.status}; created {_local(issue.created_at, s)}; "
+        f"completed {_local(issue.completed_at, s)}"
+    )
+    typer.echo(
+        f"Period: {_local(issue.period_start, s)} to {_local(issue.period_end, s)} ({s.timezone})"
+    )
     typer.echo("Deliveries: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     typer.echo(f"\nItems ({len(items)}):")
     for it in items:
@@ -927,7 +1093,9 @@ def issues_show(ctx: typer.Context, number: Annotated[int, typer.Argument(help="
 
 
 @issues_app.command("retry")
-def issues_retry(ctx: typer.Context, number: Annotated[int, typer.Argument(help="The issue number.")]) -> None:
+def issues_retry(
+    ctx: typer.Context, number: Annotated[int, typer.Argument(help="The issue number.")]
+) -> None:
     """Queue an issue's deferred and failed deliveries again, on purpose; `digest send` then
     sends them (with the same Message-IDs).
 
@@ -938,7 +1106,9 @@ def issues_retry(ctx: typer.Context, number: Annotated[int, typer.Argument(help=
     with session_scope(_state(ctx).engine()) as session:
         n = retry_issue(session, number)
     if n:
-        typer.echo(f"Queued {n} deliver{'ies' if n != 1 else 'y'} of issue {number} again; run `digest send` to send them.")
+        typer.echo(
+            f"Queued {n} deliver{'ies' if n != 1 else 'y'} of issue {number} again; run `digest send` to send them."
+        )
     else:
         typer.echo(f"Issue {number} has no deferred or failed deliveries.")
 
@@ -969,7 +1139,9 @@ def issues_cancel(
 
 @app.command()
 def demo(
-    dir: Annotated[Path, typer.Option("--dir", help="Workspace folder (re-created on each run).")] = Path("digest-demo"),
+    dir: Annotated[
+        Path, typer.Option("--dir", help="Workspace folder (re-created on each run).")
+    ] = Path("digest-demo"),
 ) -> None:
     """Run the whole weekly job offline on built-in sample data: database, news items and
     subscribers, a local SMTP server writing a Maildir, then preview and send.

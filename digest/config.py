@@ -83,7 +83,7 @@ class Settings(BaseModel):
 
     # Tokens in unsubscribe links
     secret_key: str | None = None
-    secret_key_file: str = "digest.key"
+    secret_key_file: str = "digest.key"  # noqa: S105 (a file name, not a secret)
 
     # The public web endpoints (`digest serve`): subscribe, confirm, unsubscribe, archive
     confirm_token_days: int = Field(7, ge=1, le=90)  # how long a confirmation link works

@@ -52,7 +52,8 @@ def parse_when(text: str, tz: ZoneInfo, now: datetime | None = None) -> datetime
         raise ValueError(f"cannot read {text!r} as a date")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC)
+    result: datetime = parsed.astimezone(UTC)
+    return result
 
 
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:

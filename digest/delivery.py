@@ -63,7 +63,9 @@ def message_id(issue_uid: str, subscriber_uid: str, domain: str) -> str:
     return f"<digest.{issue_uid}.{subscriber_uid}@{domain}>"
 
 
-def issue_template(settings: Settings, issue: Issue, date: datetime | None = None) -> MessageTemplate:
+def issue_template(
+    settings: Settings, issue: Issue, date: datetime | None = None
+) -> MessageTemplate:
     from digest.dkim import load_signer
 
     return MessageTemplate(
@@ -149,7 +151,10 @@ class Pacer:
     """
 
     def __init__(self, per_second: float, per_hour: float) -> None:
-        intervals = [1.0 / per_second if per_second else 0.0, 3600.0 / per_hour if per_hour else 0.0]
+        intervals = [
+            1.0 / per_second if per_second else 0.0,
+            3600.0 / per_hour if per_hour else 0.0,
+        ]
         self.base = max(intervals)
         self.interval = self.base
         self.next_slot = time.monotonic()
@@ -175,7 +180,7 @@ class Pacer:
             self.paused_until = max(self.paused_until, time.monotonic() + pause)
             self.interval = min(max(self.interval * 2, 0.01), 10.0)
             self.calm = 0
-            return pause
+            return float(pause)
 
     def ok(self) -> None:
         with self.lock:
@@ -266,12 +271,16 @@ class DeliveryRun:
         whose lease has run out are.
         """
         d = self._t["delivery"]
-        stmt = sa.update(d).where(d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.sending.value)
+        stmt = sa.update(d).where(
+            d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.sending.value
+        )
         if not self.sqlite:
             stmt = stmt.where(d.c.lease_expires_at < now)
         else:
             stmt = stmt.where(sa.or_(d.c.lease_owner.is_(None), d.c.lease_owner != self.worker))
-        conn.execute(stmt.values(status=DeliveryStatus.queued.value, lease_owner=None, lease_expires_at=None))
+        conn.execute(
+            stmt.values(status=DeliveryStatus.queued.value, lease_owner=None, lease_expires_at=None)
+        )
 
     def _claim(self, now: datetime) -> list[tuple[int, int, datetime | None, _Who | None]]:
         d, s = self._t["delivery"], self._t["subscriber"]
@@ -287,7 +296,9 @@ class DeliveryRun:
                 # Past this run's retry window: rows deferred during this run wait for the
                 # next run; rows deferred by an earlier run still get their try now.
                 due = due.where(
-                    sa.or_(d.c.status == DeliveryStatus.queued.value, d.c.updated_at < self.started_at)
+                    sa.or_(
+                        d.c.status == DeliveryStatus.queued.value, d.c.updated_at < self.started_at
+                    )
                 )
             if not self.sqlite:
                 due = due.with_for_update(skip_locked=True)
@@ -305,7 +316,9 @@ class DeliveryRun:
                 )
             )
             rows = conn.execute(
-                sa.select(d.c.id, d.c.attempts, d.c.first_attempt_at, s.c.id, s.c.uid, s.c.email, s.c.name)
+                sa.select(
+                    d.c.id, d.c.attempts, d.c.first_attempt_at, s.c.id, s.c.uid, s.c.email, s.c.name
+                )
                 .select_from(d.outerjoin(s, s.c.id == d.c.subscriber_id))
                 .where(d.c.id.in_(ids))
                 .order_by(d.c.id)
@@ -326,13 +339,19 @@ class DeliveryRun:
         """A datetime as UTCDateTime stores it (naive UTC text on SQLite)."""
         if moment is None or not self.sqlite:
             return moment
-        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        return (
+            moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        )
 
     def _statuses(self, subscriber_ids: list[int]) -> dict[int, str]:
         """These subscribers' statuses now, read just before their turn."""
         marks = ",".join("?" * len(subscriber_ids))
         cur = self._raw.cursor()
-        cur.execute(self._sql(f"SELECT id, status FROM subscriber WHERE id IN ({marks})"), subscriber_ids)
+        cur.execute(
+            # only placeholders are formatted in; the ids are bound parameters
+            self._sql(f"SELECT id, status FROM subscriber WHERE id IN ({marks})"),  # noqa: S608
+            subscriber_ids,
+        )
         found = {row[0]: row[1] for row in cur.fetchall()}
         cur.close()
         self._raw.commit()  # end the read at once (PostgreSQL would keep a transaction open)
@@ -376,8 +395,11 @@ class DeliveryRun:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(d)
-                .where(d.c.issue_id == self.issue_id, d.c.lease_owner == self.worker,
-                       d.c.status == DeliveryStatus.sending.value)  # fmt: skip
+                .where(
+                    d.c.issue_id == self.issue_id,
+                    d.c.lease_owner == self.worker,
+                    d.c.status == DeliveryStatus.sending.value,
+                )  # fmt: skip
                 .values(lease_expires_at=now + self.lease)
             )
 
@@ -421,9 +443,13 @@ class DeliveryRun:
                 job = jobs.get()
                 if job is None:
                     return
+                self.pacer.wait(self.stop)
+                if self.stop.is_set():
+                    # Stopping: a message queued but not started goes back untouched.
+                    done.put(_Done(job, None, "not sent: stopping"))
+                    continue
                 if sender is None:
                     sender = self.sender_factory()
-                self.pacer.wait(self.stop)
                 try:
                     data = template.render(job.recipient)
                     result = sender.send(envelope_from, job.recipient.email, data)
@@ -501,9 +527,12 @@ class DeliveryRun:
                         now_status = status.get(sub.id, "removed") if sub and sub.id else "removed"
                         if now_status != SubscriberStatus.active:
                             # Unsubscribed, bounced or erased since the issue was made: never sent.
-                            records.append(self._skip(did, attempts, first, f"subscriber {now_status}", now))
+                            records.append(
+                                self._skip(did, attempts, first, f"subscriber {now_status}", now)
+                            )
                             progress.count("skipped")
                             continue
+                        assert sub is not None
                         recipient = Recipient(
                             email=sub.email, name=sub.name,
                             message_id=message_id(issue.uid, sub.uid, msg_settings.message_id_domain),
@@ -527,7 +556,9 @@ class DeliveryRun:
                     while len(finished) < want:
                         left = until - time.monotonic()
                         try:
-                            finished.append(done.get(timeout=left) if left > 0 else done.get_nowait())
+                            finished.append(
+                                done.get(timeout=left) if left > 0 else done.get_nowait()
+                            )
                         except queue.Empty:
                             break
                     while True:
@@ -549,7 +580,9 @@ class DeliveryRun:
                             self.pacer.throttled()
                         else:
                             self.pacer.ok()
-                    if released:
+                    if released and self.stop.is_set():
+                        self._release(released)  # stopping: they wait for the next run
+                    elif released:
                         # Nothing was tried: back to the queue, and pause before trying again.
                         self._release(released)
                         down_since = down_since or time.monotonic()
@@ -600,8 +633,13 @@ class DeliveryRun:
                 )
             ).one()
         if fatal and unavailable:
-            raise DigestError(unavailable, hint="Nothing more was sent; fix the setting and run `digest send` again to resume.")
-        return SendOutcome(issue.number, finished_issue, counts, self.stop.is_set(), next_retry, unavailable)
+            raise DigestError(
+                unavailable,
+                hint="Nothing more was sent; fix the setting and run `digest send` again to resume.",
+            )
+        return SendOutcome(
+            issue.number, finished_issue, counts, self.stop.is_set(), next_retry, unavailable
+        )
 
     def _wait_for_others(self, now: datetime) -> bool:
         """Other workers still hold rows of this issue (being sent, or locked by a claim in

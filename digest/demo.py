@@ -129,7 +129,9 @@ def run_demo(folder: Path, echo: Callable[[str], None] = print) -> DemoResult:
             echo(f"Preview: issue {plan.draft.number}, {plan.draft.rendered.subject!r}, "
                  f"{len(plan.draft.items)} items -> preview/digest.html")  # fmt: skip
             issue = start_issue(session, plan)
-        outcome = DeliveryRun(engine, settings, issue.id or 0, lambda: SmtpSender(settings.smtp)).run()
+        outcome = DeliveryRun(
+            engine, settings, issue.id or 0, lambda: SmtpSender(settings.smtp)
+        ).run()
         engine.dispose()
         c = outcome.counts
         echo(f"Sent issue {outcome.issue_number}: {c['sent']} sent, {c['failed']} failed, "

@@ -92,8 +92,10 @@ def select_items(
         .where(NewsItem.published_at < until)
         .where(
             sa.or_(
-                NewsItem.published_at >= since,
-                sa.and_(NewsItem.created_at >= since, NewsItem.published_at >= since - late),
+                col(NewsItem.published_at) >= since,
+                sa.and_(
+                    col(NewsItem.created_at) >= since, col(NewsItem.published_at) >= since - late
+                ),
             )
         )
         .where(col(NewsItem.id).not_in(already))
@@ -154,12 +156,16 @@ def draft_issue(
         note_markdown=note_markdown,
         featured_url=featured_url,
     )
-    return Draft(number=number, period_start=since, period_end=until, items=items, rendered=rendered)
+    return Draft(
+        number=number, period_start=since, period_end=until, items=items, rendered=rendered
+    )
 
 
 def active_count(session: Session) -> int:
     return session.exec(
-        select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.active)
+        select(func.count())
+        .select_from(Subscriber)
+        .where(Subscriber.status == SubscriberStatus.active)
     ).one()
 
 
@@ -288,7 +294,9 @@ def problem_deliveries(session: Session, issue_id: int) -> list[tuple[str, str, 
         .where(col(Delivery.status).in_([DeliveryStatus.failed, DeliveryStatus.deferred]))
         .order_by(col(Delivery.id))
     ).all()
-    return [(email or "(removed)", status, attempts, reply) for email, status, attempts, reply in rows]
+    return [
+        (email or "(removed)", status, attempts, reply) for email, status, attempts, reply in rows
+    ]
 
 
 def retry_issue(session: Session, number: int) -> int:
@@ -297,7 +305,10 @@ def retry_issue(session: Session, number: int) -> int:
     d = Delivery.__table__  # type: ignore[attr-defined]
     result = session.execute(
         sa.update(d)
-        .where(d.c.issue_id == issue.id, d.c.status.in_([DeliveryStatus.deferred.value, DeliveryStatus.failed.value]))
+        .where(
+            d.c.issue_id == issue.id,
+            d.c.status.in_([DeliveryStatus.deferred.value, DeliveryStatus.failed.value]),
+        )
         .values(status=DeliveryStatus.queued.value, next_attempt_at=None, first_attempt_at=None)
     )
     n = int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
 import ssl
@@ -139,7 +140,9 @@ class SmtpSender:
                 # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
                 # Addresses were validated (no spaces, brackets or line breaks) when stored.
                 smtp.send(
-                    f"MAIL FROM:<{envelope_from}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii")
+                    f"MAIL FROM:<{envelope_from}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode(
+                        "ascii"
+                    )
                 )
                 mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
                 if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
@@ -166,7 +169,9 @@ class SmtpSender:
             # Lost before a final reply: unknown whether it was taken; try again later with the
             # same Message-ID so a receiver can tell a duplicate.
             self._drop()
-            return SendResult("temporary", 0, f"connection lost: {exc or type(exc).__name__}"[:500], True)
+            return SendResult(
+                "temporary", 0, f"connection lost: {exc or type(exc).__name__}"[:500], True
+            )
         if code == 421:
             self._drop()
         return SendResult(classify(code), code, _reply(code, resp))
@@ -187,10 +192,8 @@ class SmtpSender:
 
     def close(self) -> None:
         if self._smtp is not None:
-            try:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
             self._drop()
 
 
@@ -212,10 +215,8 @@ def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
 def _quietly_close(smtp: smtplib.SMTP | None) -> None:
     if smtp is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         smtp.close()
-    except OSError:
-        pass
 
 
 class FileSender:

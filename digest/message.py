@@ -16,8 +16,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
-from email import quoprimime
+from email import policy, quoprimime
 from email.utils import format_datetime, parseaddr
 from typing import TYPE_CHECKING
 
@@ -55,7 +54,7 @@ def _fold(name: str, value: str) -> bytes:
     if line.isascii() and len(line) <= 78:
         return line.encode("ascii") + b"\r\n"
     header = policy.SMTP.header_factory(name, value)
-    return header.fold(policy=policy.SMTP).encode("ascii")
+    return str(header.fold(policy=policy.SMTP)).encode("ascii")
 
 
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
@@ -110,9 +109,14 @@ def _qp_piece(text: str) -> bytes:
 
 def _qp_value(value: str) -> bytes:
     # The common case, an ASCII URL that fits on a line, needs no encoding at all.
-    if len(value) <= _QP_LINE and value.isascii() and "=" not in value and value[:1] != ".":
-        if value.isprintable():
-            return value.encode("ascii") + b"=\r\n"
+    if (
+        len(value) <= _QP_LINE
+        and value.isascii()
+        and value.isprintable()
+        and "=" not in value
+        and value[:1] != "."
+    ):
+        return value.encode("ascii") + b"=\r\n"
     return _qp_piece(value)
 
 
@@ -150,9 +154,7 @@ class MessageTemplate:
         if settings.reply_to:
             head.append(_fold("Reply-To", settings.reply_to))
         self._head_before_to = b"".join(head)
-        self._head_after_to = _fold("Subject", self.subject) + _fold(
-            "Date", format_datetime(date)
-        )
+        self._head_after_to = _fold("Subject", self.subject) + _fold("Date", format_datetime(date))
         self._list_id = _fold("List-Id", settings.list_id)  # RFC 2919
         self._mime = (
             b"MIME-Version: 1.0\r\n"
@@ -160,7 +162,7 @@ class MessageTemplate:
             + b"\r\n"
         )
         part_head = (
-            "--{b}\r\nContent-Type: text/{sub}; charset=\"utf-8\"\r\n"
+            '--{b}\r\nContent-Type: text/{sub}; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
         # Body pieces: prepared bytes, with a slot for the recipient's unsubscribe link.
@@ -198,7 +200,9 @@ class MessageTemplate:
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
             ).encode("ascii")
         if r.unsubscribe_url.startswith("http://"):
-            return f"List-Unsubscribe: <{header_text(r.unsubscribe_url)}>,\r\n <{mailto}>\r\n".encode()
+            return (
+                f"List-Unsubscribe: <{header_text(r.unsubscribe_url)}>,\r\n <{mailto}>\r\n".encode()
+            )
         return f"List-Unsubscribe: <{mailto}>\r\n".encode()
 
     def render(self, r: Recipient) -> bytes:

@@ -270,7 +270,8 @@ def _slug(text: str, used: set[str]) -> str:
 def render_subject(
     template: str, *, name: str, number: int | None, dates: str, items: Sequence[ItemView]
 ) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    # A Subject header is plain text, not HTML: escaping would show "&amp;" in mail clients.
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
     try:
         subject = env.from_string(template).render(
             name=name,

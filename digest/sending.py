@@ -4,9 +4,8 @@ variants: a test copy to a few addresses, and a dry run into a folder."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from email.utils import parseaddr
@@ -120,7 +119,9 @@ class ScheduledPlan:
     message: str  # what the scheduled run decided, in a sentence or two
 
 
-def plan_scheduled(session: Session, settings: Settings, *, now: datetime, force: bool = False) -> ScheduledPlan:
+def plan_scheduled(
+    session: Session, settings: Settings, *, now: datetime, force: bool = False
+) -> ScheduledPlan:
     """One issue per period.
 
     - This period's issue is complete: nothing to do (an issue sent by hand this period counts).
@@ -146,7 +147,9 @@ def plan_scheduled(session: Session, settings: Settings, *, now: datetime, force
         counts = delivery_counts(session, issue.id or 0)
         remaining = counts["queued"] + counts["sending"] + counts["deferred"]
         plan = SendPlan(resume=issue, draft=None, recipients=remaining)
-        return ScheduledPlan(key, plan, prefix + f"Resuming issue {issue.number} ({remaining} to go).")
+        return ScheduledPlan(
+            key, plan, prefix + f"Resuming issue {issue.number} ({remaining} to go)."
+        )
 
     for older in session.exec(
         select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
@@ -175,13 +178,18 @@ def plan_scheduled(session: Session, settings: Settings, *, now: datetime, force
         return resume(current, prefix)
     if current is not None:
         return ScheduledPlan(
-            key, None, prefix + f"Issue {current.number} for {key} is already {current.status}; nothing to do."
+            key,
+            None,
+            prefix
+            + f"Issue {current.number} for {key} is already {current.status}; nothing to do.",
         )
     draft = draft_issue(session, settings, now=now)
     if draft is None:
         return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
     plan = SendPlan(resume=None, draft=draft, recipients=active_count(session))
-    return ScheduledPlan(key, plan, prefix + f"Issue {draft.number} for {key}: {_n(len(draft.items), 'item')}.")
+    return ScheduledPlan(
+        key, plan, prefix + f"Issue {draft.number} for {key}: {_n(len(draft.items), 'item')}."
+    )
 
 
 def _n(count: int, noun: str) -> str:
@@ -194,7 +202,11 @@ def join_plan(session: Session) -> SendPlan | None:
     if unfinished is None:
         return None
     counts = delivery_counts(session, unfinished.id or 0)
-    return SendPlan(resume=unfinished, draft=None, recipients=counts["queued"] + counts["sending"] + counts["deferred"])
+    return SendPlan(
+        resume=unfinished,
+        draft=None,
+        recipients=counts["queued"] + counts["sending"] + counts["deferred"],
+    )
 
 
 def draft_template(settings: Settings, draft: Draft, *, test: bool = False) -> MessageTemplate:
@@ -232,7 +244,9 @@ def test_send(
     return results
 
 
-def dry_run(session: Session, settings: Settings, draft: Draft, folder: Path, sender: Sender) -> int:
+def dry_run(
+    session: Session, settings: Settings, draft: Draft, folder: Path, sender: Sender
+) -> int:
     """Write the message every active subscriber would get; records nothing."""
     template = draft_template(settings, draft)
     msg = message_settings(settings)
@@ -335,7 +349,10 @@ def send_next(
             notify(f"Issue {plan.draft.number}: {plan.draft.rendered.subject} "
                    f"({_n(len(plan.draft.items), 'item')}) to {_n(plan.recipients, 'subscriber')}.")  # fmt: skip
             if plan.recipients == 0:
-                raise UsageError("there are no active subscribers", hint="Add some with `digest subscribers add`.")
+                raise UsageError(
+                    "there are no active subscribers",
+                    hint="Add some with `digest subscribers add`.",
+                )
         if confirm is not None:
             confirm(plan)
         settings.secret_key_bytes()  # fail before anything is frozen
@@ -358,7 +375,13 @@ def send_next(
                 notify(f"Issue {issue.number} was just made by another run; helping to send it.")
             with session_scope(engine) as session:
                 counts = delivery_counts(session, issue.id or 0)
-            on_progress = progress(sum(counts.values()), counts["sent"] + counts["failed"] + counts["skipped"]) if progress else None
+            on_progress = (
+                progress(
+                    sum(counts.values()), counts["sent"] + counts["failed"] + counts["skipped"]
+                )
+                if progress
+                else None
+            )
             return DeliveryRun(
                 engine, settings, issue.id or 0, lambda: SmtpSender(settings.smtp),
                 first_sender=first, stop=stop, on_progress=on_progress,

@@ -42,7 +42,9 @@ def _record(session: Session, sub: Subscriber, source: str, detail: str = "") ->
 
 
 def get_subscriber(session: Session, email: str) -> Subscriber:
-    sub = session.exec(select(Subscriber).where(Subscriber.email_key == address_key(email.strip()))).first()
+    sub = session.exec(
+        select(Subscriber).where(Subscriber.email_key == address_key(email.strip()))
+    ).first()
     if sub is None:
         raise NotFoundError(
             f"no subscriber {email.strip()!r}", hint="`digest subscribers list` shows the list."
@@ -52,7 +54,9 @@ def get_subscriber(session: Session, email: str) -> Subscriber:
 
 def _is_suppressed(session: Session, email: str) -> bool:
     h = suppression_hash(email)
-    return session.exec(select(Suppression.id).where(Suppression.email_hash == h)).first() is not None
+    return (
+        session.exec(select(Suppression.id).where(Suppression.email_hash == h)).first() is not None
+    )
 
 
 def add_subscriber(
@@ -136,7 +140,9 @@ def import_subscribers(
     try:
         header = next(reader)
     except StopIteration:
-        raise UsageError(f"{path} is empty", hint="The first row must name the columns: email,name") from None
+        raise UsageError(
+            f"{path} is empty", hint="The first row must name the columns: email,name"
+        ) from None
     except csv.Error as exc:
         raise UsageError(f"{path} is not a valid CSV file: {exc}") from None
     columns = [h.strip().lower() for h in header]
@@ -164,7 +170,10 @@ def import_subscribers(
                 report.rejected.append((line, f"{email.strip()!r}: {exc}"))
                 continue
             key = address_key(normalised)
-            if key in seen or session.exec(select(Subscriber.id).where(Subscriber.email_key == key)).first():
+            if (
+                key in seen
+                or session.exec(select(Subscriber.id).where(Subscriber.email_key == key)).first()
+            ):
                 report.duplicates.append((line, normalised))
                 seen.add(key)
                 continue
@@ -182,7 +191,9 @@ def import_subscribers(
     return report
 
 
-def list_subscribers(session: Session, status: SubscriberStatus | None = None) -> Sequence[Subscriber]:
+def list_subscribers(
+    session: Session, status: SubscriberStatus | None = None
+) -> Sequence[Subscriber]:
     query = select(Subscriber).order_by(col(Subscriber.id))
     if status is not None:
         query = query.where(Subscriber.status == status)
@@ -208,7 +219,9 @@ def set_status(
 
 
 def unsubscribe(session: Session, email: str, *, source: str = "cli") -> bool:
-    return set_status(session, get_subscriber(session, email), SubscriberStatus.unsubscribed, source=source)
+    return set_status(
+        session, get_subscriber(session, email), SubscriberStatus.unsubscribed, source=source
+    )
 
 
 def remove_subscriber(session: Session, email: str) -> None:
@@ -259,7 +272,7 @@ def export_subscribers(session: Session, path: Path, status: SubscriberStatus | 
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with tmp.open("w", encoding="utf-8", newline="") as fh:
-            n = write_csv(subs, fh)  # type: ignore[arg-type]
+            n = write_csv(subs, fh)
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

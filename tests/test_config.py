@@ -56,9 +56,15 @@ def test_explicit_config_via_environment_must_exist(workdir: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('smtp_url = "http://x"', "setting 'smtp_url' (digest.toml): 'http://x' must start with smtp://"),
+        (
+            'smtp_url = "http://x"',
+            "setting 'smtp_url' (digest.toml): 'http://x' must start with smtp://",
+        ),
         ('from = "not an address"', "setting 'from' (digest.toml)"),
-        ('base_url = "news.example.org"', "setting 'base_url' (digest.toml): 'news.example.org' is not an http(s) URL"),
+        (
+            'base_url = "news.example.org"',
+            "setting 'base_url' (digest.toml): 'news.example.org' is not an http(s) URL",
+        ),
         ('timezone = "Mars/Olympus"', "unknown time zone 'Mars/Olympus'"),
         ('smtp_password = "hunter2"', "smtp_password must not be written in the config file"),
         ('colour = "red"', "unknown setting 'colour'"),

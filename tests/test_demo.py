@@ -13,7 +13,8 @@ def test_demo_delivers_to_its_maildir_and_writes_a_preview(cli, workdir: Path) -
     assert "Sent issue 1: 8 sent, 0 failed, 0 deferred" in r.stdout
     ws = workdir / "ws"
     box = mailbox.Maildir(ws / "maildir", create=False)
-    messages = [message_from_bytes(box.get_bytes(k), policy=policy.default) for k in box.keys()]
+    keys = list(box.keys())  # noqa: SIM118 (iterating a Maildir yields messages, not keys)
+    messages = [message_from_bytes(box.get_bytes(k), policy=policy.default) for k in keys]
     assert len(messages) == 8
     assert len({m["Delivered-To"] for m in messages}) == 8
     for m in messages:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from digest.db import make_engine
 
 from .conftest import SmtpServer, postgres_schema
 from .smtp_faults import FaultProxy
-from .test_send import rows, seed
+from .test_send import _digest, rows, seed
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -51,7 +50,10 @@ def bulk_subscribers(env: dict[str, str], n: int) -> None:
                 "created_at, status_changed_at) VALUES (:uid, :e, :e, '', 'active', 'import', "
                 ":t, :t)"
             ),
-            [{"uid": f"{i:032x}", "e": f"r{i}@example.net", "t": "2026-11-01 00:00:00"} for i in range(n)],
+            [
+                {"uid": f"{i:032x}", "e": f"r{i}@example.net", "t": "2026-11-01 00:00:00"}
+                for i in range(n)
+            ],
         )
     engine.dispose()
 
@@ -76,7 +78,11 @@ def test_451_for_some_recipients_then_all_delivered_once(cli, env, smtp_server, 
     assert "30 sent, 0 failed, 0 deferred" in r.stdout
     got = copies(smtp_server)
     assert len(got) == 30 and set(got.values()) == {1}
-    assert sorted(k for k, v in tried.items() if v == 2) == ["reader13@example.net", "reader23@example.net", "reader3@example.net"]
+    assert sorted(k for k, v in tried.items() if v == 2) == [
+        "reader13@example.net",
+        "reader23@example.net",
+        "reader3@example.net",
+    ]
     assert rows(env, "SELECT status FROM issue") == [("sent",)]
 
 
@@ -101,7 +107,9 @@ def test_550_fails_once_and_is_never_retried(cli, env, smtp_server, waiting) -> 
     assert all(tried[a] == 1 for a in bad)
 
 
-def test_line_dropped_after_final_dot_is_retried_with_same_message_id(cli, env, smtp_server, waiting, monkeypatch) -> None:
+def test_line_dropped_after_final_dot_is_retried_with_same_message_id(
+    cli, env, smtp_server, waiting, monkeypatch
+) -> None:
     seed(cli, subscribers=6, items=1)
     proxy = FaultProxy(
         smtp_server.port,
@@ -122,7 +130,9 @@ def test_line_dropped_after_final_dot_is_retried_with_same_message_id(cli, env, 
     assert "6 sent, 0 failed" in r.stdout
 
 
-def test_reset_in_the_middle_of_data_is_retried(cli, env, smtp_server, waiting, monkeypatch) -> None:
+def test_reset_in_the_middle_of_data_is_retried(
+    cli, env, smtp_server, waiting, monkeypatch
+) -> None:
     seed(cli, subscribers=5, items=1)
 
     def rule(n: int, seen: bytes) -> str | None:
@@ -145,7 +155,9 @@ def test_reset_in_the_middle_of_data_is_retried(cli, env, smtp_server, waiting, 
     assert len(got) == 5 and set(got.values()) == {1}
 
 
-def test_421_at_connect_for_a_while_backs_off_then_completes(cli, env, smtp_server, waiting, monkeypatch) -> None:
+def test_421_at_connect_for_a_while_backs_off_then_completes(
+    cli, env, smtp_server, waiting, monkeypatch
+) -> None:
     """The first connection answers 421 at the greeting (the pre-flight check), so nothing is
     frozen; later ones too for a while, and the run backs off instead of spinning."""
     seed(cli, subscribers=5, items=1)
@@ -167,12 +179,16 @@ def test_421_at_connect_for_a_while_backs_off_then_completes(cli, env, smtp_serv
     assert elapsed >= 0.5  # it paused at least once (the exact pause is not asserted)
 
 
-def test_server_down_for_good_stops_with_75_and_keeps_the_queue(cli, env, smtp_server, monkeypatch) -> None:
+def test_server_down_for_good_stops_with_75_and_keeps_the_queue(
+    cli, env, smtp_server, monkeypatch
+) -> None:
     seed(cli, subscribers=4, items=1)
     monkeypatch.setenv("DIGEST_SMTP_DOWN_SECONDS", "1")
     proxy = FaultProxy(smtp_server.port, lambda n, seen: "greet-421" if n >= 2 else None)
     monkeypatch.setenv("DIGEST_SMTP_URL", proxy.url)
-    smtp_server.reply = lambda rcpt, data: "421 4.3.2 Shutting down" if rcpt == "reader1@example.net" else None
+    smtp_server.reply = lambda rcpt, data: (
+        "421 4.3.2 Shutting down" if rcpt == "reader1@example.net" else None
+    )
     try:
         r = cli("send", "--yes")
     finally:
@@ -210,15 +226,6 @@ def test_454_bursts_slow_the_run_and_fail_nobody(cli, env, smtp_server, waiting)
     assert rows(env, "SELECT status FROM issue") == [("sent",)]
 
 
-def _digest(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "digest", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 @pytest.mark.slow
 def test_sigkill_at_several_points_of_a_2000_send(cli, env, smtp_server, monkeypatch) -> None:
     """Killed three times mid-send, rerun each time: everyone has at least one copy, and the
@@ -235,7 +242,12 @@ def test_sigkill_at_several_points_of_a_2000_send(cli, env, smtp_server, monkeyp
 
     def on_data(rec) -> None:
         with lock:
-            if kill_at and len(smtp_server.messages) >= kill_at[0] and proc and proc[-1].poll() is None:
+            if (
+                kill_at
+                and len(smtp_server.messages) >= kill_at[0]
+                and proc
+                and proc[-1].poll() is None
+            ):
                 kill_at.pop(0)
                 proc[-1].kill()
 
@@ -277,7 +289,9 @@ def test_two_overlapping_scheduled_runs_make_one_issue(cli, env, smtp_server) ->
     # rerun after completion: nothing to do, no SMTP connection (the URL points nowhere)
     from .conftest import free_port
 
-    again = _digest({**env, "DIGEST_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}, "send", "--scheduled")
+    again = _digest(
+        {**env, "DIGEST_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}, "send", "--scheduled"
+    )
     out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err.decode()
     assert b"is already sent; nothing to do." in out
@@ -285,7 +299,9 @@ def test_two_overlapping_scheduled_runs_make_one_issue(cli, env, smtp_server) ->
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_three_postgres_workers_one_killed(workdir: Path, smtp_server: SmtpServer, monkeypatch, cli) -> None:
+def test_three_postgres_workers_one_killed(
+    workdir: Path, smtp_server: SmtpServer, monkeypatch, cli
+) -> None:
     """Three `digest send --worker` processes share one issue of 5,000 on PostgreSQL; one is
     killed with SIGKILL midway. Everyone gets a copy; the only duplicates are that worker's
     in-flight messages (same Message-ID); the issue completes."""
@@ -328,7 +344,7 @@ def test_three_postgres_workers_one_killed(workdir: Path, smtp_server: SmtpServe
         results = [w.communicate(timeout=240) for w in workers]
         assert killed.is_set()
         assert victim.returncode == -signal.SIGKILL
-        for w, (out, err) in zip(workers, results, strict=True):
+        for w, (_out, err) in zip(workers, results, strict=True):
             if w is not victim:
                 assert w.returncode == 0, err.decode()
         per: dict[str, list[str]] = {}
@@ -339,4 +355,37 @@ def test_three_postgres_workers_one_killed(workdir: Path, smtp_server: SmtpServe
         assert len(dupes) <= 2 * 2  # the victim's connections, each with one in flight + one queued
         assert all(len(set(ids)) == 1 for ids in dupes.values())
         assert rows(env, "SELECT status FROM issue") == [("sent",)]
-        assert rows(env, "SELECT status, count(*) FROM delivery GROUP BY status") == [("sent", 5000)]
+        assert rows(env, "SELECT status, count(*) FROM delivery GROUP BY status") == [
+            ("sent", 5000)
+        ]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_messages_in_flight_and_the_next_run_resumes(
+    cli, env, smtp_server
+) -> None:
+    env = {**env, "DIGEST_SMTP_CONNECTIONS": "3"}
+    seed(cli, subscribers=0, items=1)
+    bulk_subscribers(env, 300)
+    proc: list[subprocess.Popen[bytes]] = []
+
+    def on_data(rec) -> None:
+        if len(smtp_server.messages) == 60 and proc:
+            proc[0].send_signal(signal.SIGTERM)
+
+    smtp_server.on_data = on_data
+    proc.append(_digest(env, "send", "--yes"))
+    out, err = proc[0].communicate(timeout=120)
+    assert proc[0].returncode == 130, err.decode()
+    assert b"Run `digest send` again to resume it." in err
+    first = len(smtp_server.messages)
+    assert 60 <= first < 300
+    statuses = dict(rows(env, "SELECT status, count(*) FROM delivery GROUP BY status"))
+    assert "sending" not in statuses  # everything handed back or recorded
+    assert statuses["sent"] == first
+    smtp_server.on_data = None
+    resumed = _digest(env, "send", "--yes")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err.decode()
+    got = copies(smtp_server)
+    assert len(got) == 300 and set(got.values()) == {1}

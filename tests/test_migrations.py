@@ -44,13 +44,21 @@ def _check_upgraded(engine: Engine) -> None:
     assert current_revision(engine) == head_revision()
     with engine.connect() as c:
         subs = c.execute(sa.text("SELECT email, status FROM subscriber ORDER BY id")).all()
-        assert [tuple(r) for r in subs] == [("Ana@Example.org", "active"), ("bo@example.org", "unsubscribed")]
+        assert [tuple(r) for r in subs] == [
+            ("Ana@Example.org", "active"),
+            ("bo@example.org", "unsubscribed"),
+        ]
         deliveries = c.execute(
             sa.text("SELECT subscriber_id, status, last_reply FROM delivery ORDER BY subscriber_id")
         ).all()
-        assert [tuple(r) for r in deliveries] == [(1, "sent", "250 ok"), (2, "failed", "550 no such user")]
+        assert [tuple(r) for r in deliveries] == [
+            (1, "sent", "250 ok"),
+            (2, "failed", "550 no such user"),
+        ]
         events = c.execute(
-            sa.text("SELECT subscriber_id, status, source FROM subscriber_event ORDER BY subscriber_id")
+            sa.text(
+                "SELECT subscriber_id, status, source FROM subscriber_event ORDER BY subscriber_id"
+            )
         ).all()
         # 0002 backfills the consent log from what the first schema knew
         assert [tuple(r) for r in events] == [(1, "active", "import"), (2, "unsubscribed", "cli")]
@@ -120,7 +128,10 @@ def test_commands_refuse_an_old_schema(cli, workdir: Path) -> None:
     assert "digest init" in result.stderr
     result = cli("init")
     assert result.exit_code == 0, result.output
-    assert f"Upgraded the database sqlite:///subscribers.db from schema 0001 to {head_revision()}" in result.stdout
+    assert (
+        f"Upgraded the database sqlite:///subscribers.db from schema 0001 to {head_revision()}"
+        in result.stdout
+    )
     assert cli("subscribers", "list").exit_code == 0
 
 

@@ -17,7 +17,12 @@ LONDON = ZoneInfo("Europe/London")
 def _items(env: dict[str, str]) -> list[tuple[str, ...]]:
     engine = make_engine(env["DIGEST_DATABASE_URL"])
     with engine.connect() as c:
-        rows = [tuple(r) for r in c.execute(sa.text("SELECT title, url, category, summary_html FROM news_item ORDER BY id"))]
+        rows = [
+            tuple(r)
+            for r in c.execute(
+                sa.text("SELECT title, url, category, summary_html FROM news_item ORDER BY id")
+            )
+        ]
     engine.dispose()
     return rows
 
@@ -77,7 +82,10 @@ def test_title_with_crlf_and_html_is_cleaned(cli, env) -> None:
         (("--title", "x", "--url", "javascript:alert(1)"), "is not an absolute http(s) link"),
         (("--title", "x", "--url", "/relative"), "is not an absolute http(s) link"),
         (("--title", "  ", "--url", "https://example.org/"), "the title is empty"),
-        (("--title", "x", "--url", "https://example.org/", "--published", "someday"), "--published: cannot read 'someday'"),
+        (
+            ("--title", "x", "--url", "https://example.org/", "--published", "someday"),
+            "--published: cannot read 'someday'",
+        ),
     ],
 )
 def test_add_rejects_bad_items(cli, env, args: tuple[str, ...], message: str) -> None:

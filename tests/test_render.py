@@ -64,7 +64,11 @@ def fixed_items() -> list[ItemView]:
 
 def render_fixed():
     return render_issue(
-        BRAND, fixed_items(), period_start=T0 - timedelta(days=1), period_end=T0 + timedelta(days=6), number=7
+        BRAND,
+        fixed_items(),
+        period_start=T0 - timedelta(days=1),
+        period_end=T0 + timedelta(days=6),
+        number=7,
     )
 
 
@@ -75,7 +79,9 @@ def _golden(name: str, actual: str) -> None:
         path.write_text(actual, encoding="utf-8")
         if not UPDATE:
             pytest.fail(f"golden file {name} was missing and has been written; check it and re-run")
-    assert actual == path.read_text(encoding="utf-8"), f"{name} differs (DIGEST_UPDATE_GOLDEN=1 to accept)"
+    assert actual == path.read_text(encoding="utf-8"), (
+        f"{name} differs (DIGEST_UPDATE_GOLDEN=1 to accept)"
+    )
 
 
 def test_golden_html_and_text() -> None:
@@ -233,7 +239,16 @@ def test_same_result_as_building_with_email_message() -> None:
     ref.add_alternative(r.html.replace(PLACEHOLDER_UNSUBSCRIBE, url), subtype="html")
     ours = _parse(_template().render(rec))
     ref = _parse(ref.as_bytes(policy=policy.SMTP))
-    for h in ("From", "Reply-To", "To", "Subject", "Message-ID", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"):
+    for h in (
+        "From",
+        "Reply-To",
+        "To",
+        "Subject",
+        "Message-ID",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ):
         assert str(ours[h]) == str(ref[h]), h
     for a, b in zip(ours.iter_parts(), ref.iter_parts(), strict=True):
         assert a.get_content_type() == b.get_content_type()

@@ -67,11 +67,15 @@ def test_scheduled_with_no_new_items_sends_nothing(cli, env, smtp_server: SmtpSe
 
 def test_scheduled_resumes_an_unfinished_issue(cli, env, smtp_server: SmtpServer) -> None:
     seed(cli, subscribers=4, items=1)
-    smtp_server.reply = lambda rcpt, data: "451 4.3.0 later" if rcpt == "reader2@example.net" else None
+    smtp_server.reply = lambda rcpt, data: (
+        "451 4.3.0 later" if rcpt == "reader2@example.net" else None
+    )
     r = cli("send", "--scheduled")
     assert r.exit_code == 75, r.output
     smtp_server.reply = None
-    _sql(env, "UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00' WHERE status = 'deferred'")
+    _sql(
+        env, "UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00' WHERE status = 'deferred'"
+    )
     r = cli("send", "--scheduled")
     assert r.exit_code == 0, r.output
     assert "Resuming issue 1 (1 to go)." in r.stdout
@@ -79,7 +83,9 @@ def test_scheduled_resumes_an_unfinished_issue(cli, env, smtp_server: SmtpServer
     assert all(len(v) == 1 for v in smtp_server.by_rcpt().values())
 
 
-def test_stale_unfinished_issue_is_not_sent_late_without_force(cli, env, smtp_server: SmtpServer) -> None:
+def test_stale_unfinished_issue_is_not_sent_late_without_force(
+    cli, env, smtp_server: SmtpServer
+) -> None:
     seed(cli, subscribers=3, items=1)
     smtp_server.reply = lambda rcpt, data: "451 4.3.0 later"
     assert cli("send", "--scheduled").exit_code == 75
@@ -116,7 +122,9 @@ def test_cancel_a_stale_issue(cli, env, smtp_server: SmtpServer) -> None:
 
 def test_retry_requeues_failed_on_purpose(cli, env, smtp_server: SmtpServer) -> None:
     seed(cli, subscribers=3, items=1)
-    smtp_server.reply = lambda rcpt, data: "550 5.2.2 Mailbox full" if rcpt == "reader1@example.net" else None
+    smtp_server.reply = lambda rcpt, data: (
+        "550 5.2.2 Mailbox full" if rcpt == "reader1@example.net" else None
+    )
     assert cli("send", "--yes").exit_code == 0
     assert rows(env, "SELECT status FROM issue") == [("sent_with_failures",)]
     smtp_server.reply = None
@@ -127,9 +135,16 @@ def test_retry_requeues_failed_on_purpose(cli, env, smtp_server: SmtpServer) -> 
     assert r.exit_code == 0, r.output
     assert "Resuming issue 1" in r.stdout
     assert rows(env, "SELECT status FROM issue") == [("sent",)]
-    ids = [m.message["Message-ID"] for m in smtp_server.messages if m.rcpt_tos == ["reader1@example.net"]]
+    ids = [
+        m.message["Message-ID"]
+        for m in smtp_server.messages
+        if m.rcpt_tos == ["reader1@example.net"]
+    ]
     assert len(ids) == 1
-    assert cli("issues", "retry", "1").stdout.strip() == "Issue 1 has no deferred or failed deliveries."
+    assert (
+        cli("issues", "retry", "1").stdout.strip()
+        == "Issue 1 has no deferred or failed deliveries."
+    )
 
 
 def test_incompatible_options(cli, env) -> None:
@@ -159,7 +174,9 @@ def _scheduled(env: dict[str, str], now: datetime, force: bool = False):
         engine.dispose()
 
 
-def test_a_stale_issue_of_last_week_is_dropped_not_sent_and_does_not_block(cli, env, smtp_server: SmtpServer) -> None:
+def test_a_stale_issue_of_last_week_is_dropped_not_sent_and_does_not_block(
+    cli, env, smtp_server: SmtpServer
+) -> None:
     seed(cli, subscribers=3, items=1)
     smtp_server.reply = lambda rcpt, data: "451 4.3.0 later"
     assert cli("send", "--scheduled").exit_code == 75
@@ -178,7 +195,9 @@ def test_a_stale_issue_of_last_week_is_dropped_not_sent_and_does_not_block(cli, 
     assert rows(env, "SELECT DISTINCT last_reply FROM delivery") == [("stale: not sent late",)]
 
 
-def test_an_issue_sent_by_hand_this_week_counts_as_the_weeks_issue(cli, env, smtp_server: SmtpServer) -> None:
+def test_an_issue_sent_by_hand_this_week_counts_as_the_weeks_issue(
+    cli, env, smtp_server: SmtpServer
+) -> None:
     seed(cli, subscribers=2, items=1)
     assert cli("send", "--yes").exit_code == 0
     cli("news", "add", "--title", "Another", "--url", "https://example.org/another")

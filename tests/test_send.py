@@ -39,7 +39,9 @@ def rows(env: dict[str, str], sql: str) -> list[tuple]:
     return out
 
 
-def test_send_delivers_one_message_to_each_active_subscriber(cli, env, smtp_server: SmtpServer) -> None:
+def test_send_delivers_one_message_to_each_active_subscriber(
+    cli, env, smtp_server: SmtpServer
+) -> None:
     seed(cli)
     cli("subscribers", "add", "pending@example.net", "--status", "pending")
     cli("subscribers", "add", "gone@example.net")
@@ -75,7 +77,9 @@ def test_send_delivers_one_message_to_each_active_subscriber(cli, env, smtp_serv
     assert rows(env, "SELECT count(*) FROM issue") == [(1,)]
 
 
-def test_new_items_make_a_second_issue_with_only_new_items(cli, env, smtp_server: SmtpServer) -> None:
+def test_new_items_make_a_second_issue_with_only_new_items(
+    cli, env, smtp_server: SmtpServer
+) -> None:
     seed(cli, subscribers=2, items=2)
     assert cli("send", "--yes").exit_code == 0
     r = cli("news", "add", "--title", "Fresh item", "--url", "https://example.org/fresh")
@@ -83,19 +87,43 @@ def test_new_items_make_a_second_issue_with_only_new_items(cli, env, smtp_server
     r = cli("send", "--yes")
     assert r.exit_code == 0, r.output
     assert "Issue 2:" in r.stdout and "(1 item)" in r.stdout
-    second = [m for m in smtp_server.messages if "Fresh item" in m.message.get_body(("plain",)).get_content()]
+    second = [
+        m
+        for m in smtp_server.messages
+        if "Fresh item" in m.message.get_body(("plain",)).get_content()
+    ]
     assert len(second) == 2
     assert "Item 0" not in second[0].message.get_body(("plain",)).get_content()
 
 
-def test_an_item_that_arrives_late_with_an_older_date_is_in_the_next_issue(cli, env, smtp_server: SmtpServer) -> None:
+def test_an_item_that_arrives_late_with_an_older_date_is_in_the_next_issue(
+    cli, env, smtp_server: SmtpServer
+) -> None:
     seed(cli, subscribers=1, items=1)
     assert cli("send", "--yes").exit_code == 0
     # fetched after the issue went out, but dated before it (a slow feed)
     two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
-    cli("news", "add", "--title", "Late but new", "--url", "https://example.org/late", "--published", two_days_ago)
+    cli(
+        "news",
+        "add",
+        "--title",
+        "Late but new",
+        "--url",
+        "https://example.org/late",
+        "--published",
+        two_days_ago,
+    )
     # far older items that arrive now (a new feed's archive) stay out
-    cli("news", "add", "--title", "Archive", "--url", "https://example.org/old", "--published", "2013-09-12")
+    cli(
+        "news",
+        "add",
+        "--title",
+        "Archive",
+        "--url",
+        "https://example.org/old",
+        "--published",
+        "2013-09-12",
+    )
     r = cli("send", "--yes")
     assert r.exit_code == 0, r.output
     assert "(1 item) to 1 subscriber." in r.stdout
@@ -111,7 +139,9 @@ def test_nothing_to_send(cli, env, smtp_server: SmtpServer) -> None:
     assert smtp_server.messages == []
 
 
-def test_no_active_subscribers_is_an_error_and_creates_nothing(cli, env, smtp_server: SmtpServer) -> None:
+def test_no_active_subscribers_is_an_error_and_creates_nothing(
+    cli, env, smtp_server: SmtpServer
+) -> None:
     seed(cli, subscribers=0)
     r = cli("send", "--yes")
     assert r.exit_code == 2
@@ -133,7 +163,9 @@ def test_test_copy_is_marked_and_not_recorded(cli, env, smtp_server: SmtpServer)
     assert r.exit_code == 2 and "--to:" in r.stderr
 
 
-def test_dry_run_writes_files_and_records_nothing(cli, env, smtp_server: SmtpServer, workdir: Path) -> None:
+def test_dry_run_writes_files_and_records_nothing(
+    cli, env, smtp_server: SmtpServer, workdir: Path
+) -> None:
     seed(cli)
     r = cli("send", "--dry-run", "--out", "outbox")
     assert r.exit_code == 0, r.output
@@ -157,7 +189,16 @@ def test_preview_writes_three_files_and_records_nothing(cli, env, workdir: Path)
 
 
 def test_preview_window_options(cli, env, workdir: Path) -> None:
-    cli("news", "add", "--title", "Old", "--url", "https://example.org/old", "--published", "Thurs 12th Sept 2013")
+    cli(
+        "news",
+        "add",
+        "--title",
+        "Old",
+        "--url",
+        "https://example.org/old",
+        "--published",
+        "Thurs 12th Sept 2013",
+    )
     assert "nothing to preview" in cli("preview").stdout  # older than lookback_days
     r = cli("preview", "--since", "2013-09-01", "--until", "2013-09-30", "--out", "pv")
     assert r.exit_code == 0, r.output
@@ -181,6 +222,7 @@ def test_refused_connection_changes_nothing(cli, env, monkeypatch: pytest.Monkey
 def test_server_refusing_at_greeting(cli, env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that answers 554 to the connection: a clear temporary error, nothing frozen."""
     import socket
+
     from .conftest import free_port
 
     port = free_port()
@@ -230,13 +272,22 @@ def test_permanent_and_temporary_failures(cli, env, smtp_server: SmtpServer, mon
     # the failed one never again.
     engine = make_engine(env["DIGEST_DATABASE_URL"])
     with engine.begin() as c:
-        c.execute(sa.text("UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00' WHERE status='deferred'"))
+        c.execute(
+            sa.text(
+                "UPDATE delivery SET next_attempt_at = '2000-01-01 00:00:00' WHERE status='deferred'"
+            )
+        )
     engine.dispose()
     r = cli("send", "--yes")
     assert r.exit_code == 0, r.output
     assert "Resuming issue 1" in r.stdout
     assert "3 sent, 1 failed, 0 deferred" in r.stdout
-    assert attempts == {"reader0@example.net": 1, "reader1@example.net": 1, "reader2@example.net": 2, "reader3@example.net": 1}
+    assert attempts == {
+        "reader0@example.net": 1,
+        "reader1@example.net": 1,
+        "reader2@example.net": 2,
+        "reader3@example.net": 1,
+    }
     assert rows(env, "SELECT status FROM issue") == [("sent_with_failures",)]
     r = cli("issues", "list")
     assert "sent_with_failures" in r.stdout
@@ -250,7 +301,11 @@ def test_unsubscribed_during_send_is_skipped(cli, env, smtp_server: SmtpServer) 
     def on_data(rec) -> None:
         if rec.rcpt_tos == ["reader0@example.net"]:
             with engine.begin() as c:
-                c.execute(sa.text("UPDATE subscriber SET status='unsubscribed' WHERE email='reader2@example.net'"))
+                c.execute(
+                    sa.text(
+                        "UPDATE subscriber SET status='unsubscribed' WHERE email='reader2@example.net'"
+                    )
+                )
 
     smtp_server.on_data = on_data
     r = cli("send", "--yes")
@@ -274,7 +329,9 @@ def _digest(env_over: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_interrupted_send_resumes_without_duplicates(cli, env, smtp_server: SmtpServer, sig) -> None:
+def test_interrupted_send_resumes_without_duplicates(
+    cli, env, smtp_server: SmtpServer, sig
+) -> None:
     """Ctrl-C or SIGTERM: the message in flight is finished and recorded, the next run resumes;
     nobody gets two copies and nobody is skipped."""
     seed(cli, subscribers=60, items=1)
@@ -377,7 +434,9 @@ def test_starttls_with_private_ca(cli, env, monkeypatch, tmp_path: Path) -> None
         controller.stop()
 
 
-def test_plain_server_without_starttls_is_refused(cli, env, smtp_server: SmtpServer, monkeypatch) -> None:
+def test_plain_server_without_starttls_is_refused(
+    cli, env, smtp_server: SmtpServer, monkeypatch
+) -> None:
     seed(cli, subscribers=1)
     monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp+starttls://127.0.0.1:{smtp_server.port}")
     r = cli("send", "--to", "me@example.org")

@@ -1,8 +1,9 @@
 """Alembic environment: digest always passes an open connection (see digest/db.py)."""
 
 from alembic import context
+from sqlmodel import SQLModel
 
-from digest.models import SQLModel
+import digest.models  # noqa: F401  (registers every table on SQLModel.metadata)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

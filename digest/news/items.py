@@ -116,7 +116,7 @@ def _records_from_file(path: Path) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(data, dict) and isinstance(data.get("items"), list):
             data = data["items"]
         if not isinstance(data, list):
-            raise UsageError(f"{path}: expected a JSON list of items (or {{\"items\": [...]}})")
+            raise UsageError(f'{path}: expected a JSON list of items (or {{"items": [...]}})')
         return [(f"item {i}", rec) for i, rec in enumerate(data, 1)]
     if path.suffix.lower() in (".xml", ".rss", ".atom"):
         raise UsageError(
@@ -136,7 +136,9 @@ def _records_from_file(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def import_items(session: Session, path: Path, tz: ZoneInfo, source: str | None = None) -> ImportReport:
+def import_items(
+    session: Session, path: Path, tz: ZoneInfo, source: str | None = None
+) -> ImportReport:
     report = ImportReport()
     for where, rec in _records_from_file(path):
         if not isinstance(rec, dict):

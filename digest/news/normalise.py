@@ -42,7 +42,7 @@ def check_url(url: str, base: str | None = None) -> str:
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{url!r} is not an absolute http(s) link")
-    if any(ch in url for ch in "\r\n\t <>\""):
+    if any(ch in url for ch in '\r\n\t <>"'):
         raise ValueError(f"{url!r} contains spaces or characters not allowed in a link")
     return urlunsplit(parts)
 
@@ -61,7 +61,9 @@ def sanitise_html(value: str, base_url: str | None = None) -> str:
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer",
-        attribute_filter=(lambda tag, attr, val: _absolute(val, base_url) if attr == "href" else val),
+        attribute_filter=(
+            lambda tag, attr, val: _absolute(val, base_url) if attr == "href" else val
+        ),
         strip_comments=True,
     )
     return cleaned.strip()[:MAX_SUMMARY_HTML]
@@ -84,7 +86,9 @@ def item_key(url: str) -> str:
 
 
 def fallback_key(title: str, published: str) -> str:
-    return "sha1:" + hashlib.sha1(f"{title}\n{published}".encode()).hexdigest()
+    return (
+        "sha1:" + hashlib.sha1(f"{title}\n{published}".encode(), usedforsecurity=False).hexdigest()
+    )
 
 
 class _TextWriter(HTMLParser):

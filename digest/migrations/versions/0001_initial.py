@@ -122,9 +122,7 @@ def upgrade() -> None:
             name="fk_delivery_subscriber_id_subscriber",
             ondelete="SET NULL",
         ),
-        sa.UniqueConstraint(
-            "issue_id", "subscriber_id", name="uq_delivery_issue_id_subscriber_id"
-        ),
+        sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_delivery_issue_id_subscriber_id"),
     )
     op.create_index("ix_delivery_issue_status", "delivery", ["issue_id", "status"])
     op.create_index("ix_delivery_subscriber_id", "delivery", ["subscriber_id"])
