@@ -66,15 +66,18 @@ def message_id(issue_uid: str, subscriber_uid: str, domain: str) -> str:
 def issue_template(
     settings: Settings, issue: Issue, date: datetime | None = None
 ) -> MessageTemplate:
-    from digest.dkim import load_signer
+    signer = None
+    if settings.dkim_domain or settings.dkim_selector or settings.dkim_private_key_file:
+        from digest.dkim import load_signer  # dkimpy is a heavy import: only when configured
 
+        signer = load_signer(settings)  # DKIM: key read once per issue
     return MessageTemplate(
         settings=message_settings(settings),
         subject=issue.subject,
         html_body=issue.html,
         text_body=issue.text,
         date=date or utcnow(),
-        signer=load_signer(settings),  # DKIM when configured: key read once per issue
+        signer=signer,
     )
 
 
@@ -254,7 +257,7 @@ class DeliveryRun:
         # Claim enough to keep every connection busy, but few enough that a slow, paced run
         # still renews its leases long before they run out.
         per_lease = self.pacer.base and settings.lease_seconds / 3 / self.pacer.base
-        self.batch_size = max(self.connections, min(256, 8 * self.connections))
+        self.batch_size = max(self.connections, min(512, 16 * self.connections))
         if per_lease:
             self.batch_size = max(1, min(self.batch_size, int(per_lease)))
         self._t = {
@@ -283,51 +286,63 @@ class DeliveryRun:
         )
 
     def _claim(self, now: datetime) -> list[tuple[int, int, datetime | None, _Who | None]]:
-        d, s = self._t["delivery"], self._t["subscriber"]
-        with self.engine.begin() as conn:
-            due = (
-                sa.select(d.c.id)
-                .where(d.c.issue_id == self.issue_id)
-                .where(d.c.status.in_([DeliveryStatus.queued.value, DeliveryStatus.deferred.value]))
-                .where(sa.or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now))
-                .limit(self.batch_size)  # no ORDER BY: sorting the whole queue per claim is O(n)
-            )
-            if time.monotonic() > self.retry_deadline:
-                # Past this run's retry window: rows deferred during this run wait for the
-                # next run; rows deferred by an earlier run still get their try now.
-                due = due.where(
-                    sa.or_(
-                        d.c.status == DeliveryStatus.queued.value, d.c.updated_at < self.started_at
-                    )
-                )
-            if not self.sqlite:
-                due = due.with_for_update(skip_locked=True)
-            ids = [row[0] for row in conn.execute(due)]
+        """Take the next batch of due rows with a lease: plain SQL on the main connection
+        (three statements per batch; SKIP LOCKED lets PostgreSQL workers share the queue)."""
+        args: list[Any] = [self.issue_id, self._ts(now)]
+        where = (
+            "issue_id = ? AND status IN ('queued', 'deferred') "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+        )
+        if time.monotonic() > self.retry_deadline:
+            # Past this run's retry window: rows deferred during this run wait for the next
+            # run; rows deferred by an earlier run still get their try now.
+            where += " AND (status = 'queued' OR updated_at < ?)"
+            args.append(self._ts(self.started_at))
+        # no ORDER BY: sorting the whole queue for every claim would be O(n)
+        # fixed text and placeholders only; every value is a bound parameter
+        select_due = f"SELECT id FROM delivery WHERE {where} LIMIT {int(self.batch_size)}"  # noqa: S608
+        if not self.sqlite:
+            select_due += " FOR UPDATE SKIP LOCKED"
+        cur = self._raw.cursor()
+        try:
+            cur.execute(self._sql(select_due), args)
+            ids = [row[0] for row in cur.fetchall()]
             if not ids:
+                self._raw.commit()
                 return []
-            conn.execute(
-                sa.update(d)
-                .where(d.c.id.in_(ids))
-                .values(
-                    status=DeliveryStatus.sending.value,
-                    lease_owner=self.worker,
-                    lease_expires_at=now + self.lease,
-                    updated_at=now,
-                )
+            marks = ",".join("?" * len(ids))
+            cur.execute(
+                self._sql(
+                    "UPDATE delivery SET status = 'sending', lease_owner = ?, "  # noqa: S608
+                    f"lease_expires_at = ?, updated_at = ? WHERE id IN ({marks})"
+                ),
+                [self.worker, self._ts(now + self.lease), self._ts(now), *ids],
             )
-            rows = conn.execute(
-                sa.select(
-                    d.c.id, d.c.attempts, d.c.first_attempt_at, s.c.id, s.c.uid, s.c.email, s.c.name
-                )
-                .select_from(d.outerjoin(s, s.c.id == d.c.subscriber_id))
-                .where(d.c.id.in_(ids))
-                .order_by(d.c.id)
-            ).all()
+            self._raw.commit()
+            cur.execute(
+                self._sql(
+                    "SELECT d.id, d.attempts, d.first_attempt_at, s.id, s.uid, s.email, s.name "  # noqa: S608
+                    "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
+                    f"WHERE d.id IN ({marks}) ORDER BY d.id"
+                ),
+                ids,
+            )
+            rows = cur.fetchall()
+            self._raw.commit()
+        finally:
+            cur.close()
         # Plain tuples: building a model object per row cost more than the whole claim.
         return [
-            (did, attempts, first, _Who(sid, uid, email, name) if sid else None)
+            (did, attempts, self._dt(first), _Who(sid, uid, email, name) if sid else None)
             for did, attempts, first, sid, uid, email, name in rows
         ]
+
+    def _dt(self, value: Any) -> datetime | None:
+        """A datetime read through the raw connection (SQLite gives naive UTC text)."""
+        if value is None or isinstance(value, datetime) and value.tzinfo is not None:
+            return value
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.replace(tzinfo=UTC)
 
     # The hot path (a status read and a group of outcomes per loop) goes through one DB-API
     # connection with plain SQL: building SQLAlchemy statements cost more than the database.
