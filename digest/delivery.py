@@ -84,7 +84,6 @@ def issue_template(
 @dataclass
 class SendProgress:
     total: int = 0
-    done_before: int = 0  # rows already terminal when this run started
     sent: int = 0
     failed: int = 0
     deferred: int = 0
@@ -493,10 +492,7 @@ class DeliveryRun:
         msg_settings = message_settings(self.settings)
         template = issue_template(self.settings, issue)
         envelope_from = parseaddr(self.settings.from_address)[1]
-        progress = SendProgress(
-            total=sum(counts.values()),
-            done_before=counts["sent"] + counts["failed"] + counts["skipped"],
-        )
+        progress = SendProgress(total=sum(counts.values()))
         jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         threads = [

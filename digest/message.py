@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy, quoprimime
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
@@ -225,7 +225,3 @@ class MessageTemplate:
         out.append(self._tail)
         data = b"".join(out)
         return self.signer.sign(data) if self.signer is not None else data
-
-
-def envelope_sender(from_address: str) -> str:
-    return parseaddr(from_address)[1]
