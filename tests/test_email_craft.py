@@ -7,6 +7,7 @@ Update the golden files on purpose with:  DIGEST_UPDATE_GOLDEN=1 pytest tests/te
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -17,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -32,22 +32,17 @@ from digest.render import (
     GMAIL_CLIP_BYTES,
     HTML_SIZE_TARGET,
     PLACEHOLDER_UNSUBSCRIBE,
-    Branding,
     ItemView,
     render_issue,
     render_note,
 )
 
 from .conftest import SmtpServer
-from .test_render import _golden
+from .test_render import BRAND as PLAIN_BRAND
+from .test_render import T0, _golden
 
-T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-BRAND = Branding(
-    name="Safeguarding News",
-    organisation="Example Safeguarding Partnership",
-    postal_address="Civic Centre, 1 Market Street\nExampletown EX1 2AB",
-    base_url="https://news.example.org",
-    timezone=ZoneInfo("Europe/London"),
+BRAND = dataclasses.replace(
+    PLAIN_BRAND,
     subject_template="{{ name }} #{{ number }}: {{ top_title }}",
     logo_url="https://news.example.org/static/logo.png",
     accent_colour="#7a1f5c",
