@@ -152,14 +152,17 @@ class Pacer:
     Thread-safe: every connection's worker calls wait() before it sends.
     """
 
-    def __init__(self, per_second: float, per_hour: float) -> None:
+    def __init__(
+        self, per_second: float, per_hour: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.clock = clock
         intervals = [
             1.0 / per_second if per_second else 0.0,
             3600.0 / per_hour if per_hour else 0.0,
         ]
         self.base = max(intervals)
         self.interval = self.base
-        self.next_slot = time.monotonic()
+        self.next_slot = clock()
         self.paused_until = 0.0
         self.streak = 0
         self.calm = 0
@@ -167,7 +170,7 @@ class Pacer:
 
     def wait(self, stop: threading.Event) -> None:
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             slot = max(self.next_slot, self.paused_until, now)
             self.next_slot = slot + self.interval
         if slot > now:
@@ -179,7 +182,7 @@ class Pacer:
         with self.lock:
             self.streak += 1
             pause = min(0.5 * 2 ** (self.streak - 1), 30.0)
-            self.paused_until = max(self.paused_until, time.monotonic() + pause)
+            self.paused_until = max(self.paused_until, self.clock() + pause)
             self.interval = min(max(self.interval * 2, 0.01), 10.0)
             self.calm = 0
             return float(pause)
