@@ -229,3 +229,20 @@ class Source(SQLModel, table=True):
     consecutive_failures: int = Field(default=0)
     item_count: int = Field(default=0)  # entries in the feed when it was last read
     last_new: int = Field(default=0)  # items the last read added
+
+
+class SourceEntry(SQLModel, table=True):
+    """Which item a feed entry became, by the feed's own id (guid) for that entry.
+
+    Items are keyed on their canonical link, so one article through two feeds is one item;
+    this table keeps a source's entry tied to its item when the source changes the link.
+    """
+
+    __tablename__ = "source_entry"
+    __table_args__ = (sa.UniqueConstraint("source", "guid_hash"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=200)  # NewsItem.source of the feed
+    guid_hash: str = Field(max_length=64)  # sha256 of the guid: guids can be long URLs
+    news_item_id: int = Field(
+        sa_column_args=[sa.ForeignKey("news_item.id", ondelete="CASCADE")], index=True
+    )

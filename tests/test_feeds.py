@@ -490,6 +490,29 @@ def test_an_item_changed_at_its_source_is_updated(http: HTTPServer, engine: Engi
     assert [i.title for i in items(engine)] == ["Corrected title"]
 
 
+def test_a_moved_link_with_the_same_guid_is_the_same_item(http: HTTPServer, engine: Engine) -> None:
+    """A source that moves an article to a new link (same guid) updates the item rather
+    than making a new one that a later issue would send again."""
+    state = {"link": "https://m.example.org/old-path"}
+    http.expect_request("/moving").respond_with_handler(
+        lambda r: Response(
+            rss(item("Moving article", state["link"], "<guid>urn:example:42</guid>")),
+            content_type=RSS,
+        )
+    )
+    add(engine, http.url_for("/moving"))
+    (first,) = items(engine)
+    state["link"] = "https://m.example.org/new-path"
+    (result,) = fetch(engine)
+    assert result.report.updated == 1 and result.report.new == 0
+    (moved,) = items(engine)
+    assert moved.id == first.id
+    assert moved.url == "https://m.example.org/new-path"
+    # and fetching again changes nothing
+    (again,) = fetch(engine)
+    assert again.report.new == 0 and again.report.updated == 0
+
+
 def test_a_500_is_recorded_and_changes_no_items(http: HTTPServer, engine: Engine) -> None:
     state = {"fail": False}
 

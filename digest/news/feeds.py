@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import feedparser
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from digest.models import NewsItem, utcnow
+from digest.models import NewsItem, SourceEntry, utcnow
 from digest.news.fetch import FetchError, FetchLimits, FetchResult, fetch_url
 from digest.news.items import ItemInput, upsert_item
 from digest.news.normalise import check_url, clean_text, fallback_key, item_key, sanitise_html
@@ -236,7 +236,7 @@ def _with_keys(candidates: list[tuple[str, ItemInput, str]], *, feed_url: str) -
             else:
                 when = item.published.isoformat() if item.published else ""
                 key = fallback_key(clean_text(item.title), when)
-        out.append(replace(item, key=key))
+        out.append(replace(item, key=key, guid=guid or ""))
     return out
 
 
@@ -281,13 +281,25 @@ def store_items(
     report = StoreReport()
     for n, item in enumerate(items, 1):
         mine = {item.source, *owners}
+        guid_hash = hashlib.sha256(item.guid.encode()).hexdigest() if item.guid else ""
+        if guid_hash:
+            # This source's entry became an item before: the same item, even if its link moved.
+            known = session.exec(
+                select(NewsItem)
+                .join(SourceEntry, col(SourceEntry.news_item_id) == col(NewsItem.id))
+                .where(SourceEntry.source == item.source, SourceEntry.guid_hash == guid_hash)
+            ).first()
+            if known is not None and known.key != item.key:
+                item = replace(item, key=known.key)
         existing = session.exec(select(NewsItem).where(NewsItem.key == item.key)).first()
         if existing is not None and existing.source not in mine:
             report.elsewhere += 1
             continue
         try:
             with session.begin_nested():
-                _, outcome = upsert_item(session, item)
+                stored, outcome = upsert_item(session, item)
+                if guid_hash and stored.id is not None:
+                    _remember_entry(session, item.source, guid_hash, stored.id)
         except ValueError as err:
             report.skipped.append((f"item {n} ({clean_text(item.title, limit=60)})", str(err)))
             continue
@@ -297,6 +309,15 @@ def store_items(
             continue
         setattr(report, outcome, getattr(report, outcome) + 1)
     return report
+
+
+def _remember_entry(session: Session, source: str, guid_hash: str, item_id: int) -> None:
+    found = session.exec(
+        select(SourceEntry).where(SourceEntry.source == source, SourceEntry.guid_hash == guid_hash)
+    ).first()
+    if found is None:
+        session.add(SourceEntry(source=source, guid_hash=guid_hash, news_item_id=item_id))
+        session.flush()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class ItemInput:
     category: str = ""
     source: str = "manual"
     key: str | None = None
+    guid: str = ""  # the feed's id for this entry, when it came from a feed
 
 
 def normalise_item(raw: ItemInput) -> dict[str, Any]:
