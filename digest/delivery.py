@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from digest.config import Settings
 from digest.db import sqlite_path
@@ -641,11 +641,7 @@ class DeliveryRun:
             finished_issue = finish_if_done(session, issue)
             session.commit()
             counts = delivery_counts(session, self.issue_id)
-            next_retry = session.exec(
-                select(sa.func.min(Delivery.next_attempt_at)).where(
-                    Delivery.issue_id == self.issue_id, Delivery.status == DeliveryStatus.deferred
-                )
-            ).one()
+        next_retry = self._next_retry_at()
         if fatal and unavailable:
             raise DigestError(
                 unavailable,
@@ -681,19 +677,22 @@ class DeliveryRun:
             self._reclaim(conn, self.clock())  # rows whose lease ran out: theirs are ours now
         return not self.stop.is_set()
 
-    def _wait_for_retries(self, deadline: float) -> bool:
-        """Sleep until the next deferred row is due, if that is before `deadline`."""
+    def _next_retry_at(self) -> datetime | None:
+        """When the earliest deferred delivery of this issue is due (None: none deferred)."""
         d = self._t["delivery"]
         with self.engine.connect() as conn:
-            next_at = conn.execute(
+            next_at: datetime | None = conn.execute(
                 sa.select(sa.func.min(d.c.next_attempt_at)).where(
                     d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.deferred.value
                 )
             ).scalar_one()
+        return self._dt(next_at)
+
+    def _wait_for_retries(self, deadline: float) -> bool:
+        """Sleep until the next deferred row is due, if that is before `deadline`."""
+        next_at = self._next_retry_at()
         if next_at is None:
             return False
-        if next_at.tzinfo is None:
-            next_at = next_at.replace(tzinfo=UTC)
         delay = max((next_at - self.clock()).total_seconds(), 0.0)
         if time.monotonic() + delay > deadline:
             return False

@@ -76,9 +76,7 @@ def plan_send(
                 "only shape a new issue",
                 hint="Run `digest send` without them to finish it first.",
             )
-        counts = delivery_counts(session, unfinished.id or 0)
-        remaining = counts["queued"] + counts["sending"] + counts["deferred"]
-        return SendPlan(resume=unfinished, draft=None, recipients=remaining)
+        return resume_plan(session, unfinished)
     draft = draft_issue(
         session, settings, since=since, until=until, note_markdown=note_markdown,
         featured_url=featured_url,
@@ -144,11 +142,9 @@ def plan_scheduled(
     notes: list[str] = []
 
     def resume(issue: Issue, prefix: str = "") -> ScheduledPlan:
-        counts = delivery_counts(session, issue.id or 0)
-        remaining = counts["queued"] + counts["sending"] + counts["deferred"]
-        plan = SendPlan(resume=issue, draft=None, recipients=remaining)
+        plan = resume_plan(session, issue)
         return ScheduledPlan(
-            key, plan, prefix + f"Resuming issue {issue.number} ({remaining} to go)."
+            key, plan, prefix + f"Resuming issue {issue.number} ({plan.recipients} to go)."
         )
 
     for older in session.exec(
@@ -201,12 +197,14 @@ def join_plan(session: Session) -> SendPlan | None:
     unfinished = unfinished_issue(session)
     if unfinished is None:
         return None
-    counts = delivery_counts(session, unfinished.id or 0)
-    return SendPlan(
-        resume=unfinished,
-        draft=None,
-        recipients=counts["queued"] + counts["sending"] + counts["deferred"],
-    )
+    return resume_plan(session, unfinished)
+
+
+def resume_plan(session: Session, issue: Issue) -> SendPlan:
+    """Finish `issue`: its deliveries not yet made (queued, in flight or deferred)."""
+    counts = delivery_counts(session, issue.id or 0)
+    remaining = counts["queued"] + counts["sending"] + counts["deferred"]
+    return SendPlan(resume=issue, draft=None, recipients=remaining)
 
 
 def draft_template(settings: Settings, draft: Draft, *, test: bool = False) -> MessageTemplate:
