@@ -83,7 +83,7 @@ def items_for(n: int = N_ITEMS, *, seed: int = 5) -> list[dict[str, object]]:
 
 
 def branding():  # noqa: ANN201 - digest types, imported late so --source can choose the digest
-    from digest.render import Branding
+    from digest.render.issue import Branding
 
     return Branding(
         name=NAME,
@@ -96,7 +96,7 @@ def branding():  # noqa: ANN201 - digest types, imported late so --source can ch
 
 
 def message_settings():  # noqa: ANN201
-    from digest.message import MessageSettings
+    from digest.compose.wire import MessageSettings
 
     return MessageSettings(
         from_address=FROM,
@@ -110,7 +110,7 @@ def message_settings():  # noqa: ANN201
 def render(n: int = N_ITEMS):  # noqa: ANN201
     """The RenderedIssue of n items, through the real render_issue (Jinja2 + premailer)."""
     from digest.news.normalise import sanitise_html
-    from digest.render import ItemView, render_issue
+    from digest.render.issue import ItemView, render_issue
 
     views = [
         ItemView(

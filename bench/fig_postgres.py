@@ -43,7 +43,7 @@ def _admin(sql: str) -> None:
 def _create_issue(env: dict[str, str]) -> int:
     from digest.config import load_settings
     from digest.db import make_engine, session_scope
-    from digest.sending import plan_send, start_issue
+    from digest.send.plan import plan_send, start_issue
 
     settings = load_settings(environ=env).settings
     engine = make_engine(settings.database_url)

@@ -43,7 +43,7 @@ MIX = {"no name": 5, "ASCII name": 12, "non-ASCII name": 3}  # per 20 recipients
 
 def recipients(n: int, name_class: str | None = None) -> list[Any]:
     """n recipients of one name class, or the MIX when name_class is None."""
-    from digest.message import Recipient
+    from digest.compose.wire import Recipient
 
     pattern = [c for c, k in MIX.items() for _ in range(k)] if name_class is None else [name_class]
     out = []
@@ -121,7 +121,7 @@ def _per_call(fn: Any, items: list[Any], repeats: int) -> list[float]:
 
 
 def run(*, quick: bool) -> dict[str, Any]:
-    from digest.message import MessageTemplate
+    from digest.compose.wire import MessageTemplate
 
     rendered = corpus.render()
     msg = corpus.message_settings()

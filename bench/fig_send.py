@@ -24,7 +24,7 @@ SESSIONS = 16
 def message_file(folder: Path) -> tuple[Path, int]:
     """The digest's own message for one recipient, LF line ends, for smtp-source -F (which sends
     each line with CRLF): byte for byte the size digest puts on the wire."""
-    from digest.message import MessageTemplate, Recipient
+    from digest.compose.wire import MessageTemplate, Recipient
 
     r = corpus.render()
     template = MessageTemplate(

@@ -22,13 +22,15 @@ from urllib.parse import urlsplit
 
 from sqlmodel import Session
 
+from digest.compose.dkim import DkimSigner, load_signer
+from digest.compose.recipients import message_settings
+from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import Settings
-from digest.delivery import message_settings
-from digest.dkim import DkimSigner, load_signer
 from digest.errors import DigestError
-from digest.message import MessageTemplate, Recipient
 from digest.models import utcnow
-from digest.render import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET, PLACEHOLDER_UNSUBSCRIBE, ItemView
+from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render.fit import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET
+from digest.render.issue import ItemView
 
 Level = Literal["error", "warning", "ok"]
 REQUIRED_HEADERS = (
@@ -87,7 +89,7 @@ def check_next_send(
 ) -> CheckReport:
     """Build the message the next `digest send` would send and lint it. Sends nothing,
     stores nothing."""
-    from digest.sending import plan_send
+    from digest.send.plan import plan_send
 
     report = CheckReport(source="")
     lint_settings(settings, report)
@@ -159,7 +161,7 @@ def _sample_unsubscribe_url(settings: Settings, mailto: str, report: CheckReport
 def _sample_issue(settings: Settings) -> Any:
     """Three made-up items through the configured templates, so they are linted too."""
     from digest.issues import branding
-    from digest.render import render_issue
+    from digest.render.issue import render_issue
 
     now = utcnow()
     items = [

@@ -688,7 +688,7 @@ def preview(
     Example: digest preview --note note.md --featured https://example.org/news/1 --serve
     """
     from digest.issues import draft_issue, read_note
-    from digest.sending import preview_files
+    from digest.send.safe import preview_files
 
     state = _state(ctx)
     settings = state.settings
@@ -718,7 +718,7 @@ def preview(
     if open_:
         webbrowser.open(paths["html"].resolve().as_uri())
     if serve:
-        from digest.preview import VIEWS, serve_folder
+        from digest.render.views import VIEWS, serve_folder
 
         try:
             server = serve_folder(out, port)
@@ -912,9 +912,9 @@ def send(
       digest send --scheduled --fetch    the cron/systemd job
     """
     from digest.issues import draft_issue
-    from digest.mailer import FileSender, SmtpSender
-    from digest.sending import dry_run as do_dry_run
-    from digest.sending import test_send
+    from digest.send.mailer import FileSender, SmtpSender
+    from digest.send.safe import dry_run as do_dry_run
+    from digest.send.safe import test_send
 
     state = _state(ctx)
     settings = state.settings
@@ -962,7 +962,8 @@ def send(
             raise typer.Exit(EXIT_ERROR)
         return
 
-    from digest.sending import SendPlan, send_next
+    from digest.send.job import send_next
+    from digest.send.plan import SendPlan
 
     def confirm(plan: SendPlan) -> None:
         if not yes and not worker and sys.stdin.isatty():

@@ -61,7 +61,7 @@ def serve(
     """
     import uvicorn
 
-    from digest.web import create_app
+    from digest.web.app import create_app
 
     state = _state(ctx)
     settings = state.settings
@@ -125,7 +125,7 @@ def import_and_confirm(ctx: typer.Context, file: Path, status: str) -> None:
     """`subscribers import --send-confirmation`: import as pending, then email each new
     subscriber a link to confirm. Exit 1 if rows were rejected, 75 if emails did not go out."""
     from digest.lifecycle import import_pending, require_base_url, send_confirmations
-    from digest.mailer import SmtpSender
+    from digest.send.mailer import SmtpSender
 
     if status != "pending":
         raise UsageError(

@@ -19,12 +19,13 @@ from aiosmtpd.controller import Controller
 
 from digest.config import Settings
 from digest.db import make_engine, session_scope, upgrade
-from digest.delivery import DeliveryRun
 from digest.errors import DigestError
-from digest.mailer import SmtpSender
 from digest.models import utcnow
 from digest.news.items import ItemInput, upsert_item
-from digest.sending import plan_send, preview_files, start_issue
+from digest.send.mailer import SmtpSender
+from digest.send.plan import plan_send, start_issue
+from digest.send.run import DeliveryRun
+from digest.send.safe import preview_files
 from digest.subscribers import import_subscribers
 
 MARKER = ".digest-demo"

@@ -25,7 +25,7 @@ from digest.models import (
     SubscriberStatus,
     utcnow,
 )
-from digest.render import Branding, ItemView, RenderedIssue, render_issue
+from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
 
 
 def branding(settings: Settings) -> Branding:

@@ -28,13 +28,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from digest.addresses import address_key, normalise_address
+from digest.compose.wire import header_text
 from digest.config import Settings
 from digest.db import session_scope
 from digest.errors import ConfigError, DigestError, UsageError
-from digest.mailer import Sender, SendResult
-from digest.message import header_text
 from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, utcnow
-from digest.render import make_environment
+from digest.render.templates import make_environment
+from digest.send.mailer import Sender, SendResult
 from digest.subscribers import ImportReport, add_subscriber, import_subscribers, set_status
 from digest.tokens import make_timed_token, read_timed_token, read_token
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from digest.check import CheckReport, contrast_ratio, lint_message
+from digest.compose.dkim import DkimSigner, parse_key
 from digest.config import load_settings
-from digest.dkim import DkimSigner, parse_key
 
 from .test_dkim import rsa_pem, signed_message
 

@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from digest.compose.dkim import ED25519, RSA, DkimSigner, load_signer, parse_key
+from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import load_settings
-from digest.dkim import ED25519, RSA, DkimSigner, load_signer, parse_key
 from digest.errors import ConfigError
-from digest.message import MessageTemplate, Recipient
 
 from .conftest import SmtpServer
 from .test_render import MSG, render_fixed

@@ -27,15 +27,10 @@ from digest.db import make_engine
 from digest.errors import DigestError, UsageError
 from digest.models import Issue
 from digest.news.normalise import sanitise_html
-from digest.preview import serve_folder, serve_in_background, write_views_page
-from digest.render import (
-    GMAIL_CLIP_BYTES,
-    HTML_SIZE_TARGET,
-    PLACEHOLDER_UNSUBSCRIBE,
-    ItemView,
-    render_issue,
-    render_note,
-)
+from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render.fit import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET
+from digest.render.issue import ItemView, render_issue, render_note
+from digest.render.views import serve_folder, serve_in_background, write_views_page
 
 from .conftest import SmtpServer
 from .test_render import BRAND as PLAIN_BRAND

@@ -321,7 +321,7 @@ def test_three_postgres_workers_one_killed(
         # Freeze the issue without sending it: the workers do all the sending.
         from digest.config import load_settings
         from digest.db import session_scope
-        from digest.sending import plan_send, start_issue
+        from digest.send.plan import plan_send, start_issue
 
         settings = load_settings(environ=dict(os.environ)).settings
         engine = make_engine(url)

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from digest.config import load_settings
 from digest.db import make_engine
 from digest.tokens import make_timed_token, make_token, read_timed_token, read_token
-from digest.web import create_app
+from digest.web.app import create_app
 
 from .conftest import SECRET, SmtpServer
 from .web_helpers import confirm_link, path_of, rows

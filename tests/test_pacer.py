@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from digest.delivery import Pacer
+from digest.send.pacing import Pacer
 
 
 class FakeClock:

@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from digest.message import MessageSettings, MessageTemplate, Recipient
+from digest.compose.wire import MessageSettings, MessageTemplate, Recipient
 from digest.news.normalise import sanitise_html
-from digest.render import PLACEHOLDER_UNSUBSCRIBE, Branding, ItemView, render_issue
+from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render.issue import Branding, ItemView, render_issue
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"

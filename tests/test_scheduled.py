@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from digest.config import Settings
 from digest.db import make_engine
-from digest.sending import period_key
+from digest.send.plan import period_key
 
 from .conftest import SmtpServer, free_port
 from .test_send import rows, seed
@@ -163,7 +163,7 @@ def test_worker_without_an_issue_does_nothing(cli, env, smtp_server: SmtpServer)
 def _scheduled(env: dict[str, str], now: datetime, force: bool = False):
     from digest.config import load_settings
     from digest.db import session_scope
-    from digest.sending import plan_scheduled
+    from digest.send.plan import plan_scheduled
 
     settings = load_settings().settings
     engine = make_engine(env["DIGEST_DATABASE_URL"])

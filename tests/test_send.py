@@ -391,7 +391,7 @@ def test_killed_send_resends_only_the_message_in_flight(cli, env, smtp_server: S
 
 
 def test_second_sender_on_the_same_database_stops(cli, env, smtp_server: SmtpServer) -> None:
-    from digest.delivery import send_lock
+    from digest.send.lock import send_lock
 
     seed(cli, subscribers=2)
     with send_lock(env["DIGEST_DATABASE_URL"]):

@@ -31,7 +31,7 @@ from digest.db import make_engine
 from digest.models import utcnow
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.tokens import make_timed_token, make_token
-from digest.web import create_app
+from digest.web.app import create_app
 
 from .conftest import SECRET, SmtpServer, free_port
 from .web_helpers import confirm_link, live_server, path_of, rows, snapshot

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from digest.config import load_settings
 from digest.db import make_engine
 from digest.tokens import make_token
-from digest.web import create_app
+from digest.web.app import create_app
 
 from .conftest import SECRET, SmtpServer, free_port
 from .web_helpers import confirm_link, live_server, path_of, rows

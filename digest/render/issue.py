@@ -1,20 +1,15 @@
-"""Render an issue to HTML and text with Jinja2, then inline its CSS with premailer: once per issue.
+"""Render an issue to HTML and text with Jinja2, CSS inlined: once per issue (stages 4 and 5).
 
 Per-recipient values are not known here. They appear as URL-safe placeholders (letters only,
-so neither premailer nor quoted-printable encoding can alter them) that message.py fills in.
+so neither premailer nor quoted-printable encoding can alter them) that digest.compose fills in.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import textwrap
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -22,65 +17,16 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from digest.dates import date_range, human_date, short_date
-from digest.errors import ConfigError, DigestError, UsageError
+from digest.errors import ConfigError, UsageError
 from digest.news.normalise import html_to_text, item_key, sanitise_html
+from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render.fit import HTML_SIZE_TARGET, Fit, largest, layout
+from digest.render.inline import inline_css
+from digest.render.templates import TEMPLATE_HTML, TEMPLATE_TEXT, make_environment, render_template
 
-PLACEHOLDER_UNSUBSCRIBE = "DIGESTxUNSUBSCRIBExURLx7q"
-TEMPLATE_HTML = "email/digest.html"
-TEMPLATE_TEXT = "email/digest.txt"
-# Gmail clips a message whose HTML is larger than about 102 KB; aim well under it.
-GMAIL_CLIP_BYTES = 102_000
-HTML_SIZE_TARGET = 90_000
-SHORT_SUMMARY_CHARS = 280
 RTL_LANGUAGES = frozenset(
     {"ar", "arc", "ckb", "dv", "fa", "he", "ks", "ku", "ps", "sd", "ug", "ur", "yi"}
 )
-
-
-def builtin_templates_dir() -> Path:
-    """templates/ inside the installed package, or at the top of a source checkout."""
-    packaged = Path(str(resources.files("digest"))) / "templates"
-    if (packaged / "email").is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "templates"
-
-
-def make_environment(templates_dir: str | None = None) -> jinja2.Environment:
-    """Jinja2 with autoescape for HTML and StrictUndefined; an organisation's own templates
-    (templates_dir) win, and any template they lack falls back to the built-in one."""
-    loaders: list[jinja2.BaseLoader] = []
-    if templates_dir:
-        if not Path(templates_dir).is_dir():
-            raise ConfigError(f"templates_dir {templates_dir} is not a folder")
-        loaders.append(jinja2.FileSystemLoader(templates_dir))
-    loaders.append(jinja2.FileSystemLoader(builtin_templates_dir()))
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
-        autoescape=jinja2.select_autoescape(["html", "htm"]),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["wrap"] = _wrap
-    return env
-
-
-def _wrap(text: str, width: int = 72, indent: str = "") -> str:
-    """Wrap each paragraph of plain text near `width` columns."""
-    paras = [p for p in text.split("\n\n")]
-    return "\n\n".join(
-        textwrap.fill(
-            " ".join(p.split()),
-            width=width,
-            initial_indent=indent,
-            subsequent_indent=indent,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        for p in paras
-        if p.strip()
-    )
 
 
 @dataclass(frozen=True)
@@ -109,43 +55,6 @@ class Branding:
     @property
     def direction(self) -> str:
         return "rtl" if self.language.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
-
-
-@dataclass(frozen=True)
-class Fit:
-    """How an issue was made to fit under the size target (Gmail clips larger HTML)."""
-
-    html_bytes: int
-    limit: int
-    shortened: int = 0  # summaries cut short
-    title_only: int = 0  # items listed as a title link only
-    archived: int = 0  # items left to the web version of the issue
-    over_limit: bool = False  # still too large (no web archive to send the rest to)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.shortened or self.title_only or self.archived)
-
-    def describe(self) -> list[str]:
-        """Sentences for `digest preview`: what was cut to fit, if anything."""
-        kb = f"{self.html_bytes / 1024:.0f} KB of HTML"
-        lines = []
-        if self.shortened:
-            lines.append(f"{self.shortened} summaries were shortened to fit.")
-        if self.title_only:
-            lines.append(f"{self.title_only} items are listed by title only.")
-        if self.archived:
-            lines.append(
-                f"{self.archived} items are only in the web version (the email links to it)."
-            )
-        if self.over_limit:
-            lines.append(
-                f"Still {kb}, over the {self.limit / 1024:.0f} KB target: Gmail may clip it. "
-                "Set base_url so the rest can go to the web archive, or send fewer items."
-            )
-        elif lines:
-            lines.append(f"Now {kb}, under the {self.limit / 1024:.0f} KB target.")
-        return lines
 
 
 @dataclass(frozen=True)
@@ -210,51 +119,6 @@ def render_note(markdown: str) -> tuple[str, str]:
     raw = re.sub(r"<(/?)h[56]>", r"<\1h4>", raw)
     clean = sanitise_html(raw) if raw.strip() else ""
     return clean, html_to_text(clean, width=72) if clean else ""
-
-
-def _shorten(entry: dict[str, Any], limit: int = SHORT_SUMMARY_CHARS) -> dict[str, Any]:
-    """The entry with its summary cut to about `limit` characters of plain text."""
-    text = html_to_text(entry["summary_html"], width=0)
-    if len(text) > limit:
-        cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,.;:")
-        text = cut + "…"
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return {
-        **entry,
-        "mode": "short",
-        "summary_html": f"<p>{escaped}</p>" if text else "",
-        "summary_text": _wrap(text, 72, "   ") if text else "",
-    }
-
-
-def _layout(
-    sections: list[tuple[str, list[dict[str, Any]]]],
-    *,
-    shorten: bool,
-    with_summary: int,
-    shown: int,
-) -> tuple[list[tuple[str, list[dict[str, Any]]]], int]:
-    """Sections where, in reading order, the first `with_summary` entries keep a summary (cut
-    short if `shorten`), the rest up to `shown` are title-only, and the others are left out.
-    Returns the sections and how many summaries were actually cut."""
-    out: list[tuple[str, list[dict[str, Any]]]] = []
-    n = cut = 0
-    for category, entries in sections:
-        kept = []
-        for entry in entries:
-            if n >= shown:
-                break
-            if n >= with_summary:
-                entry = {**entry, "mode": "title"}
-            elif shorten:
-                short = _shorten(entry)
-                cut += short["summary_text"] != entry["summary_text"]
-                entry = short
-            kept.append(entry)
-            n += 1
-        if kept:
-            out.append((category, kept))
-    return out, cut
 
 
 def _slug(text: str, used: set[str]) -> str:
@@ -359,7 +223,7 @@ def render_issue(
     def attempt(
         shorten: bool, with_summary: int, shown: int
     ) -> tuple[str, str, list[tuple[str, list[dict[str, Any]]]], int]:
-        laid, cut = _layout(sections, shorten=shorten, with_summary=with_summary, shown=shown)
+        laid, cut = layout(sections, shorten=shorten, with_summary=with_summary, shown=shown)
         used: set[str] = set()
         toc = []
         for category, entries in laid:
@@ -371,8 +235,8 @@ def render_issue(
             "toc": toc if len(laid) > 1 else [],
             "archived_count": total - min(shown, total),
         }
-        html = inline_css(_render_template(env, TEMPLATE_HTML, ctx))
-        return html, _render_template(env, TEMPLATE_TEXT, ctx), laid, cut
+        html = inline_css(render_template(env, TEMPLATE_HTML, ctx))
+        return html, render_template(env, TEMPLATE_TEXT, ctx), laid, cut
 
     total = sum(len(entries) for _, entries in sections)
 
@@ -386,7 +250,7 @@ def render_issue(
         fit = Fit(html_bytes=size(html), limit=size_limit, shortened=cut)
     if fit.html_bytes > size_limit:
         # The most items with a (short) summary such that the rest, as titles, still fit.
-        best = _largest(0, total, lambda k: size(attempt(True, k, total)[0]) <= size_limit)
+        best = largest(0, total, lambda k: size(attempt(True, k, total)[0]) <= size_limit)
         if best is not None:
             html, text, laid, cut = attempt(True, best, total)
             fit = Fit(size(html), size_limit, shortened=cut, title_only=total - best)
@@ -394,7 +258,7 @@ def render_issue(
             html, text, laid, cut = attempt(True, 0, total)
             fit = Fit(size(html), size_limit, title_only=total, over_limit=True)
         else:
-            shown = _largest(0, total, lambda n: size(attempt(True, 0, n)[0]) <= size_limit) or 0
+            shown = largest(0, total, lambda n: size(attempt(True, 0, n)[0]) <= size_limit) or 0
             html, text, laid, cut = attempt(True, 0, shown)
             fit = Fit(size(html), size_limit, title_only=shown, archived=total - shown,
                       over_limit=size(html) > size_limit)  # fmt: skip
@@ -402,19 +266,6 @@ def render_issue(
         subject=subject, html=html, text=text, sections=laid, fit=fit, featured=featured,
         note_text=note_text,
     )  # fmt: skip
-
-
-def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
-    """The largest n in [low, high] with ok(n), for ok true up to a point; None if ok(low) fails."""
-    if not ok(low):
-        return None
-    while low < high:
-        mid = (low + high + 1) // 2
-        if ok(mid):
-            low = mid
-        else:
-            high = mid - 1
-    return low
 
 
 def _featured(items: Sequence[ItemView], url: str | None, tz: ZoneInfo) -> dict[str, Any] | None:
@@ -427,56 +278,4 @@ def _featured(items: Sequence[ItemView], url: str | None, tz: ZoneInfo) -> dict[
     raise UsageError(
         f"--featured {url} is not one of this issue's items",
         hint="Name the link of an item in this issue: `digest preview` writes them to digest.txt.",
-    )
-
-
-def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
-    hint = "Fix the template; nothing was sent."
-    try:
-        return env.get_template(name).render(context)
-    except jinja2.TemplateSyntaxError as exc:
-        # Also raised here for an {% include %}d or {% extends %}ed template with a syntax
-        # error: those are loaded while rendering, and exc names that file.
-        where = exc.filename or exc.name or name
-        raise DigestError(f"template {where} line {exc.lineno}: {exc.message}", hint=hint) from None
-    except jinja2.TemplateNotFound as exc:
-        needed_by = _template_frame(exc)
-        within = f" (needed by {needed_by})" if needed_by and exc.name != name else ""
-        raise DigestError(f"template {exc.name} not found{within}", hint=hint) from None
-    except jinja2.UndefinedError as exc:
-        where = _template_frame(exc) or name
-        raise DigestError(f"template {where}: {exc.message}", hint=hint) from None
-    except Exception as exc:  # any other error raised while rendering: a filter, a bad value
-        where = _template_frame(exc) or name
-        raise DigestError(f"template {where}: {type(exc).__name__}: {exc}", hint=hint) from None
-
-
-def _template_frame(exc: BaseException) -> str | None:
-    """'FILE line N' of the innermost template frame in exc's traceback (Jinja rewrites the
-    traceback so template frames carry the template's file name and line)."""
-    found = None
-    for frame, lineno in traceback.walk_tb(exc.__traceback__):
-        filename = frame.f_code.co_filename
-        if filename.endswith((".html", ".txt", ".htm", ".j2", ".jinja")):
-            found = f"{filename} line {lineno}"
-    return found
-
-
-def inline_css(html: str) -> str:
-    """Move CSS into style attributes (mail clients drop <style>), keeping @media rules.
-
-    Network access is off: a template cannot make rendering fetch anything.
-    """
-    from premailer import Premailer  # heavy (lxml, cssutils): only when an issue is rendered
-
-    return str(
-        Premailer(
-            html,
-            allow_network=False,
-            allow_loading_external_files=False,
-            strip_important=False,
-            disable_validation=True,
-            cssutils_logging_level=logging.CRITICAL,
-            remove_classes=False,
-        ).transform()
     )

@@ -19,7 +19,7 @@ from digest.dates import human_date
 from digest.issues import get_issue
 from digest.models import Issue
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
-from digest.sending import plan_send
+from digest.send.plan import plan_send
 
 _BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 

@@ -33,13 +33,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import lifecycle
-from digest.archive import archive_page, list_archive, preview_page
 from digest.config import Settings, is_loopback
 from digest.db import check_schema, make_engine, session_scope
 from digest.errors import DigestError, UsageError
-from digest.mailer import Sender, SmtpSender
 from digest.models import utcnow
-from digest.pages import Pages
+from digest.send.mailer import Sender, SmtpSender
+from digest.web.archive import archive_page, list_archive, preview_page
+from digest.web.pages import Pages
 
 log = logging.getLogger("digest.web")
 

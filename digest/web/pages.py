@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from digest.config import Settings
-from digest.render import make_environment
+from digest.render.templates import make_environment
 
 STYLESHEET = "web/web.css"
 

@@ -1,4 +1,4 @@
-"""Personalise, send and record: the resumable, idempotent send loop of one issue.
+"""Send and record (stages 7 and 8): the resumable, idempotent send loop of one issue.
 
 Each delivery row moves queued -> sending -> sent | deferred | failed | skipped and is
 committed as it moves. A worker claims a small batch with a lease; a row still `sending`
@@ -8,16 +8,13 @@ messages in flight at a crash can arrive twice. The issue is done only when ever
 
 from __future__ import annotations
 
-import fcntl
 import os
 import queue
-import re
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -27,58 +24,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from digest.compose.recipients import issue_template, message_id, message_settings, unsubscribe_url
+from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import Settings
-from digest.db import sqlite_path
-from digest.errors import EXIT_TEMPFAIL, DigestError, SmtpUnavailable
+from digest.errors import DigestError, SmtpUnavailable
 from digest.issues import delivery_counts, finish_if_done
-from digest.mailer import Sender, SendResult
-from digest.message import MessageSettings, MessageTemplate, Recipient
 from digest.models import Delivery, DeliveryStatus, Issue, Subscriber, SubscriberStatus, utcnow
-from digest.tokens import make_token
-
-BACKOFF_CAP = timedelta(hours=1)
-
-
-def message_settings(settings: Settings) -> MessageSettings:
-    domain = settings.from_domain
-    slug = re.sub(r"[^a-z0-9]+", "-", settings.name.lower()).strip("-") or "digest"
-    unsub = settings.unsubscribe_mailto or settings.from_address
-    return MessageSettings(
-        from_address=settings.from_address,
-        reply_to=settings.reply_to,
-        list_id=settings.list_id or f"{settings.name} <{slug}.{domain}>",
-        mailto_unsubscribe=f"mailto:{parseaddr(unsub)[1]}?subject=unsubscribe",
-        message_id_domain=domain,
-    )
-
-
-def unsubscribe_url(settings: Settings, msg: MessageSettings, key: bytes, uid: str) -> str:
-    if settings.base_url:
-        return f"{settings.base_url}/unsubscribe/{make_token(key, 'unsubscribe', uid)}"
-    return msg.mailto_unsubscribe
-
-
-def message_id(issue_uid: str, subscriber_uid: str, domain: str) -> str:
-    """Stable per (issue, subscriber): a retry of the same delivery reuses it."""
-    return f"<digest.{issue_uid}.{subscriber_uid}@{domain}>"
-
-
-def issue_template(
-    settings: Settings, issue: Issue, date: datetime | None = None
-) -> MessageTemplate:
-    signer = None
-    if settings.dkim_domain or settings.dkim_selector or settings.dkim_private_key_file:
-        from digest.dkim import load_signer  # dkimpy is a heavy import: only when configured
-
-        signer = load_signer(settings)  # DKIM: key read once per issue
-    return MessageTemplate(
-        settings=message_settings(settings),
-        subject=issue.subject,
-        html_body=issue.html,
-        text_body=issue.text,
-        date=date or utcnow(),
-        signer=signer,
-    )
+from digest.send.mailer import Sender, SendResult
+from digest.send.pacing import Pacer
+from digest.send.policy import BACKOFF_CAP
 
 
 @dataclass
@@ -107,93 +61,6 @@ class SendOutcome:
     interrupted: bool = False
     next_retry_at: datetime | None = None
     unavailable: str | None = None  # the server stayed unreachable: the reason
-
-
-class SendLockBusy(DigestError):
-    """Another send holds the database: not an error of this run, so cron may simply retry."""
-
-    exit_code = EXIT_TEMPFAIL
-
-
-@contextmanager
-def send_lock(database_url: str) -> Iterator[None]:
-    """One sender at a time on a SQLite file (an OS lock next to the database).
-
-    PostgreSQL needs no lock: workers claim rows with FOR UPDATE SKIP LOCKED.
-    """
-    path = sqlite_path(database_url)
-    if path is None:
-        yield
-        return
-    lock_path = path.with_name(path.name + ".send-lock")
-    fh = lock_path.open("a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise SendLockBusy(
-                f"another `digest send` ({holder}) is sending from {path}; this one is stopping",
-                hint="Wait for it to finish; run `digest issues list` to watch its progress.",
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
-
-
-class Pacer:
-    """Spaces sends to the configured rate, and slows the whole run when the server asks.
-
-    Thread-safe: every connection's worker calls wait() before it sends.
-    """
-
-    def __init__(
-        self, per_second: float, per_hour: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.clock = clock
-        intervals = [
-            1.0 / per_second if per_second else 0.0,
-            3600.0 / per_hour if per_hour else 0.0,
-        ]
-        self.base = max(intervals)
-        self.interval = self.base
-        self.next_slot = clock()
-        self.paused_until = 0.0
-        self.streak = 0
-        self.calm = 0
-        self.lock = threading.Lock()
-
-    def wait(self, stop: threading.Event) -> None:
-        with self.lock:
-            now = self.clock()
-            slot = max(self.next_slot, self.paused_until, now)
-            self.next_slot = slot + self.interval
-        if slot > now:
-            stop.wait(slot - now)
-
-    def throttled(self) -> float:
-        """421/45x or a dropped line: pause everyone (longer each time in a row) and halve
-        the rate; the rate recovers step by step once the server is happy again."""
-        with self.lock:
-            self.streak += 1
-            pause = min(0.5 * 2 ** (self.streak - 1), 30.0)
-            self.paused_until = max(self.paused_until, self.clock() + pause)
-            self.interval = min(max(self.interval * 2, 0.01), 10.0)
-            self.calm = 0
-            return float(pause)
-
-    def ok(self) -> None:
-        with self.lock:
-            self.streak = 0
-            self.calm += 1
-            if self.calm >= 50 and self.interval > self.base:
-                self.interval = max(self.base, self.interval / 2)
-                self.calm = 0
 
 
 class _Who(NamedTuple):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 
 if TYPE_CHECKING:
-    from digest.dkim import DkimSigner
+    from digest.compose.dkim import DkimSigner
 
 _QP_LINE = 74  # leaves room to turn a leading "." into "=2E" within RFC 2045's 76
 _CTRL = re.compile(r"[\x00-\x1f\x7f]+")

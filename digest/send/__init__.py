@@ -1,0 +1,12 @@
+"""Stages 7 and 8 of the flow: send over SMTP and record each outcome.
+
+plan.py     what a send would do (resume, new issue, --scheduled, --worker)
+job.py      send_next(): the whole of `digest send`
+safe.py     test copy, dry run, preview files: nothing recorded
+run.py      the loop: a pool of connections fed from the store
+store.py    every SQL statement of the loop, behind a small interface
+policy.py   pure: a reply -> the delivery's next state, back-off, lifetime
+pacing.py   the one pacer (rates, throttling)
+mailer.py   Sender: SMTP, or files for a dry run
+lock.py     one sender at a time on a SQLite file
+"""

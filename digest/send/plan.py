@@ -1,0 +1,181 @@
+"""What `digest send` would do: resume an unfinished issue or draft the next; --scheduled and
+--worker planning. Nothing here sends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from sqlmodel import Session, col, select
+
+from digest.config import Settings
+from digest.errors import DigestError, UsageError
+from digest.issues import (
+    Draft,
+    active_count,
+    cancel_issue,
+    create_issue,
+    delivery_counts,
+    draft_issue,
+    unfinished_issue,
+)
+from digest.models import Issue, IssueStatus
+from digest.text import plural
+
+
+class StaleIssue(DigestError):
+    """An unfinished issue too old to send without --force."""
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """Either an unfinished issue to resume, or a draft to freeze into a new one."""
+
+    resume: Issue | None
+    draft: Draft | None
+    recipients: int  # deliveries still to make
+
+
+def plan_send(
+    session: Session,
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    note_markdown: str | None = None,
+    featured_url: str | None = None,
+) -> SendPlan | None:
+    """None when there is nothing to do: no unfinished issue and no new items."""
+    unfinished = unfinished_issue(session)
+    if unfinished is not None:
+        if note_markdown or featured_url:  # its content was frozen: nothing can be added now
+            raise UsageError(
+                f"issue {unfinished.number} is already being sent; --note and --featured "
+                "only shape a new issue",
+                hint="Run `digest send` without them to finish it first.",
+            )
+        return resume_plan(session, unfinished)
+    draft = draft_issue(
+        session, settings, since=since, until=until, note_markdown=note_markdown,
+        featured_url=featured_url,
+    )  # fmt: skip
+    if draft is None:
+        return None
+    return SendPlan(resume=None, draft=draft, recipients=active_count(session))
+
+
+def start_issue(session: Session, plan: SendPlan, *, period_key: str | None = None) -> Issue:
+    """The issue to send: the unfinished one, or the draft frozen now with its recipients."""
+    if plan.resume is not None:
+        return plan.resume
+    assert plan.draft is not None
+    return create_issue(session, plan.draft, period_key=period_key)
+
+
+def period_key(settings: Settings, now: datetime) -> str:
+    """The schedule period containing `now` in the newsletter's time zone: 2026-W48 or 2026-11-28."""
+    local = now.astimezone(settings.tz)
+    if settings.schedule == "daily":
+        return local.strftime("%Y-%m-%d")
+    year, week, _ = local.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def period_start(settings: Settings, now: datetime) -> datetime:
+    """When the period containing `now` began (local midnight; Monday for a weekly schedule)."""
+    local = now.astimezone(settings.tz)
+    day = local.date() - timedelta(days=0 if settings.schedule == "daily" else local.weekday())
+    return datetime.combine(day, time(0), tzinfo=settings.tz)
+
+
+@dataclass(frozen=True)
+class ScheduledPlan:
+    key: str
+    plan: SendPlan | None
+    message: str  # what the scheduled run decided, in a sentence or two
+
+
+def plan_scheduled(
+    session: Session, settings: Settings, *, now: datetime, force: bool = False
+) -> ScheduledPlan:
+    """One issue per period.
+
+    - This period's issue is complete: nothing to do (an issue sent by hand this period counts).
+    - It is unfinished: resume it, unless it is older than max_issue_age_hours — a stale issue
+      is never sent late without --force.
+    - An unfinished issue of an earlier period: resumed while still fresh; once stale, the rest
+      of it is dropped (never sent late) so that it cannot hold up this period's issue.
+    - Otherwise a new issue with the items since the last one; none: nothing to send.
+    """
+    key = period_key(settings, now)
+    max_age = timedelta(hours=settings.max_issue_age_hours)
+    current = session.exec(select(Issue).where(Issue.period_key == key)).first()
+    if current is None:
+        by_hand = session.exec(
+            select(Issue)
+            .where(col(Issue.period_key).is_(None), Issue.created_at >= period_start(settings, now))
+            .order_by(col(Issue.number).desc())
+        ).first()
+        current = by_hand
+    notes: list[str] = []
+
+    def resume(issue: Issue, prefix: str = "") -> ScheduledPlan:
+        plan = resume_plan(session, issue)
+        return ScheduledPlan(
+            key, plan, prefix + f"Resuming issue {issue.number} ({plan.recipients} to go)."
+        )
+
+    for older in session.exec(
+        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+    ).all():
+        if current is not None and older.id == current.id:
+            continue
+        if force or now - older.created_at <= max_age:
+            return resume(older)
+        dropped = cancel_issue(session, older.number, reason="stale: not sent late")
+        hours = (now - older.created_at).total_seconds() / 3600
+        notes.append(
+            f"Issue {older.number} was still unfinished {hours:.0f} hours after it was made; "
+            f"its {dropped} remaining deliveries were dropped, not sent late."
+        )
+    prefix = " ".join(notes) + (" " if notes else "")
+    if current is not None and current.status == IssueStatus.sending:
+        age = now - current.created_at
+        if age > max_age and not force:
+            raise StaleIssue(
+                f"issue {current.number} is unfinished and was made {age.total_seconds() / 3600:.0f} "
+                f"hours ago, more than max_issue_age_hours ({settings.max_issue_age_hours:g}); "
+                "not sending it late",
+                hint=f"`digest send --scheduled --force` finishes it anyway; `digest issues cancel "
+                f"{current.number}` drops the rest of it.",
+            )
+        return resume(current, prefix)
+    if current is not None:
+        return ScheduledPlan(
+            key,
+            None,
+            prefix
+            + f"Issue {current.number} for {key} is already {current.status}; nothing to do.",
+        )
+    draft = draft_issue(session, settings, now=now)
+    if draft is None:
+        return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
+    plan = SendPlan(resume=None, draft=draft, recipients=active_count(session))
+    return ScheduledPlan(
+        key, plan, prefix + f"Issue {draft.number} for {key}: {plural(len(draft.items), 'item')}."
+    )
+
+
+def join_plan(session: Session) -> SendPlan | None:
+    """For `digest send --worker`: help with the unfinished issue, never start one."""
+    unfinished = unfinished_issue(session)
+    if unfinished is None:
+        return None
+    return resume_plan(session, unfinished)
+
+
+def resume_plan(session: Session, issue: Issue) -> SendPlan:
+    """Finish `issue`: its deliveries not yet made (queued, in flight or deferred)."""
+    counts = delivery_counts(session, issue.id or 0)
+    remaining = counts["queued"] + counts["sending"] + counts["deferred"]
+    return SendPlan(resume=issue, draft=None, recipients=remaining)
