@@ -16,14 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from digest.demo import free_port
+
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SMTP_SOURCE = "/usr/sbin/smtp-source"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

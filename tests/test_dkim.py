@@ -21,7 +21,7 @@ from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import load_settings
 from digest.errors import ConfigError
 
-from .conftest import SmtpServer
+from .helpers.smtp import SmtpServer
 from .test_render import MSG, render_fixed
 
 REQUIRED = {b"from", b"to", b"subject", b"date", b"message-id", b"list-id", b"list-unsubscribe",

@@ -32,7 +32,7 @@ from digest.render.fit import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET
 from digest.render.issue import ItemView, render_issue, render_note
 from digest.render.views import serve_folder, serve_in_background, write_views_page
 
-from .conftest import SmtpServer
+from .helpers.smtp import SmtpServer
 from .test_render import BRAND as PLAIN_BRAND
 from .test_render import T0, _golden
 

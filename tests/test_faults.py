@@ -19,8 +19,9 @@ import sqlalchemy as sa
 
 from digest.db import make_engine
 
-from .conftest import SmtpServer, postgres_schema
-from .smtp_faults import FaultProxy
+from .helpers.db import postgres_schema
+from .helpers.faults import FaultProxy
+from .helpers.smtp import SmtpServer
 from .test_send import _digest, rows, seed
 
 
@@ -287,7 +288,7 @@ def test_two_overlapping_scheduled_runs_make_one_issue(cli, env, smtp_server) ->
     got = copies(smtp_server)
     assert len(got) == 300 and set(got.values()) == {1}
     # rerun after completion: nothing to do, no SMTP connection (the URL points nowhere)
-    from .conftest import free_port
+    from digest.demo import free_port
 
     again = _digest(
         {**env, "DIGEST_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}, "send", "--scheduled"

@@ -7,7 +7,6 @@ answer, a port nobody listens on), never mocked.
 from __future__ import annotations
 
 import gzip
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from sqlmodel import Session, select
 from werkzeug import Request, Response
 
 from digest.db import make_engine, session_scope
+from digest.demo import free_port
 from digest.models import IssueItem, NewsItem, Source
 from digest.news.feeds import FeedError, parse_feed
 from digest.news.fetch import FetchError, FetchLimits, fetch_url
@@ -182,13 +182,6 @@ trafficked children and separated children more widely;</li></ul>
 <div id="footer"><p>Tees Local Safeguarding Children Boards</p></div>
 </body></html>
 """
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (for 'connection refused')."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss(items: str, title: str = "Feed") -> str:

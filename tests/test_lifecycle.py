@@ -21,8 +21,9 @@ from digest.db import make_engine
 from digest.tokens import make_timed_token, make_token, read_timed_token, read_token
 from digest.web.app import create_app
 
-from .conftest import SECRET, SmtpServer
-from .web_helpers import confirm_link, path_of, rows
+from .helpers.newsletter import SECRET
+from .helpers.smtp import SmtpServer
+from .helpers.web import confirm_link, path_of, rows
 
 KEY = SECRET.encode()
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)

@@ -10,9 +10,10 @@ import sqlalchemy as sa
 
 from digest.config import Settings
 from digest.db import make_engine
+from digest.demo import free_port
 from digest.send.plan import period_key
 
-from .conftest import SmtpServer, free_port
+from .helpers.smtp import SmtpServer
 from .test_send import rows, seed
 
 

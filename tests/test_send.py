@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from digest.db import make_engine
 
-from .conftest import SmtpServer, start_smtp
+from .helpers.smtp import SmtpServer, start_smtp
 
 
 def seed(cli, subscribers: int = 5, items: int = 3) -> None:
@@ -209,7 +209,7 @@ def test_preview_window_options(cli, env, workdir: Path) -> None:
 
 def test_refused_connection_changes_nothing(cli, env, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(cli)
-    from .conftest import free_port
+    from digest.demo import free_port
 
     monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
     r = cli("send", "--yes")
@@ -223,7 +223,7 @@ def test_server_refusing_at_greeting(cli, env, monkeypatch: pytest.MonkeyPatch) 
     """A server that answers 554 to the connection: a clear temporary error, nothing frozen."""
     import socket
 
-    from .conftest import free_port
+    from digest.demo import free_port
 
     port = free_port()
     listener = socket.socket()

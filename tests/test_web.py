@@ -28,13 +28,15 @@ from sqlalchemy.engine import Engine
 
 from digest.config import Settings, load_settings
 from digest.db import make_engine
+from digest.demo import free_port
 from digest.models import utcnow
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.tokens import make_timed_token, make_token
 from digest.web.app import create_app
 
-from .conftest import SECRET, SmtpServer, free_port
-from .web_helpers import confirm_link, live_server, path_of, rows, snapshot
+from .helpers.newsletter import SECRET
+from .helpers.smtp import SmtpServer
+from .helpers.web import confirm_link, live_server, path_of, rows, snapshot
 
 BASE = "https://news.partnership.example.org"
 

@@ -17,11 +17,13 @@ from sqlalchemy.engine import Engine
 
 from digest.config import load_settings
 from digest.db import make_engine
+from digest.demo import free_port
 from digest.tokens import make_token
 from digest.web.app import create_app
 
-from .conftest import SECRET, SmtpServer, free_port
-from .web_helpers import confirm_link, live_server, path_of, rows
+from .helpers.newsletter import SECRET
+from .helpers.smtp import SmtpServer
+from .helpers.web import confirm_link, live_server, path_of, rows
 
 CHROMIUM = os.environ.get("DIGEST_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"

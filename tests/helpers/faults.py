@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .conftest import free_port
+from digest.demo import free_port
 
 # A rule sees (connection number, bytes the client has sent so far on this connection) and
 # answers what to do with the connection now: None (carry on) or an action name.

@@ -15,7 +15,9 @@ import sqlalchemy as sa
 import uvicorn
 from sqlalchemy.engine import Engine
 
-from .conftest import Received, free_port
+from digest.demo import free_port
+
+from .smtp import Received
 
 CONFIRM_LINK = re.compile(r"https?://[^\s\"<>]+/confirm/[A-Za-z0-9_.\-]+")
 

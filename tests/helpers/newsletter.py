@@ -1,0 +1,4 @@
+"""The test newsletter's constants."""
+
+SECRET = "test-secret-key-0123456789"
+FROM = "Safeguarding News <news@partnership.example.org>"
