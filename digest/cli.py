@@ -35,10 +35,7 @@ from digest.db import check_schema, make_engine, session_scope, upgrade
 from digest.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
-    EXIT_TEMPFAIL,
     DigestError,
-    Interrupted,
-    SmtpUnavailable,
     UsageError,
 )
 from digest.models import SubscriberStatus
@@ -987,35 +984,15 @@ def send(
                 bar.close()
     if outcome is None:
         return
-    c = outcome.counts
-    typer.echo(
-        f"Issue {outcome.issue_number}: {c['sent']} sent, {c['failed']} failed, "
-        f"{c['deferred']} deferred, {c['skipped']} skipped, {c['queued'] + c['sending']} not yet tried."
-    )
-    if outcome.interrupted:
-        raise Interrupted(
-            "stopped before the issue was complete", hint="Run `digest send` again to resume it."
-        )
-    if outcome.finished:
-        typer.echo(f"Issue {outcome.issue_number} is complete.")
-        return
-    if outcome.unavailable:
-        raise SmtpUnavailable(
-            f"stopped: {outcome.unavailable}",
-            hint="The rest stays queued; run `digest send` again when the server is back.",
-        )
-    if outcome.next_retry_at is None:
-        # nothing deferred: the rest is with other workers, which finish the issue
-        typer.echo(
-            f"Issue {outcome.issue_number}: the remaining deliveries are with other workers."
-        )
-        return
-    when = _local(outcome.next_retry_at, settings)
-    typer.echo(
-        f"Some deliveries failed temporarily; run `digest send` again after {when} to retry them.",
-        err=True,
-    )
-    raise typer.Exit(EXIT_TEMPFAIL)
+    from digest.send.job import outcome_report
+
+    report = outcome_report(outcome, settings)
+    for line in report.lines:
+        typer.echo(line)
+    for line in report.warnings:
+        typer.echo(line, err=True)
+    if report.error is not None:
+        raise report.error
 
 
 # issues ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -52,6 +53,7 @@ class Draft:
     period_end: datetime
     items: Sequence[NewsItem]
     rendered: RenderedIssue
+    message_id_domain: str = ""  # frozen into the issue: its Message-IDs never change
 
 
 def read_note(path: str | Path) -> str:
@@ -157,8 +159,9 @@ def draft_issue(
         featured_url=featured_url,
     )
     return Draft(
-        number=number, period_start=since, period_end=until, items=items, rendered=rendered
-    )
+        number=number, period_start=since, period_end=until, items=items, rendered=rendered,
+        message_id_domain=settings.from_domain,
+    )  # fmt: skip
 
 
 def active_count(session: Session) -> int:
@@ -186,6 +189,7 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
         html=draft.rendered.html,
         text=draft.rendered.text,
         period_key=period_key,
+        message_id_domain=draft.message_id_domain or None,
     )
     session.add(issue)
     try:
@@ -230,10 +234,41 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
     return issue
 
 
+def _with_rows(statuses: Sequence[str]) -> Any:
+    return (
+        select(Delivery.id)
+        .where(Delivery.issue_id == Issue.id, col(Delivery.status).in_(statuses))
+        .exists()
+    )
+
+
 def unfinished_issue(session: Session) -> Issue | None:
+    """The issue a send resumes: one being sent with deliveries not yet tried (queued, or in
+    flight). An issue whose only remaining deliveries are deferred does not hold up the next
+    issue: its retries go on in later runs (`retrying_issues`)."""
     return session.exec(
-        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, _with_rows(["queued", "sending"]))
+        .order_by(col(Issue.number))
     ).first()
+
+
+def retrying_issues(session: Session, now: datetime) -> Sequence[Issue]:
+    """Issues being sent whose only remaining deliveries are deferred, some of them due."""
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.issue_id == Issue.id,
+            Delivery.status == DeliveryStatus.deferred,
+            sa.or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= now),
+        )
+        .exists()
+    )
+    return session.exec(
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, ~_with_rows(["queued", "sending"]), due)
+        .order_by(col(Issue.number))
+    ).all()
 
 
 def get_issue(session: Session, number: int) -> Issue:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
-
 from digest.config import Settings
-from digest.db import session_scope
-from digest.errors import UsageError
-from digest.issues import (
-    IssueRace,
-    delivery_counts,
+from digest.db import Engine, session_scope
+from digest.errors import (
+    EXIT_FAILURES,
+    DigestError,
+    Interrupted,
+    SmtpUnavailable,
+    TemporaryFailure,
+    UsageError,
 )
-from digest.models import utcnow
+from digest.issues import IssueRace, delivery_counts, retrying_issues
+from digest.models import Issue, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import SmtpSender
 from digest.send.plan import SendPlan, join_plan, plan_scheduled, plan_send, start_issue
-from digest.send.run import DeliveryRun, SendOutcome, SendProgress
+from digest.send.run import SendOutcome, SendProgress, run_issue
 from digest.text import plural
 
 
@@ -46,6 +49,7 @@ def send_next(
     answered, so a send that cannot connect leaves no half-made issue behind.
     """
     now = now or utcnow()
+    stop = stop or threading.Event()
     with send_lock(settings.database_url):
         key: str | None = None
         with session_scope(engine) as session:
@@ -57,15 +61,22 @@ def send_next(
             elif scheduled:
                 decision = plan_scheduled(session, settings, now=now, force=force)
                 notify(decision.message)
-                if decision.plan is None:
-                    return None
                 plan, key = decision.plan, decision.key
             else:
                 plan = plan_send(session, settings, since=since, until=until,
                                  note_markdown=note_markdown, featured_url=featured_url)  # fmt: skip
                 if plan is None:
                     notify("No new items since the last issue; nothing to send.")
-                    return None
+            retrying = [] if worker else [i.number for i in retrying_issues(session, now)]
+        if plan is None:
+            if not retrying:
+                return None
+            first = _connect(settings, stop)
+            try:
+                return retry_older(engine, settings, exclude=None, stop=stop, notify=notify,
+                                   now=now, first=first, progress=progress)  # fmt: skip
+            finally:
+                first.close()
         if plan.resume is not None:
             if not scheduled:
                 notify(f"Resuming issue {plan.resume.number} ({plan.resume.subject}): "
@@ -82,8 +93,7 @@ def send_next(
         if confirm is not None:
             confirm(plan)
         settings.secret_key_bytes()  # fail before anything is frozen
-        first = SmtpSender(settings.smtp)
-        first.connect()  # exit 75 before anything is frozen if the server is down
+        first = _connect(settings, stop)  # exit 75 before anything is frozen if it is down
         try:
             try:
                 with session_scope(engine) as session:
@@ -99,18 +109,144 @@ def send_next(
                     return None
                 issue = joined.resume
                 notify(f"Issue {issue.number} was just made by another run; helping to send it.")
-            with session_scope(engine) as session:
-                counts = delivery_counts(session, issue.id or 0)
-            on_progress = (
-                progress(
-                    sum(counts.values()), counts["sent"] + counts["failed"] + counts["skipped"]
-                )
-                if progress
-                else None
-            )
-            return DeliveryRun(
-                engine, settings, issue.id or 0, lambda: SmtpSender(settings.smtp),
-                first_sender=first, stop=stop, on_progress=on_progress,
-            ).run()  # fmt: skip
+            outcome = _deliver(engine, settings, issue, stop=stop, first=first, notify=notify,
+                               progress=progress)  # fmt: skip
+            if retrying and not outcome.interrupted and not outcome.unavailable:
+                retry_older(engine, settings, exclude=issue.id, stop=stop, notify=notify, now=now)
         finally:
             first.close()
+        return outcome
+
+
+def _connect(settings: Settings, stop: threading.Event) -> SmtpSender:
+    """The first connection, made before anything is frozen or claimed."""
+    first = SmtpSender(settings.smtp, stop=stop)
+    try:
+        first.connect()
+    except SmtpUnavailable:
+        if stop.is_set():
+            raise Interrupted("stopped before anything was sent") from None
+        raise
+    return first
+
+
+def _deliver(
+    engine: Engine,
+    settings: Settings,
+    issue: Issue,
+    *,
+    stop: threading.Event,
+    notify: Callable[[str], None],
+    first: SmtpSender | None = None,
+    progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
+    retry_wait: float | None = None,
+) -> SendOutcome:
+    with session_scope(engine) as session:
+        counts = delivery_counts(session, issue.id or 0)
+    on_progress = (
+        progress(sum(counts.values()), counts["sent"] + counts["failed"] + counts["skipped"])
+        if progress
+        else None
+    )
+
+    def on_wait(when: datetime, addresses: int) -> None:
+        notify(
+            f"Waiting until {when.astimezone(settings.tz):%H:%M} to retry "
+            f"{plural(addresses, 'address', 'addresses')}; stop with Ctrl-C, the next run "
+            "retries them."
+        )
+
+    return run_issue(
+        engine, settings, issue.id or 0, subject=issue.subject, html=issue.html,
+        text=issue.text, issue_uid=issue.uid, domain=issue.message_id_domain, stop=stop,
+        first_sender=first, on_progress=on_progress, on_wait=on_wait, retry_wait=retry_wait,
+    )  # fmt: skip
+
+
+def retry_older(
+    engine: Engine,
+    settings: Settings,
+    *,
+    exclude: int | None,
+    stop: threading.Event,
+    notify: Callable[[str], None],
+    now: datetime,
+    first: SmtpSender | None = None,
+    progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
+) -> SendOutcome | None:
+    """Due retries of earlier issues whose only remaining deliveries are deferred, within
+    retry_lifetime_hours. Returns the outcome of the last one retried (None: none was)."""
+    with session_scope(engine) as session:
+        older = [i for i in retrying_issues(session, now) if i.id != exclude]
+    outcome = None
+    for issue in older:
+        if stop.is_set():
+            break
+        notify(f"Retrying the deferred deliveries of issue {issue.number} ({issue.subject}).")
+        outcome = _deliver(engine, settings, issue, stop=stop, notify=notify, first=first,
+                           progress=progress, retry_wait=0)  # fmt: skip
+        first = None  # a connection is used by one run only (the run closes it)
+    return outcome
+
+
+class DeliveriesFailed(DigestError):
+    """The issue went out, but some addresses refused it for good (5xx)."""
+
+    exit_code = EXIT_FAILURES
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    """What a send's outcome means for a person: lines to print, and the error (with its exit
+    code) to end on, if any."""
+
+    lines: list[str]
+    warnings: list[str]
+    error: DigestError | None
+
+
+def outcome_report(outcome: SendOutcome, settings: Settings) -> OutcomeReport:
+    c = outcome.counts
+    n = outcome.issue_number
+    lines = [
+        f"Issue {n}: {c['sent']} sent, {c['failed']} failed, {c['deferred']} deferred, "
+        f"{c['skipped']} skipped, {c['queued'] + c['sending']} not yet tried."
+    ]
+    warnings: list[str] = []
+    if outcome.failed_count:
+        shown = ", ".join(outcome.failed_addresses)
+        more = outcome.failed_count - len(outcome.failed_addresses)
+        rest = f" and {more} more" if more > 0 else ""
+        warnings.append(
+            f"{plural(outcome.failed_count, 'address', 'addresses')} refused it for good: "
+            f"{shown}{rest}; `digest issues show {n}` has the replies."
+        )
+    error: DigestError | None = None
+    if outcome.interrupted:
+        error = Interrupted(
+            "stopped before the issue was complete", hint="Run `digest send` again to resume it."
+        )
+    elif outcome.unavailable:
+        error = SmtpUnavailable(
+            f"stopped: {outcome.unavailable}",
+            hint="The rest stays queued; run `digest send` again when the server is back.",
+        )
+    elif not outcome.finished and outcome.next_retry_at is not None:
+        when = outcome.next_retry_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+        them = "it" if c["deferred"] == 1 else "them"
+        error = TemporaryFailure(
+            f"{plural(c['deferred'], 'delivery', 'deliveries')} failed temporarily; "
+            f"run `digest send` again after {when} to retry {them}"
+        )
+    elif not outcome.finished:
+        # nothing deferred: the rest is with other workers, which finish the issue
+        lines.append(f"Issue {n}: the remaining deliveries are with other workers.")
+    else:
+        lines.append(f"Issue {n} is complete.")
+    if error is None and outcome.failed_count:
+        error = DeliveriesFailed(
+            f"issue {n} went out, but {plural(outcome.failed_count, 'address', 'addresses')} "
+            "failed permanently",
+            hint=f"`digest issues show {n}` lists them with the server's replies.",
+        )
+    return OutcomeReport(lines, warnings, error)

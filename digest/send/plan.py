@@ -125,13 +125,19 @@ def plan_scheduled(
             key, plan, prefix + f"Resuming issue {issue.number} ({plan.recipients} to go)."
         )
 
-    for older in session.exec(
+    # Issues whose only remaining deliveries are deferred do not hold up a new one.
+    sending = session.exec(
         select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
-    ).all():
+    ).all()
+    waiting = {i.id for i in sending if not _has_untried(session, i.id)}
+    for older in sending:
         if current is not None and older.id == current.id:
             continue
-        if force or now - older.created_at <= max_age:
+        fresh = force or now - older.created_at <= max_age
+        if fresh and older.id not in waiting:
             return resume(older)
+        if fresh:
+            continue  # only deferred deliveries left: retried after this period's issue
         dropped = cancel_issue(session, older.number, reason="stale: not sent late")
         hours = (now - older.created_at).total_seconds() / 3600
         notes.append(
@@ -149,6 +155,11 @@ def plan_scheduled(
                 hint=f"`digest send --scheduled --force` finishes it anyway; `digest issues cancel "
                 f"{current.number}` drops the rest of it.",
             )
+        if current.id in waiting:
+            return ScheduledPlan(
+                key, None, prefix + f"Issue {current.number} for {key} was sent; only its "
+                "deferred deliveries are left, retried within retry_lifetime_hours.",
+            )  # fmt: skip
         return resume(current, prefix)
     if current is not None:
         return ScheduledPlan(
@@ -164,6 +175,11 @@ def plan_scheduled(
     return ScheduledPlan(
         key, plan, prefix + f"Issue {draft.number} for {key}: {plural(len(draft.items), 'item')}."
     )
+
+
+def _has_untried(session: Session, issue_id: int | None) -> bool:
+    """Deliveries of the issue still queued or in flight (not only deferred ones)."""
+    return any(delivery_counts(session, issue_id or 0)[s] for s in ("queued", "sending"))
 
 
 def join_plan(session: Session) -> SendPlan | None:
