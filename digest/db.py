@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine as Engine  # re-exported: cli/ and web/ name it from here
+from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from digest.errors import DatabaseError

@@ -6,7 +6,7 @@ unsubscribe link -> `unsubscribed`, at once. Every status change goes through
 import, cli). A confirmation email is logged as a `SubscriberEvent` with the detail
 CONFIRMATION_SENT; that log is also what limits them to one per address per cooldown window.
 
-Nothing here knows about HTTP: web.py and cli_web.py call these functions and present the result.
+Nothing here knows about HTTP: web/ and cli/serve.py call these functions and present the result.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from digest.db import session_scope
 from digest.errors import ConfigError, DigestError, UsageError
 from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, utcnow
 from digest.render.templates import make_environment
-from digest.send.mailer import Sender, SendResult
+from digest.send.mailer import Sender, SendResult, SmtpSender
 from digest.subscribers import ImportReport, add_subscriber, import_subscribers, set_status
 from digest.tokens import make_timed_token, read_timed_token, read_token
 
@@ -373,3 +373,34 @@ def purge_pending(
             session.delete(sub)
         session.flush()
     return emails
+
+
+# Import with confirmation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfirmedImport:
+    report: ImportReport
+    results: list[tuple[ConfirmationJob, SendResult]]  # one per confirmation email
+
+    @property
+    def not_sent(self) -> list[tuple[str, str]]:
+        """(address, the server's reply) of each confirmation email that did not go out."""
+        return [(job.email, r.reply) for job, r in self.results if r.outcome != "sent"]
+
+
+def import_and_confirm(engine: Engine, settings: Settings, path: Path) -> ConfirmedImport:
+    """`subscribers import --status pending --send-confirmation`: import the list as pending
+    (committed first), then email each new subscriber a link to confirm.
+
+    Running it again sends only the confirmations that did not go out (see import_pending).
+    """
+    require_base_url(settings)
+    settings.secret_key_bytes()  # before anything is imported
+    with session_scope(engine) as session:
+        report, jobs = import_pending(session, path)
+    sender = SmtpSender(settings.smtp)
+    try:
+        return ConfirmedImport(report, send_confirmations(engine, settings, jobs, sender))
+    finally:
+        sender.close()

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from digest.addresses import normalise_address
 from digest.compose.recipients import issue_template, message_id, message_settings, unsubscribe_url
 from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import Settings
+from digest.db import session_scope
 from digest.errors import UsageError
-from digest.issues import (
-    Draft,
-)
+from digest.issues import Draft, draft_issue
 from digest.models import Issue, Subscriber, SubscriberStatus, utcnow
-from digest.send.mailer import Sender, SendResult
+from digest.send.mailer import FileSender, Sender, SendResult, SmtpSender
 
 TEST_PREFIX = "[TEST] "
 
@@ -110,3 +112,42 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
 
     paths["views"] = write_views_page(folder, f"Issue {draft.number}: {draft.rendered.subject}")
     return paths
+
+
+@dataclass(frozen=True)
+class Copies:
+    """What `digest send --to` or `digest send --dry-run` did; neither records anything."""
+
+    draft: Draft
+    folder: Path | None = None  # --dry-run: where the messages were written
+    written: int = 0  # --dry-run: how many
+    sent: list[tuple[str, SendResult]] = field(default_factory=list)  # --to: each reply
+
+
+def send_copies(
+    engine: Engine,
+    settings: Settings,
+    *,
+    to: Sequence[str] = (),
+    folder: Path | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    note_markdown: str | None = None,
+    featured_url: str | None = None,
+) -> Copies | None:
+    """The next issue as a [TEST] copy to each address in `to`, or, with a `folder` (a dry
+    run), every active subscriber's message written there. None when there are no new items."""
+    with session_scope(engine) as session:
+        draft = draft_issue(session, settings, since=since, until=until,
+                            note_markdown=note_markdown, featured_url=featured_url)  # fmt: skip
+        if draft is None:
+            return None
+        if folder is not None:
+            n = dry_run(session, settings, draft, folder, FileSender(folder))
+            return Copies(draft, folder=folder, written=n)
+    sender = SmtpSender(settings.smtp)
+    sender.connect()
+    try:
+        return Copies(draft, sent=test_send(settings, draft, to, sender))
+    finally:
+        sender.close()
