@@ -117,7 +117,7 @@ def subscribers_purge_pending(
 def import_and_confirm(s: State, file: Path, status: str) -> None:
     """`subscribers import --send-confirmation`: import as pending, then email each new
     subscriber a link to confirm. Exit 1 if rows were rejected, 75 if emails did not go out."""
-    from digest.lifecycle import import_and_confirm as import_and_send
+    from digest.send.confirm import import_and_confirm as import_and_send
 
     if status != "pending":
         raise UsageError(
