@@ -339,6 +339,25 @@ def problem_deliveries(session: Session, issue_id: int) -> list[tuple[str, str, 
     ]
 
 
+@dataclass(frozen=True)
+class IssueDetail:
+    issue: Issue
+    counts: dict[str, int]
+    items: Sequence[IssueItem]
+    problems: list[tuple[str, str, int, str]]  # see problem_deliveries
+
+
+def issue_detail(session: Session, number: int) -> IssueDetail:
+    """One issue (`digest issues show`): its delivery counts, its items, and its failed and
+    deferred deliveries with the server's last reply."""
+    issue = get_issue(session, number)
+    issue_id = issue.id or 0
+    return IssueDetail(
+        issue, delivery_counts(session, issue_id), issue_items(session, issue_id),
+        problem_deliveries(session, issue_id),
+    )  # fmt: skip
+
+
 def retry_issue(session: Session, number: int) -> int:
     """Queue an issue's deferred and failed deliveries again, on purpose; the next send resumes."""
     issue = get_issue(session, number)
