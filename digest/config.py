@@ -111,8 +111,9 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not an email address (expected 'Name <user@domain>')")
         from digest.addresses import normalise_address
 
-        normalise_address(addr)  # raises ValueError with the reason
-        return value
+        ascii_addr = normalise_address(addr)  # raises ValueError with the reason
+        # An international domain in its ASCII (xn--) form, which every header and relay takes.
+        return value if ascii_addr == addr else value.replace(addr, ascii_addr)
 
     @field_validator("name", "organisation", "subject", "list_id")
     @classmethod
@@ -127,8 +128,26 @@ class Settings(BaseModel):
         if value is None or value == "":
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
             raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://news.example.org")
+        if any(c in value for c in " \"'<>\r\n\t") or not value.isprintable():
+            raise ValueError(f"{value!r} has spaces, quotes or control characters")
+        if not parts.hostname.isascii():
+            # An international domain name goes into links and headers in its xn-- form.
+            import idna
+
+            try:
+                host = idna.encode(parts.hostname, uts46=True).decode("ascii")
+            except idna.IDNAError as exc:
+                raise ValueError(
+                    f"{value!r}: {parts.hostname} is not a valid domain: {exc}"
+                ) from None
+            netloc = host + (f":{parts.port}" if parts.port else "")
+            value = parts._replace(netloc=netloc).geturl()
+        if not value.isascii():
+            from urllib.parse import quote
+
+            value = quote(value, safe=":/?#[]@!$&'()*+,;=%~")
         return value.rstrip("/")
 
     @field_validator("logo_url")

@@ -22,8 +22,8 @@ from digest.db import make_engine, session_scope, upgrade
 from digest.errors import DigestError
 from digest.models import utcnow
 from digest.news.items import ItemInput, upsert_item
+from digest.send.job import run_issue
 from digest.send.plan import plan_send, start_issue
-from digest.send.run import run_issue
 from digest.send.safe import preview_files
 from digest.subscribers import import_subscribers
 

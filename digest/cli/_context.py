@@ -22,8 +22,8 @@ from digest.db import Engine, check_schema, make_engine
 from digest.errors import EXIT_ERROR, UsageError
 
 if TYPE_CHECKING:
+    from digest.send.outcome import SendProgress
     from digest.send.plan import SendPlan
-    from digest.send.run import SendProgress
 
 
 @dataclass

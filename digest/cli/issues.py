@@ -28,7 +28,7 @@ from digest.errors import EXIT_ERROR, UsageError
 from digest.text import plural
 
 if TYPE_CHECKING:
-    from digest.send.run import SendOutcome
+    from digest.send.outcome import SendOutcome
     from digest.send.safe import Copies
 
 commands = sub_app()
@@ -308,7 +308,7 @@ def _present_outcome(outcome: SendOutcome | None, settings: Settings) -> None:
     complete, 65 complete with permanent failures, 75 run again later, 130 interrupted)."""
     if outcome is None:
         return
-    from digest.send.job import outcome_report
+    from digest.send.outcome import outcome_report
 
     report = outcome_report(outcome, settings)
     for line in report.lines:

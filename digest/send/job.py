@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
+from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
 from digest.db import Engine, session_scope
 from digest.errors import (
-    EXIT_FAILURES,
     DigestError,
     Interrupted,
     SmtpUnavailable,
-    TemporaryFailure,
     UsageError,
 )
 from digest.issues import IssueRace, delivery_counts, retrying_issues
 from digest.models import Issue, utcnow
 from digest.send.lock import send_lock
-from digest.send.mailer import SmtpSender
+from digest.send.mailer import Sender, SmtpSender
+from digest.send.outcome import SendOutcome, SendProgress
+from digest.send.pacing import Pacer
 from digest.send.plan import SendPlan, join_plan, plan_scheduled, plan_send, start_issue
-from digest.send.run import SendOutcome, SendProgress, run_issue
+from digest.send.run import DeliveryRun, RunOptions
+from digest.send.store import SqlStore
 from digest.text import plural
 
 
@@ -189,64 +192,49 @@ def retry_older(
     return outcome
 
 
-class DeliveriesFailed(DigestError):
-    """The issue went out, but some addresses refused it for good (5xx)."""
-
-    exit_code = EXIT_FAILURES
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident():x}"[:100]
 
 
-@dataclass(frozen=True)
-class OutcomeReport:
-    """What a send's outcome means for a person: lines to print, and the error (with its exit
-    code) to end on, if any."""
-
-    lines: list[str]
-    warnings: list[str]
-    error: DigestError | None
-
-
-def outcome_report(outcome: SendOutcome, settings: Settings) -> OutcomeReport:
-    c = outcome.counts
-    n = outcome.issue_number
-    lines = [
-        f"Issue {n}: {c['sent']} sent, {c['failed']} failed, {c['deferred']} deferred, "
-        f"{c['skipped']} skipped, {c['queued'] + c['sending']} not yet tried."
-    ]
-    warnings: list[str] = []
-    if outcome.failed_count:
-        shown = ", ".join(outcome.failed_addresses)
-        more = outcome.failed_count - len(outcome.failed_addresses)
-        rest = f" and {more} more" if more > 0 else ""
-        warnings.append(
-            f"{plural(outcome.failed_count, 'address', 'addresses')} refused it for good: "
-            f"{shown}{rest}; `digest issues show {n}` has the replies."
-        )
-    error: DigestError | None = None
-    if outcome.interrupted:
-        error = Interrupted(
-            "stopped before the issue was complete", hint="Run `digest send` again to resume it."
-        )
-    elif outcome.unavailable:
-        error = SmtpUnavailable(
-            f"stopped: {outcome.unavailable}",
-            hint="The rest stays queued; run `digest send` again when the server is back.",
-        )
-    elif not outcome.finished and outcome.next_retry_at is not None:
-        when = outcome.next_retry_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
-        them = "it" if c["deferred"] == 1 else "them"
-        error = TemporaryFailure(
-            f"{plural(c['deferred'], 'delivery', 'deliveries')} failed temporarily; "
-            f"run `digest send` again after {when} to retry {them}"
-        )
-    elif not outcome.finished:
-        # nothing deferred: the rest is with other workers, which finish the issue
-        lines.append(f"Issue {n}: the remaining deliveries are with other workers.")
-    else:
-        lines.append(f"Issue {n} is complete.")
-    if error is None and outcome.failed_count:
-        error = DeliveriesFailed(
-            f"issue {n} went out, but {plural(outcome.failed_count, 'address', 'addresses')} "
-            "failed permanently",
-            hint=f"`digest issues show {n}` lists them with the server's replies.",
-        )
-    return OutcomeReport(lines, warnings, error)
+def run_issue(
+    engine: Engine,
+    settings: Settings,
+    issue_id: int,
+    *,
+    subject: str,
+    html: str,
+    text: str,
+    issue_uid: str,
+    domain: str | None,
+    stop: threading.Event,
+    first_sender: Sender | None = None,
+    on_progress: Callable[[SendProgress], None] | None = None,
+    on_wait: Callable[[datetime, int], None] | None = None,
+    retry_wait: float | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> SendOutcome:
+    """Send one frozen issue's outstanding deliveries with the configured store, composer,
+    recipients, pacer and SMTP connections."""
+    pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
+    template = compose_issue(settings, subject=subject, html=html, text=text, domain=domain)
+    recipients = Recipients.of(
+        settings, issue_uid=issue_uid, key=settings.secret_key_bytes(), domain=domain
+    )
+    try:
+        template.render(recipients.check_sample())  # a composer error is fatal before anything
+    except (UnicodeError, ValueError) as exc:
+        raise DigestError(
+            f"the message cannot be composed: {exc}",
+            hint="Check from, reply_to, base_url and list_id in the settings; nothing was sent.",
+        ) from None
+    store = SqlStore(
+        engine, issue_id, worker=worker_name(), lease_seconds=settings.lease_seconds, clock=clock
+    )
+    try:
+        return DeliveryRun(
+            store, template, recipients, lambda: SmtpSender(settings.smtp, stop=stop),
+            options=RunOptions.of(settings, pacer, retry_wait), pacer=pacer, stop=stop,
+            first_sender=first_sender, on_progress=on_progress, on_wait=on_wait, clock=clock,
+        ).run()  # fmt: skip
+    finally:
+        store.close()

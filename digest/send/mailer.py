@@ -234,38 +234,9 @@ class SmtpSender:
                     raise smtplib.SMTPAuthenticationError(
                         535, b"the server closed the connection during login"
                     ) from None
-        except ssl.SSLCertVerificationError as exc:
-            self._quietly_close(smtp)
-            raise DigestError(
-                f"the TLS certificate of {cfg.host} could not be verified: {exc.verify_message}",
-                hint="For a private CA set smtp_ca_file to its certificate (PEM).",
-            ) from None
-        except smtplib.SMTPAuthenticationError as exc:
-            self._quietly_close(smtp)
-            raise ConfigError(
-                f"{cfg.display} refused the login for user {cfg.user!r}: {_reply(exc.smtp_code, exc.smtp_error)}",
-                hint="Check the user in smtp_url and DIGEST_SMTP_PASSWORD.",
-            ) from None
-        except smtplib.SMTPConnectError as exc:
-            self._quietly_close(smtp)
-            raise SmtpUnavailable(
-                f"{cfg.display} refused the connection: {_reply(exc.smtp_code, exc.smtp_error)}",
-                hint="Try again later; nothing was marked as sent.",
-            ) from None
         except (OSError, smtplib.SMTPException) as exc:
             self._quietly_close(smtp)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if isinstance(exc, socket.gaierror):
-                reason = f"cannot resolve {cfg.host}"
-            if self.timed_out:
-                reason = f"no answer within {cfg.transaction_seconds:g} seconds"
-            elif self.stop is not None and self.stop.is_set():
-                reason = "stopped while connecting"
-            raise SmtpUnavailable(
-                f"cannot connect to {cfg.display}: {reason or type(exc).__name__}",
-                hint="Check smtp_url and that the server is running; queued deliveries stay "
-                "queued and the next `digest send` resumes them.",
-            ) from None
+            raise self._connect_error(exc) from None
         finally:
             self._disarm()
         self._smtp = smtp
@@ -274,6 +245,40 @@ class SmtpSender:
             self._max_size = int(smtp.esmtp_features.get("size", "0").split()[0] or 0)
         except (ValueError, IndexError):
             self._max_size = 0
+
+    def _connect_error(self, exc: OSError | smtplib.SMTPException) -> DigestError:
+        """What a failure to connect or log in means: a setup problem, or try again later."""
+        cfg = self.cfg
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DigestError(
+                f"the TLS certificate of {cfg.host} could not be verified: {exc.verify_message}",
+                hint="For a private CA set smtp_ca_file to its certificate (PEM).",
+            )
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            return ConfigError(
+                f"{cfg.display} refused the login for user {cfg.user!r}: {reply}",
+                hint="Check the user in smtp_url and DIGEST_SMTP_PASSWORD.",
+            )
+        hint = (
+            "Check smtp_url and that the server is running; queued deliveries stay queued and "
+            "the next `digest send` resumes them."
+        )
+        if isinstance(exc, smtplib.SMTPConnectError):
+            reason = (
+                f"{cfg.display} refused the connection: {_reply(exc.smtp_code, exc.smtp_error)}"
+            )
+            return SmtpUnavailable(reason, hint="Try again later; nothing was marked as sent.")
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, socket.gaierror):
+            why = f"cannot resolve {cfg.host}"
+        if self.timed_out:
+            why = f"no answer within {cfg.transaction_seconds:g} seconds"
+        elif self.stop is not None and self.stop.is_set():
+            why = "stopped while connecting"
+        return SmtpUnavailable(
+            f"cannot connect to {cfg.display}: {why or type(exc).__name__}", hint=hint
+        )
 
     # Sending -------------------------------------------------------------------------------
 

@@ -14,9 +14,7 @@ crash can arrive twice, with the same Message-ID. The issue is done only when ev
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 from collections import deque
@@ -25,61 +23,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from digest.compose.recipients import Recipients, compose_issue
+from digest.compose.recipients import Recipients
 from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import Settings
-from digest.db import Engine
 from digest.errors import DigestError, SmtpUnavailable
 from digest.models import SubscriberStatus, utcnow
-from digest.send.mailer import Sender, SendResult, SmtpSender
+from digest.send.mailer import Sender, SendResult
+from digest.send.outcome import SendOutcome, SendProgress
 from digest.send.pacing import Pacer
 from digest.send.policy import CircuitBreaker, RetryPolicy, Update, skip
-from digest.send.store import Claimed, SqlStore, Store
+from digest.send.store import Claimed, Store
 from digest.text import plural
 
 log = logging.getLogger("digest.send")
 FAILED_SHOWN = 5  # addresses named in a run's summary; `digest issues show N` has them all
-
-
-@dataclass
-class SendProgress:
-    """Counts of addresses (not attempts) in this run."""
-
-    total: int = 0
-    sent: int = 0
-    failed: int = 0
-    skipped: int = 0
-    deferred_ids: set[int] = field(default_factory=set)
-    started: float = field(default_factory=time.monotonic)
-    waiting_until: datetime | None = None  # set while the run waits to retry deferred rows
-
-    @property
-    def deferred(self) -> int:
-        return len(self.deferred_ids)
-
-    @property
-    def processed(self) -> int:
-        return self.sent + self.failed + self.skipped
-
-    def count(self, update: Update) -> None:
-        if update.status == "deferred":
-            self.deferred_ids.add(update.delivery_id)
-            return
-        self.deferred_ids.discard(update.delivery_id)
-        if update.status in ("sent", "failed", "skipped"):
-            setattr(self, update.status, getattr(self, update.status) + 1)
-
-
-@dataclass
-class SendOutcome:
-    issue_number: int
-    finished: bool
-    counts: dict[str, int]
-    interrupted: bool = False
-    next_retry_at: datetime | None = None
-    unavailable: str | None = None  # the server stayed unreachable: the reason
-    failed_addresses: list[str] = field(default_factory=list)  # failed in this run (the first few)
-    failed_count: int = 0  # addresses that failed in this run
 
 
 class SenderRejected(DigestError):
@@ -492,51 +449,3 @@ class DeliveryRun:
             issue.number, finished, counts, self.stop.is_set(), next_retry, self.unavailable,
             failed, self.progress.failed,
         )  # fmt: skip
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident():x}"[:100]
-
-
-def run_issue(
-    engine: Engine,
-    settings: Settings,
-    issue_id: int,
-    *,
-    subject: str,
-    html: str,
-    text: str,
-    issue_uid: str,
-    domain: str | None,
-    stop: threading.Event,
-    first_sender: Sender | None = None,
-    on_progress: Callable[[SendProgress], None] | None = None,
-    on_wait: Callable[[datetime, int], None] | None = None,
-    retry_wait: float | None = None,
-    clock: Callable[[], datetime] = utcnow,
-) -> SendOutcome:
-    """Send one frozen issue's outstanding deliveries with the configured store, composer,
-    recipients, pacer and SMTP connections."""
-    pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
-    template = compose_issue(settings, subject=subject, html=html, text=text, domain=domain)
-    recipients = Recipients.of(
-        settings, issue_uid=issue_uid, key=settings.secret_key_bytes(), domain=domain
-    )
-    try:
-        template.render(recipients.check_sample())  # a composer error is fatal before anything
-    except (UnicodeError, ValueError) as exc:
-        raise DigestError(
-            f"the message cannot be composed: {exc}",
-            hint="Check from, reply_to, base_url and list_id in the settings; nothing was sent.",
-        ) from None
-    store = SqlStore(
-        engine, issue_id, worker=worker_name(), lease_seconds=settings.lease_seconds, clock=clock
-    )
-    try:
-        return DeliveryRun(
-            store, template, recipients, lambda: SmtpSender(settings.smtp, stop=stop),
-            options=RunOptions.of(settings, pacer, retry_wait), pacer=pacer, stop=stop,
-            first_sender=first_sender, on_progress=on_progress, on_wait=on_wait, clock=clock,
-        ).run()  # fmt: skip
-    finally:
-        store.close()
