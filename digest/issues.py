@@ -120,24 +120,37 @@ def _views(items: Sequence[NewsItem]) -> list[ItemView]:
     ]
 
 
+@dataclass(frozen=True)
+class NextIssue:
+    """What staff may say about the next issue: its period (default: since the last issue)
+    and an editor's note (Markdown) and featured item (the link of one of its items)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    note_markdown: str | None = None
+    featured_url: str | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """A note or a featured item: only a new issue can have them."""
+        return bool(self.note_markdown or self.featured_url)
+
+
 def draft_issue(
     session: Session,
     settings: Settings,
+    shape: NextIssue | None = None,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
     now: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
 ) -> Draft | None:
     """Render the next issue without storing anything; None when there are no new items.
 
-    An editor's note (Markdown) and a featured item (the link of one of its items) are rendered
-    into the issue here, so they are frozen with it.
+    The note and the featured item are rendered into the issue here, so they are frozen with it.
     """
+    shape = shape or NextIssue()
     now = now or utcnow()
     d_since, d_until = default_window(session, settings, now)
-    since, until = since or d_since, until or d_until
+    since, until = shape.since or d_since, shape.until or d_until
     if since >= until:
         raise DigestError(
             f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
@@ -155,8 +168,8 @@ def draft_issue(
         period_end=until,
         number=number,
         templates_dir=settings.templates_dir,
-        note_markdown=note_markdown,
-        featured_url=featured_url,
+        note_markdown=shape.note_markdown,
+        featured_url=shape.featured_url,
     )
     return Draft(
         number=number, period_start=since, period_end=until, items=items, rendered=rendered,

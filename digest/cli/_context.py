@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -22,6 +23,7 @@ from digest.db import Engine, check_schema, make_engine
 from digest.errors import EXIT_ERROR, UsageError
 
 if TYPE_CHECKING:
+    from digest.issues import NextIssue
     from digest.send.outcome import SendProgress
     from digest.send.plan import SendPlan
 
@@ -101,6 +103,23 @@ def when(value: str | None, settings: Settings, option: str) -> datetime | None:
         return parse_when(value, settings.tz)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
+
+
+def next_issue(
+    settings: Settings,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    note: Path | None = None,
+    featured: str | None = None,
+) -> NextIssue:
+    """What the options say about the next issue: its period, note and featured item."""
+    from digest.issues import NextIssue, read_note
+
+    return NextIssue(
+        since=when(since, settings, "--since"), until=when(until, settings, "--until"),
+        note_markdown=read_note(note) if note else None, featured_url=featured,
+    )  # fmt: skip
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

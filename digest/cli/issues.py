@@ -15,11 +15,11 @@ from digest.cli._context import (
     Yes,
     confirm_on_terminal,
     local_time,
+    next_issue,
     send_display,
     state,
     sub_app,
     table,
-    when,
 )
 from digest.cli.news import fetch_before
 from digest.config import Settings
@@ -78,19 +78,16 @@ def preview(
 
     Example: digest preview --note note.md --featured https://example.org/news/1 --serve
     """
-    from digest.issues import draft_issue, read_note
+    from digest.issues import draft_issue
     from digest.send.safe import preview_files
 
     s = state(ctx)
     settings = s.settings
-    note_markdown = read_note(note) if note else None
+    shape = next_issue(settings, since=since, until=until, note=note, featured=featured)
     if fetch:
         fetch_before(s)
     with session_scope(s.engine()) as session:
-        draft = draft_issue(
-            session, settings, since=when(since, settings, "--since"), until=when(until, settings, "--until"),
-            note_markdown=note_markdown, featured_url=featured,
-        )  # fmt: skip
+        draft = draft_issue(session, settings, shape)
     if draft is None:
         typer.echo("No new items for the next issue; nothing to preview.")
         return
@@ -152,14 +149,11 @@ def check(
     Example: digest check   or: digest check --json
     """
     from digest.check import check_next_send, format_report
-    from digest.issues import read_note
 
     s = state(ctx)
-    note_markdown = read_note(note) if note else None
+    shape = next_issue(s.settings, note=note, featured=featured)
     with session_scope(s.engine()) as session:
-        report = check_next_send(
-            session, s.settings, note_markdown=note_markdown, featured_url=featured
-        )
+        report = check_next_send(session, s.settings, shape)
     if json_:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -243,7 +237,6 @@ def send(
       digest send                        then the whole list
       digest send --scheduled --fetch    the cron/systemd job
     """
-    from digest.issues import read_note
     from digest.send.job import send_next
     from digest.send.safe import send_copies
 
@@ -252,23 +245,18 @@ def send(
                         shapes_issue=bool(note or featured))  # fmt: skip
     s = state(ctx)
     settings, engine = s.settings, s.engine()
-    since_at, until_at = when(since, settings, "--since"), when(until, settings, "--until")
+    shape = next_issue(settings, since=since, until=until, note=note, featured=featured)
     if fetch:
         fetch_before(s)
-    note_markdown = read_note(note) if note else None
     if copies:
-        done = send_copies(
-            engine, settings, to=to or [], folder=out if dry_run else None, since=since_at,
-            until=until_at, note_markdown=note_markdown, featured_url=featured,
-        )  # fmt: skip
+        done = send_copies(engine, settings, shape, to=to or [], folder=out if dry_run else None)
         _present_copies(done)
         return
     with send_display(ask=not yes and not worker) as display:
         outcome = send_next(
-            engine, settings, since=since_at, until=until_at, scheduled=scheduled,
-            worker=worker, force=force, notify=typer.echo, confirm=display.confirm,
-            stop=display.stop, progress=display.progress, note_markdown=note_markdown,
-            featured_url=featured,
+            engine, settings, scheduled=scheduled, worker=worker, force=force,
+            notify=typer.echo, confirm=display.confirm, stop=display.stop,
+            progress=display.progress, shape=shape,
         )  # fmt: skip
     _present_outcome(outcome, settings)
 

@@ -17,7 +17,7 @@ from digest.errors import (
     SmtpUnavailable,
     UsageError,
 )
-from digest.issues import IssueRace, delivery_counts, retrying_issues
+from digest.issues import IssueRace, NextIssue, delivery_counts, retrying_issues
 from digest.models import Issue, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import Sender, SmtpSender
@@ -33,8 +33,6 @@ def send_next(
     engine: Engine,
     settings: Settings,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
     scheduled: bool = False,
     worker: bool = False,
     force: bool = False,
@@ -43,8 +41,7 @@ def send_next(
     stop: threading.Event | None = None,
     progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
     now: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
+    shape: NextIssue | None = None,
 ) -> SendOutcome | None:
     """The whole of `digest send`: decide what to send, freeze it, deliver it.
 
@@ -66,8 +63,7 @@ def send_next(
                 notify(decision.message)
                 plan, key = decision.plan, decision.key
             else:
-                plan = plan_send(session, settings, since=since, until=until,
-                                 note_markdown=note_markdown, featured_url=featured_url)  # fmt: skip
+                plan = plan_send(session, settings, shape)
                 if plan is None:
                     notify("No new items since the last issue; nothing to send.")
             retrying = [] if worker else [i.number for i in retrying_issues(session, now)]

@@ -12,6 +12,7 @@ from digest.config import Settings
 from digest.errors import DigestError, UsageError
 from digest.issues import (
     Draft,
+    NextIssue,
     active_count,
     cancel_issue,
     create_issue,
@@ -37,28 +38,19 @@ class SendPlan:
 
 
 def plan_send(
-    session: Session,
-    settings: Settings,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
+    session: Session, settings: Settings, shape: NextIssue | None = None
 ) -> SendPlan | None:
     """None when there is nothing to do: no unfinished issue and no new items."""
     unfinished = unfinished_issue(session)
     if unfinished is not None:
-        if note_markdown or featured_url:  # its content was frozen: nothing can be added now
+        if shape and shape.shaped:  # its content was frozen: nothing can be added now
             raise UsageError(
                 f"issue {unfinished.number} is already being sent; --note and --featured "
                 "only shape a new issue",
                 hint="Run `digest send` without them to finish it first.",
             )
         return resume_plan(session, unfinished)
-    draft = draft_issue(
-        session, settings, since=since, until=until, note_markdown=note_markdown,
-        featured_url=featured_url,
-    )  # fmt: skip
+    draft = draft_issue(session, settings, shape)
     if draft is None:
         return None
     return SendPlan(resume=None, draft=draft, recipients=active_count(session))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -16,7 +15,7 @@ from digest.compose.wire import MessageTemplate
 from digest.config import Settings
 from digest.db import Engine, session_scope
 from digest.errors import UsageError
-from digest.issues import Draft, draft_issue
+from digest.issues import Draft, NextIssue, draft_issue
 from digest.models import Subscriber, SubscriberStatus
 from digest.send.mailer import FileSender, Sender, SendResult, SmtpSender
 
@@ -99,19 +98,15 @@ class Copies:
 def send_copies(
     engine: Engine,
     settings: Settings,
+    shape: NextIssue | None = None,
     *,
     to: Sequence[str] = (),
     folder: Path | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
 ) -> Copies | None:
     """The next issue as a [TEST] copy to each address in `to`, or, with a `folder` (a dry
     run), every active subscriber's message written there. None when there are no new items."""
     with session_scope(engine) as session:
-        draft = draft_issue(session, settings, since=since, until=until,
-                            note_markdown=note_markdown, featured_url=featured_url)  # fmt: skip
+        draft = draft_issue(session, settings, shape)
         if draft is None:
             return None
         if folder is not None:

@@ -1,25 +1,16 @@
-"""Issues remember the domain of their Message-IDs, so a retry keeps its Message-ID even if the
-From address changed between runs.
-
-Existing issues keep NULL: their Message-IDs use the From domain, as before.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-01
-"""
+"""0006: issues remember the domain of their Message-IDs, so that a retry keeps its Message-ID
+even if the From address changed between runs. Existing issues keep NULL (the From domain)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("issue") as batch:
-        batch.add_column(sa.Column("message_id_domain", sa.String(253), nullable=True))
+    # a nullable column: a plain ADD COLUMN, also on SQLite
+    op.add_column("issue", sa.Column("message_id_domain", sa.String(253), nullable=True))
 
 
 def downgrade() -> None:
