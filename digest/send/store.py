@@ -19,8 +19,10 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
+from digest.db import make_engine
 from digest.issues import delivery_counts, finish_if_done
 from digest.models import Issue, from_db_time, to_db_time, utcnow
 from digest.send.policy import Update
@@ -106,6 +108,9 @@ class SqlStore:
         self.clock = clock
         self.sqlite = engine.dialect.name == "sqlite"
         self._raw: Any = engine.raw_connection()
+        # One connection of its own for each SMTP connection's thread (still_ours), outside
+        # the engine's pool, which is smaller than smtp_connections may be.
+        self._threads_engine: Engine | None = None
         self._local = threading.local()
         self._thread_conns: list[Any] = []
         self._conns_lock = threading.Lock()
@@ -315,7 +320,12 @@ class SqlStore:
     def still_ours(self, delivery_id: int) -> bool:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self.engine.raw_connection()
+            with self._conns_lock:
+                if self._threads_engine is None:
+                    self._threads_engine = make_engine(
+                        self.engine.url.render_as_string(hide_password=False), poolclass=NullPool
+                    )
+            conn = self._threads_engine.raw_connection()
             self._local.conn = conn
             with self._conns_lock:
                 self._thread_conns.append(conn)
@@ -381,3 +391,5 @@ class SqlStore:
         for conn in [self._raw, *conns]:
             with contextlib.suppress(Exception):  # a connection that is already broken
                 conn.close()
+        if self._threads_engine is not None:
+            self._threads_engine.dispose()
