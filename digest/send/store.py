@@ -243,8 +243,9 @@ class SqlStore:
 
     def record(self, updates: Sequence[Update]) -> None:
         """`sent` is recorded whoever holds the row now (it was sent: that is the truth), unless
-        someone recorded it sent already; any other outcome only while the row is ours (else
-        the row's new holder decides). Either way an outcome is never dropped silently."""
+        someone recorded it sent already; any other outcome while the row is ours or back in
+        the queue (a row now held by another worker is theirs to decide). An outcome that
+        cannot be recorded is logged, never dropped silently."""
         if not updates:
             return
         memo: dict[datetime | None, Any] = {}
@@ -265,7 +266,14 @@ class SqlStore:
         lost = 0
         for group, guard, extra in (
             (sent, "status <> 'sent'", ()),
-            (other, "lease_owner = ? AND status = 'sending'", (self.worker,)),
+            # ours, or back in the queue (a lease that ran out and was not taken again); never
+            # over a row sent, cancelled or now held by another worker
+            (
+                other,
+                "status IN ('sending', 'queued', 'deferred') "
+                "AND (lease_owner = ? OR lease_owner IS NULL)",
+                (self.worker,),
+            ),
         ):
             if not group:
                 continue
@@ -296,7 +304,10 @@ class SqlStore:
             if u.status == "sent" and status == "sent":
                 log.warning("delivery %d was sent again: another worker had sent it already "
                             "(same Message-ID)", u.delivery_id)  # fmt: skip
-            elif u.status != "sent" and (status != "sending" or owner != self.worker):
+            elif u.status != "sent" and status not in ("sending", "queued", "deferred"):
+                log.warning("delivery %d: outcome %s not recorded; the row is now %s",
+                            u.delivery_id, u.status, status)  # fmt: skip
+            elif u.status != "sent" and owner not in (None, self.worker):
                 log.warning("delivery %d: outcome %s not recorded; the row is now %s (%s)",
                             u.delivery_id, u.status, status, owner or "no lease")  # fmt: skip
 
