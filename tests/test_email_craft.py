@@ -7,10 +7,7 @@ Update the golden files on purpose with:  DIGEST_UPDATE_GOLDEN=1 pytest tests/te
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,83 +29,9 @@ from digest.render.fit import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET
 from digest.render.issue import ItemView, render_issue, render_note
 from digest.render.views import serve_folder, serve_in_background, write_views_page
 
+from .helpers.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from .helpers.render import CRAFT_BRAND, LONG, NOTE, T0, golden, golden_items, render_golden
 from .helpers.smtp import SmtpServer
-from .test_render import BRAND as PLAIN_BRAND
-from .test_render import T0, _golden
-
-BRAND = dataclasses.replace(
-    PLAIN_BRAND,
-    subject_template="{{ name }} #{{ number }}: {{ top_title }}",
-    logo_url="https://news.example.org/static/logo.png",
-    accent_colour="#7a1f5c",
-    footer_text="Safeguarding is everyone's business. Report a concern: 01234 567890.",
-)
-NOTE = """\
-# A word from the editor
-
-Croeso! Welcome to **issue 12**. This week: the *Łódź* exchange visit, new
-procedures, and [our training calendar](https://news.example.org/training).
-
-- Book early: places are limited.
-- Tell a colleague.
-
-<script>alert("note")</script> [click](javascript:alert(1))
-"""
-LONG = (
-    "<p>The review looked at how agencies in Wales, Poland and the Gulf worked together on cases "
-    "where children moved between countries, and found that information about risk often "
-    "arrived late or not at all. It makes twelve recommendations, the first being that every "
-    "partnership names a lead for cross-border cases.</p>"
-    "<p>Second, referral forms should record the languages a family speaks, so that "
-    "interpreters are booked before the first visit rather than after it. Third, that "
-    "supervision records are kept in a form that can be shared with the receiving agency "
-    "within five working days.</p>"
-)
-HOSTILE = (
-    "<p onclick='steal()'>Training dates <a href='javascript:alert(1)'>here</a>"
-    "<script>document.location='https://evil.example'</script>"
-    "<img src=x onerror=alert(1)><iframe src='https://evil.example'></iframe>"
-    "<style>body{display:none}</style><form action='https://evil.example'><input></form>"
-    " and <a href='https://example.org/ok' onmouseover='x()'>the booking page</a>.</p>"
-)
-
-
-def golden_items() -> list[ItemView]:
-    return [
-        ItemView("Serious case review: children moving between Wales, Poland and the Gulf",
-                 "https://example.org/reviews/cross-border", sanitise_html(LONG), "Reviews",
-                 T0 + timedelta(days=3), source="Partnership reviews"),
-        ItemView("Gwasanaethau Cymdeithasol: Siân Llŷr on Welsh-language assessments",
-                 "https://example.org/news/welsh-assessments",
-                 sanitise_html("<p>Siân Llŷr, Pennaeth Gwasanaethau Plant, explains why "
-                               "assessments in Welsh matter to families in Ynys Môn.</p>"),
-                 "News", T0 + timedelta(days=2), source="Cyngor Sir Ynys Môn"),
-        ItemView("Exchange visit to Łódź: Zofia Kowalczyk-Łęcka's notes",
-                 "https://example.org/news/lodz-visit",
-                 sanitise_html("<p>Notes from the visit, by Zofia Kowalczyk-Łęcka and "
-                               "Grzegorz Brzęczyszczykiewicz.</p>"),
-                 "News", T0 + timedelta(days=1), source="manual"),
-        ItemView("مؤتمر حماية الطفل: فاطمة الزهراء ومحمد عبد الله",
-                 "https://example.org/events/conference-ar",
-                 sanitise_html("<p>تتحدث فاطمة الزهراء عن حماية الأطفال في المدارس.</p>"),
-                 "Events", T0 + timedelta(days=4), source="Arabic Community Forum"),
-        ItemView("Neglect toolkit briefings <b>& more</b>",
-                 "https://example.org/training/neglect?a=1&b=2", sanitise_html(HOSTILE),
-                 "Training", T0 + timedelta(days=2, hours=3), source="file:items.json"),
-        ItemView("Updated procedure: children missing from home or care",
-                 "https://example.org/procedures/missing",
-                 sanitise_html("<p>Return interviews within 72 hours.</p>"), "Procedures",
-                 T0 + timedelta(days=5)),
-    ]  # fmt: skip
-
-
-def render_golden(**kw: Any) -> Any:
-    args: dict[str, Any] = dict(
-        period_start=T0 - timedelta(days=1), period_end=T0 + timedelta(days=6), number=12,
-        note_markdown=NOTE, featured_url="https://example.org/reviews/cross-border",
-    )  # fmt: skip
-    args.update(kw)
-    return render_issue(BRAND, golden_items(), **args)
 
 
 class _Tags(HTMLParser):
@@ -131,8 +54,8 @@ def tags(html: str, name: str) -> list[dict[str, str | None]]:
 
 def test_golden_issue_html_and_text() -> None:
     r = render_golden()
-    _golden("craft12.html", r.html)
-    _golden("craft12.txt", r.text)
+    golden("craft12.html", r.html)
+    golden("craft12.txt", r.text)
 
 
 def test_golden_issue_is_accessible_and_safe() -> None:
@@ -142,7 +65,7 @@ def test_golden_issue_is_accessible_and_safe() -> None:
     assert all(t.get("role") == "presentation" for t in tags(html, "table"))
     imgs = tags(html, "img")
     assert len(imgs) == 1 and imgs[0]["alt"] == "Example Safeguarding Partnership"
-    assert imgs[0]["src"] == BRAND.logo_url
+    assert imgs[0]["src"] == CRAFT_BRAND.logo_url
     # hostile HTML from the feed and from the note: nothing executable survives
     lowered = html.lower()
     for bad in ("<script", "onclick", "onerror", "onmouseover", "<iframe", "<form",
@@ -166,7 +89,7 @@ def test_golden_issue_is_accessible_and_safe() -> None:
     assert r.subject.startswith("Safeguarding News #12: Serious case review")
     assert re.search(r'<a href="#s-events"', html) and 'id="s-events"' in html
     # branding
-    assert "#7a1f5c" in html and BRAND.footer_text in html
+    assert "#7a1f5c" in html and CRAFT_BRAND.footer_text in html
     # Arabic and Welsh titles carry dir="auto" so bidi text reads right
     assert re.search(r'<h3 dir="auto"[^>]*><a [^>]*>مؤتمر حماية الطفل', html)
     assert "Siân Llŷr" in html and "Kowalczyk-Łęcka" in html
@@ -198,7 +121,7 @@ def test_golden_text_is_written_for_people() -> None:
 
 def test_rtl_language_sets_dir() -> None:
     r = render_issue(
-        replace(BRAND, language="ar"), golden_items()[:2], period_start=T0,
+        replace(CRAFT_BRAND, language="ar"), golden_items()[:2], period_start=T0,
         period_end=T0 + timedelta(days=7),
         number=3,
     )  # fmt: skip
@@ -207,7 +130,9 @@ def test_rtl_language_sets_dir() -> None:
 
 def test_one_section_has_no_table_of_contents() -> None:
     items = [i for i in golden_items() if i.category == "News"]
-    r = render_issue(BRAND, items, period_start=T0, period_end=T0 + timedelta(days=7), number=3)
+    r = render_issue(
+        CRAFT_BRAND, items, period_start=T0, period_end=T0 + timedelta(days=7), number=3
+    )
     assert "In this issue" not in r.html and "IN THIS ISSUE" not in r.text
 
 
@@ -241,7 +166,7 @@ def _many(n: int) -> list[ItemView]:
 
 def test_size_guard_200_items_shortens_then_lists_titles() -> None:
     r = render_issue(
-        BRAND, _many(200), period_start=T0, period_end=T0 + timedelta(days=7), number=5
+        CRAFT_BRAND, _many(200), period_start=T0, period_end=T0 + timedelta(days=7), number=5
     )
     size = len(r.html.encode())
     assert size <= HTML_SIZE_TARGET < GMAIL_CLIP_BYTES
@@ -259,7 +184,7 @@ def test_size_guard_200_items_shortens_then_lists_titles() -> None:
 
 def test_size_guard_sends_the_rest_to_the_web_archive() -> None:
     r = render_issue(
-        BRAND, _many(120), period_start=T0, period_end=T0 + timedelta(days=7), number=5,
+        CRAFT_BRAND, _many(120), period_start=T0, period_end=T0 + timedelta(days=7), number=5,
         size_limit=40_000,
     )  # fmt: skip
     fit = r.fit
@@ -273,7 +198,7 @@ def test_size_guard_sends_the_rest_to_the_web_archive() -> None:
 
 def test_size_guard_without_an_archive_says_it_is_over() -> None:
     r = render_issue(
-        replace(BRAND, base_url=None), _many(120), period_start=T0,
+        replace(CRAFT_BRAND, base_url=None), _many(120), period_start=T0,
         period_end=T0 + timedelta(days=7),
         number=5, size_limit=20_000,
     )  # fmt: skip
@@ -485,12 +410,6 @@ def test_preview_server_serves_the_views_page(tmp_path: Path) -> None:
 
 # In a real browser --------------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("DIGEST_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 # A 1x1 PNG, served for the logo so the page never reaches the network.
 PIXEL = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -518,7 +437,7 @@ def test_golden_issue_in_headless_chromium(width: int) -> None:
 
             def route(r: Any) -> None:
                 requests.append(r.request.url)
-                if r.request.url == BRAND.logo_url:
+                if r.request.url == CRAFT_BRAND.logo_url:
                     r.fulfill(status=200, content_type="image/png", body=PIXEL)
                 else:
                     r.abort()
@@ -545,4 +464,4 @@ def test_golden_issue_in_headless_chromium(width: int) -> None:
             assert not page.locator(".preheader").is_visible()
         finally:
             browser.close()
-    assert requests == [BRAND.logo_url]
+    assert requests == [CRAFT_BRAND.logo_url]

@@ -7,7 +7,7 @@ import csv
 import hashlib
 import hmac
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
 from digest.config import load_settings
-from digest.db import make_engine
 from digest.tokens import make_timed_token, make_token, read_timed_token, read_token
 from digest.web.app import create_app
 
@@ -27,13 +26,6 @@ from .helpers.web import confirm_link, path_of, rows
 
 KEY = SECRET.encode()
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(env: dict[str, str]) -> Iterator[Engine]:
-    e = make_engine(env["DIGEST_DATABASE_URL"])
-    yield e
-    e.dispose()
 
 
 # Tokens --------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from sqlalchemy.engine import Engine
 from digest.db import current_revision, head_revision, make_engine, upgrade
 from digest.models import SQLModel
 
-PG_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+from .helpers.db import PG_URL
 
 
 def _fill_first_schema(engine: Engine) -> None:

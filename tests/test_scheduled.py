@@ -13,8 +13,9 @@ from digest.db import make_engine
 from digest.demo import free_port
 from digest.send.plan import period_key
 
+from .helpers.db import rows
+from .helpers.seed import seed
 from .helpers.smtp import SmtpServer
-from .test_send import rows, seed
 
 
 def _sql(env: dict[str, str], sql: str) -> None:

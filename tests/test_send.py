@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -16,27 +14,10 @@ import sqlalchemy as sa
 
 from digest.db import make_engine
 
+from .helpers.db import rows
+from .helpers.process import digest_process
+from .helpers.seed import seed
 from .helpers.smtp import SmtpServer, start_smtp
-
-
-def seed(cli, subscribers: int = 5, items: int = 3) -> None:
-    now = datetime.now(UTC)
-    for i in range(subscribers):
-        r = cli("subscribers", "add", f"reader{i}@example.net", "--name", f"Reader {i}")
-        assert r.exit_code == 0, r.output
-    for i in range(items):
-        r = cli("news", "add", "--title", f"Item {i}", "--url", f"https://example.org/n/{i}",
-                "--summary", f"<p>Summary {i}</p>", "--category", ["Procedures", "Training"][i % 2],
-                "--published", (now - timedelta(hours=i + 1)).isoformat())  # fmt: skip
-        assert r.exit_code == 0, r.output
-
-
-def rows(env: dict[str, str], sql: str) -> list[tuple]:
-    engine = make_engine(env["DIGEST_DATABASE_URL"])
-    with engine.connect() as c:
-        out = [tuple(r) for r in c.execute(sa.text(sql))]
-    engine.dispose()
-    return out
 
 
 def test_send_delivers_one_message_to_each_active_subscriber(
@@ -318,15 +299,6 @@ def test_unsubscribed_during_send_is_skipped(cli, env, smtp_server: SmtpServer) 
     )
 
 
-def _digest(env_over: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "digest", *args],
-        env={**os.environ, **env_over},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_send_resumes_without_duplicates(
@@ -342,14 +314,14 @@ def test_interrupted_send_resumes_without_duplicates(
             proc[0].send_signal(sig)
 
     smtp_server.on_data = on_data
-    proc.append(_digest(env, "send", "--yes"))
+    proc.append(digest_process(env, "send", "--yes"))
     out, err = proc[0].communicate(timeout=60)
     assert proc[0].returncode == 130, err.decode()
     assert b"Run `digest send` again to resume it." in err
     first = len(smtp_server.messages)
     assert 20 <= first < 60
     smtp_server.on_data = None
-    resumed = _digest(env, "send", "--yes")
+    resumed = digest_process(env, "send", "--yes")
     out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err.decode()
     assert b"Resuming issue 1" in out
@@ -373,11 +345,11 @@ def test_killed_send_resends_only_the_message_in_flight(cli, env, smtp_server: S
             proc[0].wait()
 
     smtp_server.on_data = on_data
-    proc.append(_digest(env, "send", "--yes"))
+    proc.append(digest_process(env, "send", "--yes"))
     proc[0].communicate(timeout=60)
     assert killed.is_set()
     smtp_server.on_data = None
-    resumed = _digest(env, "send", "--yes")
+    resumed = digest_process(env, "send", "--yes")
     out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err.decode()
     per_rcpt: dict[str, list[str]] = {}

@@ -4,17 +4,7 @@ import csv
 import json
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from digest.db import make_engine
-
-
-def _count(env: dict[str, str], sql: str) -> int:
-    engine = make_engine(env["DIGEST_DATABASE_URL"])
-    with engine.connect() as c:
-        n = int(c.execute(sa.text(sql)).scalar_one())
-    engine.dispose()
-    return n
+from .helpers.db import count
 
 
 def test_add_and_list(cli, env) -> None:
@@ -39,7 +29,7 @@ def test_duplicate_is_refused_case_insensitively(cli, env) -> None:
     r = cli("subscribers", "add", "ANA@EXAMPLE.ORG")
     assert r.exit_code == 2
     assert "Error: ana@example.org is already subscribed" in r.stderr.replace("ANA", "ana")
-    assert _count(env, "SELECT count(*) FROM subscriber") == 1
+    assert count(env, "SELECT count(*) FROM subscriber") == 1
 
 
 def test_invalid_address_is_refused(cli, env) -> None:
@@ -48,7 +38,7 @@ def test_invalid_address_is_refused(cli, env) -> None:
         assert r.exit_code == 2, bad
         assert "Error: invalid address" in r.stderr
         assert "Traceback" not in r.output
-    assert _count(env, "SELECT count(*) FROM subscriber") == 0
+    assert count(env, "SELECT count(*) FROM subscriber") == 0
 
 
 def test_bad_status_is_a_usage_error(cli, env) -> None:
@@ -76,7 +66,7 @@ def test_import_reports_every_rejected_row(cli, env, workdir: Path) -> None:
     assert "line 3: 'not-an-address'" in r.stderr
     assert "line 8: '': the address is empty" in r.stderr
     # the valid rows were kept
-    assert _count(env, "SELECT count(*) FROM subscriber") == 3
+    assert count(env, "SELECT count(*) FROM subscriber") == 3
     # importing again adds nothing and rejects the same rows
     r = cli("subscribers", "import", "people.csv")
     assert "Imported 0 subscribers" in r.stdout
@@ -87,7 +77,7 @@ def test_import_without_email_column_adds_nothing(cli, env, workdir: Path) -> No
     r = cli("subscribers", "import", "people.csv")
     assert r.exit_code == 2
     assert "has no 'email' column" in r.stderr
-    assert _count(env, "SELECT count(*) FROM subscriber") == 0
+    assert count(env, "SELECT count(*) FROM subscriber") == 0
 
 
 def test_import_malformed_csv_adds_nothing(cli, env, workdir: Path) -> None:
@@ -99,7 +89,7 @@ def test_import_malformed_csv_adds_nothing(cli, env, workdir: Path) -> None:
     r = cli("subscribers", "import", "quote.csv")
     assert r.exit_code == 2
     assert "not valid CSV" in r.stderr
-    assert _count(env, "SELECT count(*) FROM subscriber") == 0
+    assert count(env, "SELECT count(*) FROM subscriber") == 0
     r = cli("subscribers", "import", "missing.csv")
     assert r.exit_code == 2 and "cannot read missing.csv" in r.stderr
 
@@ -129,11 +119,11 @@ def test_unsubscribe_and_remove(cli, env) -> None:
     assert r.exit_code == 0 and "Unsubscribed ANA@example.org." in r.stdout
     r = cli("subscribers", "unsubscribe", "ana@example.org")
     assert "already unsubscribed" in r.stdout
-    assert _count(env, "SELECT count(*) FROM subscriber_event") == 2  # added, unsubscribed
+    assert count(env, "SELECT count(*) FROM subscriber_event") == 2  # added, unsubscribed
     r = cli("subscribers", "remove", "ana@example.org", "--yes")
     assert r.exit_code == 0 and "Removed ana@example.org." in r.stdout
-    assert _count(env, "SELECT count(*) FROM subscriber") == 0
-    assert _count(env, "SELECT count(*) FROM subscriber_event") == 0  # personal history erased
+    assert count(env, "SELECT count(*) FROM subscriber") == 0
+    assert count(env, "SELECT count(*) FROM subscriber_event") == 0  # personal history erased
     # a later add or import cannot silently bring them back
     r = cli("subscribers", "add", "ana@example.org")
     assert r.exit_code == 2 and "suppressed" in r.stderr

@@ -16,8 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,97 +26,30 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from digest.config import Settings, load_settings
-from digest.db import make_engine
+from digest.config import Settings
 from digest.demo import free_port
 from digest.models import utcnow
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.tokens import make_timed_token, make_token
 from digest.web.app import create_app
 
+from .helpers.clock import Clock
 from .helpers.newsletter import SECRET
+from .helpers.seed import seed_issue
 from .helpers.smtp import SmtpServer
-from .helpers.web import confirm_link, live_server, path_of, rows, snapshot
-
-BASE = "https://news.partnership.example.org"
-
-
-class Clock:
-    """The only fake: the real time plus whatever the test moves it by."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
-
-
-@pytest.fixture
-def settings(env: dict[str, str]) -> Settings:
-    return load_settings().settings
-
-
-@pytest.fixture
-def engine(env: dict[str, str]) -> Iterator[Engine]:
-    e = make_engine(env["DIGEST_DATABASE_URL"])
-    yield e
-    e.dispose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def client(settings: Settings, engine: Engine, clock: Clock) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, engine=engine, clock=clock), follow_redirects=False) as c:
-        yield c
-
-
-def uid_of(engine: Engine, email: str) -> str:
-    return str(
-        rows(engine, "SELECT uid FROM subscriber WHERE lower(email) = lower(:e)", e=email)[0][0]
-    )
-
-
-def status_of(engine: Engine, email: str) -> tuple[Any, ...]:
-    return rows(
-        engine,
-        "SELECT status, status_source FROM subscriber WHERE lower(email) = lower(:e)",
-        e=email,
-    )[0]
-
-
-def events_of(engine: Engine, email: str) -> list[tuple[Any, ...]]:
-    return rows(
-        engine,
-        "SELECT e.status, e.source, e.detail FROM subscriber_event e "
-        "JOIN subscriber s ON s.id = e.subscriber_id "
-        "WHERE lower(s.email) = lower(:e) ORDER BY e.id",
-        e=email,
-    )
-
-
-def unsubscribe_path(engine: Engine, email: str) -> str:
-    return f"/unsubscribe/{make_token(SECRET.encode(), 'unsubscribe', uid_of(engine, email))}"
-
-
-def seed_issue(cli: Callable[..., Any], emails: list[str], items: int = 2) -> None:
-    now = datetime.now(UTC)
-    for email in emails:
-        r = cli("subscribers", "add", email)
-        assert r.exit_code == 0, r.output
-    for i in range(items):
-        r = cli("news", "add", "--title", f"Item {i}", "--url", f"https://example.org/n/{i}",
-                "--summary", f"<p>Summary {i}</p>", "--published",
-                (now - timedelta(hours=i + 1)).isoformat())  # fmt: skip
-        assert r.exit_code == 0, r.output
-
-
-def main_text(html: str) -> str:
-    return html[html.index("<main>") : html.index("</main>")]
-
+from .helpers.web import (
+    BASE,
+    confirm_link,
+    events_of,
+    live_server,
+    main_text,
+    path_of,
+    rows,
+    snapshot,
+    status_of,
+    uid_of,
+    unsubscribe_path,
+)
 
 # Pages and headers --------------------------------------------------------------------------
 
