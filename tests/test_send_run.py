@@ -1,4 +1,6 @@
-"""`digest send` against a real SMTP server on loopback."""
+"""The send loop (send/run.py) through `digest send`, against a real SMTP server on loopback:
+one message per active subscriber, permanent and temporary failures, an unsubscribe during the
+send, and interrupted or killed sends that resume without duplicates."""
 
 from __future__ import annotations
 
@@ -6,8 +8,6 @@ import signal
 import subprocess
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from digest.db import make_engine
 from .helpers.db import rows
 from .helpers.process import digest_process
 from .helpers.seed import seed
-from .helpers.smtp import SmtpServer, start_smtp
+from .helpers.smtp import SmtpServer
 
 
 def test_send_delivers_one_message_to_each_active_subscriber(
@@ -58,68 +58,6 @@ def test_send_delivers_one_message_to_each_active_subscriber(
     assert rows(env, "SELECT count(*) FROM issue") == [(1,)]
 
 
-def test_new_items_make_a_second_issue_with_only_new_items(
-    cli, env, smtp_server: SmtpServer
-) -> None:
-    seed(cli, subscribers=2, items=2)
-    assert cli("send", "--yes").exit_code == 0
-    r = cli("news", "add", "--title", "Fresh item", "--url", "https://example.org/fresh")
-    assert r.exit_code == 0
-    r = cli("send", "--yes")
-    assert r.exit_code == 0, r.output
-    assert "Issue 2:" in r.stdout and "(1 item)" in r.stdout
-    second = [
-        m
-        for m in smtp_server.messages
-        if "Fresh item" in m.message.get_body(("plain",)).get_content()
-    ]
-    assert len(second) == 2
-    assert "Item 0" not in second[0].message.get_body(("plain",)).get_content()
-
-
-def test_an_item_that_arrives_late_with_an_older_date_is_in_the_next_issue(
-    cli, env, smtp_server: SmtpServer
-) -> None:
-    seed(cli, subscribers=1, items=1)
-    assert cli("send", "--yes").exit_code == 0
-    # fetched after the issue went out, but dated before it (a slow feed)
-    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
-    cli(
-        "news",
-        "add",
-        "--title",
-        "Late but new",
-        "--url",
-        "https://example.org/late",
-        "--published",
-        two_days_ago,
-    )
-    # far older items that arrive now (a new feed's archive) stay out
-    cli(
-        "news",
-        "add",
-        "--title",
-        "Archive",
-        "--url",
-        "https://example.org/old",
-        "--published",
-        "2013-09-12",
-    )
-    r = cli("send", "--yes")
-    assert r.exit_code == 0, r.output
-    assert "(1 item) to 1 subscriber." in r.stdout
-    body = smtp_server.messages[-1].message.get_body(("plain",)).get_content()
-    assert "Late but new" in body and "Archive" not in body
-
-
-def test_nothing_to_send(cli, env, smtp_server: SmtpServer) -> None:
-    cli("subscribers", "add", "a@example.net")
-    r = cli("send", "--yes")
-    assert r.exit_code == 0
-    assert "nothing to send" in r.stdout
-    assert smtp_server.messages == []
-
-
 def test_no_active_subscribers_is_an_error_and_creates_nothing(
     cli, env, smtp_server: SmtpServer
 ) -> None:
@@ -127,104 +65,6 @@ def test_no_active_subscribers_is_an_error_and_creates_nothing(
     r = cli("send", "--yes")
     assert r.exit_code == 2
     assert "Error: there are no active subscribers" in r.stderr
-    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
-
-
-def test_test_copy_is_marked_and_not_recorded(cli, env, smtp_server: SmtpServer) -> None:
-    seed(cli)
-    r = cli("send", "--to", "comms@partnership.example.org", "--to", "me@example.org")
-    assert r.exit_code == 0, r.output
-    assert "Test copy to comms@partnership.example.org: sent" in r.stdout
-    assert len(smtp_server.messages) == 2
-    msg = smtp_server.messages[0].message
-    assert msg["Subject"].startswith("[TEST] Safeguarding News")
-    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
-    assert rows(env, "SELECT count(*) FROM delivery") == [(0,)]
-    r = cli("send", "--to", "not an address")
-    assert r.exit_code == 2 and "--to:" in r.stderr
-
-
-def test_dry_run_writes_files_and_records_nothing(
-    cli, env, smtp_server: SmtpServer, workdir: Path
-) -> None:
-    seed(cli)
-    r = cli("send", "--dry-run", "--out", "outbox")
-    assert r.exit_code == 0, r.output
-    assert "Dry run: wrote 5 messages to outbox/" in r.stdout
-    files = sorted((workdir / "outbox").glob("*.eml"))
-    assert len(files) == 5
-    assert smtp_server.messages == []
-    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
-
-
-def test_preview_writes_three_files_and_records_nothing(cli, env, workdir: Path) -> None:
-    seed(cli)
-    r = cli("preview", "--out", "pv")
-    assert r.exit_code == 0, r.output
-    assert "Issue 1: Safeguarding News" in r.stdout and "3 items in 2 sections." in r.stdout
-    html = (workdir / "pv" / "digest.html").read_text()
-    assert "Item 2" in html and "/unsubscribe/preview" in html
-    assert (workdir / "pv" / "digest.txt").read_text().startswith("SAFEGUARDING NEWS")
-    assert b"multipart/alternative" in (workdir / "pv" / "digest.eml").read_bytes()
-    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
-
-
-def test_preview_window_options(cli, env, workdir: Path) -> None:
-    cli(
-        "news",
-        "add",
-        "--title",
-        "Old",
-        "--url",
-        "https://example.org/old",
-        "--published",
-        "Thurs 12th Sept 2013",
-    )
-    assert "nothing to preview" in cli("preview").stdout  # older than lookback_days
-    r = cli("preview", "--since", "2013-09-01", "--until", "2013-09-30", "--out", "pv")
-    assert r.exit_code == 0, r.output
-    assert "1 – 30 September 2013" in (workdir / "pv" / "digest.txt").read_text()
-    r = cli("preview", "--since", "2013-09-30", "--until", "2013-09-01")
-    assert r.exit_code == 1 and "the period is empty" in r.stderr
-
-
-def test_refused_connection_changes_nothing(cli, env, monkeypatch: pytest.MonkeyPatch) -> None:
-    seed(cli)
-    from digest.demo import free_port
-
-    monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
-    r = cli("send", "--yes")
-    assert r.exit_code == 75
-    assert "Error: cannot connect to smtp://127.0.0.1:" in r.stderr
-    assert "Traceback" not in r.output
-    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
-
-
-def test_server_refusing_at_greeting(cli, env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server that answers 554 to the connection: a clear temporary error, nothing frozen."""
-    import socket
-
-    from digest.demo import free_port
-
-    port = free_port()
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen()
-
-    def refuse() -> None:
-        conn, _ = listener.accept()
-        conn.sendall(b"554 5.7.1 No SMTP service here\r\n")
-        conn.close()
-
-    t = threading.Thread(target=refuse, daemon=True)
-    t.start()
-    seed(cli)
-    monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://127.0.0.1:{port}")
-    r = cli("send", "--yes")
-    listener.close()
-    assert r.exit_code == 75
-    assert "refused the connection: 554 5.7.1 No SMTP service here" in r.stderr
     assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
 
 
@@ -360,83 +200,3 @@ def test_killed_send_resends_only_the_message_in_flight(cli, env, smtp_server: S
     assert len(dupes) <= 1
     for ids in dupes.values():
         assert len(set(ids)) == 1  # the same Message-ID: a receiver can tell it is a duplicate
-
-
-def test_second_sender_on_the_same_database_stops(cli, env, smtp_server: SmtpServer) -> None:
-    from digest.send.lock import send_lock
-
-    seed(cli, subscribers=2)
-    with send_lock(env["DIGEST_DATABASE_URL"]):
-        r = cli("send", "--yes")
-    assert r.exit_code == 75  # EX_TEMPFAIL: cron may try again later
-    assert "another `digest send` (pid" in r.stderr and "this one is stopping" in r.stderr
-    assert smtp_server.messages == []
-    assert cli("send", "--yes").exit_code == 0
-
-
-def test_issues_show_unknown(cli, env) -> None:
-    r = cli("issues", "show", "9")
-    assert r.exit_code == 1 and "Error: no issue 9" in r.stderr
-    assert "No issues yet" in cli("issues", "list").stdout
-
-
-def test_starttls_with_private_ca(cli, env, monkeypatch, tmp_path: Path) -> None:
-    """STARTTLS verifies the certificate; a private CA is trusted through smtp_ca_file."""
-    import ssl
-
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    server, controller = start_smtp(tls_context=ctx, require_starttls=True)
-    try:
-        seed(cli, subscribers=1)
-        monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp+starttls://127.0.0.1:{server.port}")
-        r = cli("send", "--to", "me@example.org")
-        assert r.exit_code == 1
-        assert "certificate of 127.0.0.1 could not be verified" in r.stderr
-        assert "smtp_ca_file" in r.stderr
-        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-        monkeypatch.setenv("DIGEST_SMTP_CA_FILE", str(tmp_path / "ca.pem"))
-        r = cli("send", "--to", "me@example.org")
-        assert r.exit_code == 0, r.output
-        assert len(server.messages) == 1
-    finally:
-        controller.stop()
-
-
-def test_plain_server_without_starttls_is_refused(
-    cli, env, smtp_server: SmtpServer, monkeypatch
-) -> None:
-    seed(cli, subscribers=1)
-    monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp+starttls://127.0.0.1:{smtp_server.port}")
-    r = cli("send", "--to", "me@example.org")
-    assert r.exit_code == 1
-    assert "does not offer STARTTLS" in r.stderr
-    assert smtp_server.messages == []
-
-
-def test_login_is_used_and_password_never_printed(cli, env, monkeypatch) -> None:
-    from aiosmtpd.smtp import AuthResult
-
-    def auth(server, session, envelope, mechanism, auth_data):
-        ok = auth_data.login == b"digest" and auth_data.password == b"s3cret-pw"
-        return AuthResult(success=ok, handled=False)
-
-    server, controller = start_smtp(authenticator=auth, auth_require_tls=False)
-    try:
-        seed(cli, subscribers=1)
-        monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://digest@127.0.0.1:{server.port}")
-        monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong-pw")
-        r = cli("send", "--to", "me@example.org")
-        assert r.exit_code == 3
-        assert "refused the login for user 'digest'" in r.stderr
-        assert "wrong-pw" not in r.output
-        monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "s3cret-pw")
-        r = cli("send", "--to", "me@example.org")
-        assert r.exit_code == 0, r.output
-        assert "s3cret-pw" not in r.output
-        assert len(server.messages) == 1
-    finally:
-        controller.stop()

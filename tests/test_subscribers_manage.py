@@ -1,8 +1,10 @@
+"""`digest subscribers add/list/unsubscribe/remove/confirm` (subscribers.py): addresses
+normalised and checked, duplicates refused case-insensitively, erasure leaves a suppression."""
+
 from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 from .helpers.db import count
 
@@ -45,72 +47,6 @@ def test_bad_status_is_a_usage_error(cli, env) -> None:
     r = cli("subscribers", "add", "ana@example.org", "--status", "bounced")
     assert r.exit_code == 2
     assert "'bounced' is not one of" in r.output
-
-
-def test_import_reports_every_rejected_row(cli, env, workdir: Path) -> None:
-    cli("subscribers", "add", "existing@example.org")
-    Path("people.csv").write_text(
-        "Name,Email\n"
-        "Ana,ana@example.org\n"
-        "Bad,not-an-address\n"
-        "Ana again,ANA@example.org\n"
-        "Already,existing@example.org\n"
-        "\n"
-        "Zofia Kowalczyk,zofia@example.com\n"
-        "Nobody,\n",
-        encoding="utf-8",
-    )
-    r = cli("subscribers", "import", "people.csv")
-    assert r.exit_code == 1
-    assert "Imported 2 subscribers; skipped 2 already on the list; rejected 2." in r.stdout
-    assert "line 3: 'not-an-address'" in r.stderr
-    assert "line 8: '': the address is empty" in r.stderr
-    # the valid rows were kept
-    assert count(env, "SELECT count(*) FROM subscriber") == 3
-    # importing again adds nothing and rejects the same rows
-    r = cli("subscribers", "import", "people.csv")
-    assert "Imported 0 subscribers" in r.stdout
-
-
-def test_import_without_email_column_adds_nothing(cli, env, workdir: Path) -> None:
-    Path("people.csv").write_text("name,address\nAna,ana@example.org\n")
-    r = cli("subscribers", "import", "people.csv")
-    assert r.exit_code == 2
-    assert "has no 'email' column" in r.stderr
-    assert count(env, "SELECT count(*) FROM subscriber") == 0
-
-
-def test_import_malformed_csv_adds_nothing(cli, env, workdir: Path) -> None:
-    Path("bad.csv").write_bytes(b"email,name\n\xff\xfe\x00garbage\n")
-    r = cli("subscribers", "import", "bad.csv")
-    assert r.exit_code == 2
-    assert "is not UTF-8 text" in r.stderr
-    Path("quote.csv").write_text('email,name\nana@example.org,"unterminated\n')
-    r = cli("subscribers", "import", "quote.csv")
-    assert r.exit_code == 2
-    assert "not valid CSV" in r.stderr
-    assert count(env, "SELECT count(*) FROM subscriber") == 0
-    r = cli("subscribers", "import", "missing.csv")
-    assert r.exit_code == 2 and "cannot read missing.csv" in r.stderr
-
-
-def test_import_pending(cli, env, workdir: Path) -> None:
-    Path("p.csv").write_text("email\nana@example.org\n")
-    assert cli("subscribers", "import", "p.csv", "--status", "pending").exit_code == 0
-    assert "pending" in cli("subscribers", "list").stdout
-
-
-def test_export_escapes_formulas(cli, env, workdir: Path) -> None:
-    cli("subscribers", "add", "ana@example.org", "--name", '=HYPERLINK("http://evil")')
-    cli("subscribers", "add", "bo@example.org", "--name", "+44 1234")
-    r = cli("subscribers", "export", "out.csv")
-    assert r.exit_code == 0
-    assert r.stdout.strip() == "Exported 2 subscribers to out.csv."
-    rows = list(csv.DictReader(Path("out.csv").read_text(encoding="utf-8").splitlines()))
-    assert rows[0]["name"] == '\'=HYPERLINK("http://evil")'
-    assert rows[1]["name"] == "'+44 1234"
-    r = cli("subscribers", "export", "-")
-    assert r.stdout.startswith("email,name,status")
 
 
 def test_unsubscribe_and_remove(cli, env) -> None:

@@ -5,7 +5,6 @@ page shaped like the seed item), and short ways to serve, add and fetch them on 
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from pytest_httpserver import HTTPServer
@@ -16,9 +15,6 @@ from digest.db import session_scope
 from digest.models import NewsItem, Source
 from digest.news.fetch import FetchLimits
 from digest.news.sources import add_source, fetch_sources
-
-LONDON = ZoneInfo("Europe/London")
-
 
 # Small limits so the size and time caps are reached quickly; no test asserts a duration.
 FAST = FetchLimits(timeout=0.5, total_timeout=10, max_bytes=100_000, workers=4)

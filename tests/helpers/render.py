@@ -164,3 +164,12 @@ def render_golden(**kw: Any) -> Any:
     )  # fmt: skip
     args.update(kw)
     return render_issue(CRAFT_BRAND, golden_items(), **args)
+
+
+def write_templates(folder: Path, files: dict[str, str]) -> str:
+    """A templates folder holding these files in email/ (to override or break the built-in
+    ones); its path, for templates_dir."""
+    (folder / "email").mkdir(parents=True, exist_ok=True)
+    for name, body in files.items():
+        (folder / "email" / name).write_text(body, encoding="utf-8")
+    return str(folder)
