@@ -35,7 +35,7 @@ def test_retry_requeues_failed_on_purpose(cli, env, smtp_server: SmtpServer) -> 
     smtp_server.reply = lambda rcpt, data: (
         "550 5.2.2 Mailbox full" if rcpt == "reader1@example.net" else None
     )
-    assert cli("send", "--yes").exit_code == 0
+    assert cli("send", "--yes").exit_code == 65  # complete, one address failed for good
     assert rows(env, "SELECT status FROM issue") == [("sent_with_failures",)]
     smtp_server.reply = None
     r = cli("issues", "retry", "1")

@@ -81,7 +81,8 @@ def test_scheduled_resumes_an_unfinished_issue(cli, env, smtp_server: SmtpServer
     )
     r = cli("send", "--scheduled")
     assert r.exit_code == 0, r.output
-    assert "Resuming issue 1 (1 to go)." in r.stdout
+    assert "only its deferred deliveries are left" in r.stdout
+    assert "Retrying the deferred deliveries of issue 1" in r.stdout
     assert sorted(smtp_server.by_rcpt()) == [f"reader{i}@example.net" for i in range(4)]
     assert all(len(v) == 1 for v in smtp_server.by_rcpt().values())
 
