@@ -23,8 +23,7 @@ from urllib.parse import urlsplit
 from sqlmodel import Session
 
 from digest.compose.dkim import DkimSigner, load_signer
-from digest.compose.recipients import message_settings
-from digest.compose.wire import MessageTemplate, Recipient
+from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
 from digest.errors import DigestError
 from digest.models import utcnow
@@ -127,35 +126,21 @@ def check_next_send(
         signer = load_signer(settings)
     except DigestError as exc:
         report.add("error", "dkim-key", exc.message + (f" ({exc.hint})" if exc.hint else ""))
-    msg = message_settings(settings)
-    template = MessageTemplate(
-        settings=msg, subject=subject, html_body=html_body, text_body=text_body,
-        date=utcnow(), signer=signer,
-    )  # fmt: skip
-    unsubscribe = _sample_unsubscribe_url(settings, msg.mailto_unsubscribe, report)
-    recipient = Recipient(
-        email="check@example.net",
-        name="Sample Reader",
-        message_id=f"<digest.check.sample@{msg.message_id_domain}>",
-        unsubscribe_url=unsubscribe,
+    template = compose_issue(
+        settings, subject=subject, html=html_body, text=text_body, signer=signer
     )
+    key = None
+    if settings.base_url:
+        try:
+            key = settings.secret_key_bytes()
+        except DigestError as exc:
+            report.add("error", "secret-key", exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    recipient = Recipients.of(settings, key=key).check_sample()
+    unsubscribe = recipient.unsubscribe_url
     data = template.render(recipient)
     report.subject = template.subject
     lint_message(data, settings=settings, unsubscribe_url=unsubscribe, signer=signer, report=report)
     return report
-
-
-def _sample_unsubscribe_url(settings: Settings, mailto: str, report: CheckReport) -> str:
-    if not settings.base_url:
-        return mailto
-    from digest.tokens import make_token
-
-    try:
-        key = settings.secret_key_bytes()
-    except DigestError as exc:
-        report.add("error", "secret-key", exc.message + (f" ({exc.hint})" if exc.hint else ""))
-        key = b"check-only-not-a-key"
-    return f"{settings.base_url}/unsubscribe/{make_token(key, 'unsubscribe', 'check-sample')}"
 
 
 def _sample_issue(settings: Settings) -> Any:

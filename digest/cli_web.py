@@ -124,7 +124,8 @@ def subscribers_purge_pending(
 def import_and_confirm(ctx: typer.Context, file: Path, status: str) -> None:
     """`subscribers import --send-confirmation`: import as pending, then email each new
     subscriber a link to confirm. Exit 1 if rows were rejected, 75 if emails did not go out."""
-    from digest.lifecycle import import_pending, require_base_url, send_confirmations
+    from digest.lifecycle import import_pending, require_base_url
+    from digest.send.confirm import send_confirmations
     from digest.send.mailer import SmtpSender
 
     if status != "pending":

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session
+from sqlalchemy.engine import Engine as Engine  # re-exported: cli/ and web/ import no SQL library
+from sqlalchemy.engine import make_url
+from sqlmodel import Session as Session  # re-exported, as Engine
 
 from digest.errors import DatabaseError
 

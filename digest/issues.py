@@ -243,6 +243,11 @@ def get_issue(session: Session, number: int) -> Issue:
     return issue
 
 
+def archived_issues(session: Session) -> Sequence[Issue]:
+    """The issues of the web archive, newest first."""
+    return session.exec(select(Issue).order_by(col(Issue.number).desc())).all()
+
+
 def delivery_counts(session: Session, issue_id: int) -> dict[str, int]:
     rows = session.exec(
         select(Delivery.status, func.count())

@@ -17,14 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parseaddr
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from digest.compose.recipients import issue_template, message_id, message_settings, unsubscribe_url
+from digest.compose.recipients import Recipients, compose_issue
 from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import Settings
 from digest.errors import DigestError, SmtpUnavailable
@@ -319,7 +318,7 @@ class DeliveryRun:
 
     # The connections ----------------------------------------------------------------------------
 
-    def _connection(self, index: int, template: MessageTemplate, envelope_from: str,
+    def _connection(self, index: int, template: MessageTemplate,
                     jobs: queue.SimpleQueue[_Job | None], done: queue.SimpleQueue[_Done]) -> None:  # fmt: skip
         sender = self.first_sender if index == 0 and self.first_sender else None
         try:
@@ -336,7 +335,7 @@ class DeliveryRun:
                     sender = self.sender_factory()
                 try:
                     data = template.render(job.recipient)
-                    result = sender.send(envelope_from, job.recipient.email, data)
+                    result = sender.send(job.recipient.envelope_from, job.recipient.email, data)
                 except SmtpUnavailable as exc:
                     done.put(_Done(job, None, exc.message))
                     continue
@@ -358,15 +357,17 @@ class DeliveryRun:
             issue = session.get(Issue, self.issue_id)
             assert issue is not None
             counts = delivery_counts(session, self.issue_id)
-        key = self.settings.secret_key_bytes()
-        msg_settings = message_settings(self.settings)
-        template = issue_template(self.settings, issue)
-        envelope_from = parseaddr(self.settings.from_address)[1]
+        recipients = Recipients.of(
+            self.settings, issue_uid=issue.uid, key=self.settings.secret_key_bytes()
+        )
+        template = compose_issue(
+            self.settings, subject=issue.subject, html=issue.html, text=issue.text
+        )
         progress = SendProgress(total=sum(counts.values()))
         jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         threads = [
-            threading.Thread(target=self._connection, args=(i, template, envelope_from, jobs, done),
+            threading.Thread(target=self._connection, args=(i, template, jobs, done),
                              name=f"smtp-{i}", daemon=True)
             for i in range(self.connections)
         ]  # fmt: skip
@@ -414,11 +415,7 @@ class DeliveryRun:
                             progress.count("skipped")
                             continue
                         assert sub is not None
-                        recipient = Recipient(
-                            email=sub.email, name=sub.name,
-                            message_id=message_id(issue.uid, sub.uid, msg_settings.message_id_domain),
-                            unsubscribe_url=unsubscribe_url(self.settings, msg_settings, key, sub.uid),
-                        )  # fmt: skip
+                        recipient = recipients.subscriber(sub.uid, sub.email, sub.name)
                         jobs.put(_Job(did, attempts, first, recipient))
                         in_flight += 1
                 if in_flight == 0 and not records:

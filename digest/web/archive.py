@@ -12,12 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import Session, col, select
-
 from digest.config import Settings
 from digest.dates import human_date
-from digest.issues import get_issue
-from digest.models import Issue
+from digest.db import Session
+from digest.issues import archived_issues, get_issue
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.send.plan import plan_send
 
@@ -34,7 +32,7 @@ class ArchiveEntry:
 
 def list_archive(session: Session, settings: Settings) -> list[ArchiveEntry]:
     """Every issue sent or being sent (its mail carries the link), newest first."""
-    issues = session.exec(select(Issue).order_by(col(Issue.number).desc())).all()
+    issues = archived_issues(session)
     return [
         ArchiveEntry(i.number, i.subject, human_date(i.created_at, settings.tz), i.created_at)
         for i in issues
