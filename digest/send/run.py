@@ -358,8 +358,9 @@ class DeliveryRun:
             assert issue is not None
             counts = delivery_counts(session, self.issue_id)
         recipients = Recipients.of(
-            self.settings, issue_uid=issue.uid, key=self.settings.secret_key_bytes()
-        )
+            self.settings, issue_uid=issue.uid, key=self.settings.secret_key_bytes(),
+            issue_number=issue.number,
+        )  # fmt: skip
         template = compose_issue(
             self.settings, subject=issue.subject, html=issue.html, text=issue.text
         )
