@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from digest import __version__
 from digest.cli_feeds import feeds_app, fetch_before, import_feed_source, news_import_page
+from digest.cli_inbox import bounces_app, inbox_app, subscribers_reactivate
 from digest.config import LoadedSettings, Settings, describe_settings, load_settings
 from digest.dates import parse_when
 from digest.db import check_schema, make_engine, session_scope, upgrade
@@ -100,7 +101,10 @@ app.add_typer(news_app, name="news")
 app.add_typer(issues_app, name="issues")
 app.add_typer(config_app, name="config")
 app.add_typer(feeds_app, name="feeds")
+app.add_typer(inbox_app, name="inbox")
+app.add_typer(bounces_app, name="bounces")
 news_app.command("import-page")(news_import_page)
+subscribers_app.command("reactivate")(subscribers_reactivate)
 
 
 @dataclass
@@ -1067,6 +1071,7 @@ def issues_show(
 
     Example: digest issues show 3
     """
+    from digest.inbound.act import issue_feedback_counts
     from digest.issues import delivery_counts, get_issue, issue_items, problem_deliveries
 
     state = _state(ctx)
@@ -1076,6 +1081,7 @@ def issues_show(
         counts = delivery_counts(session, issue.id or 0)
         items = issue_items(session, issue.id or 0)
         problems = problem_deliveries(session, issue.id or 0)
+        feedback = issue_feedback_counts(session, issue.id or 0)
     typer.echo(f"Issue {issue.number}: {issue.subject}")
     typer.echo(
         f"Status: {issue.status}; created {_local(issue.created_at, s)}; "
@@ -1085,6 +1091,11 @@ def issues_show(
         f"Period: {_local(issue.period_start, s)} to {_local(issue.period_end, s)} ({s.timezone})"
     )
     typer.echo("Deliveries: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    typer.echo(
+        f"Bounces: {feedback.get('permanent', 0)} permanent, {feedback.get('temporary', 0)} "
+        f"temporary; complaints: {feedback.get('complaint', 0)}; unsubscribed by email: "
+        f"{feedback.get('unsubscribe', 0)}"
+    )
     typer.echo(f"\nItems ({len(items)}):")
     for it in items:
         typer.echo(f"  {it.position}. [{it.category or 'News'}] {it.title}\n     {it.url}")
