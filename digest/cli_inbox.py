@@ -8,6 +8,7 @@ import os
 import sys
 import traceback
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -94,12 +95,16 @@ def inbox_receive(
             show_default=False,
         ),
     ] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(help="A Maildir where messages for a person are kept (a pipe has no inbox)."),
+    ] = None,
 ) -> None:
     """Read one message on standard input and act on it, for an MTA pipe. Exit 0: accepted
-    (acted on, already seen or for a person); 75: a temporary failure, the MTA keeps the
-    message and tries again. Never any other code, so the MTA never bounces a bounce.
+    (acted on, already seen or for a person, kept in --keep); 75: a temporary failure, the
+    MTA keeps the message and tries again. Never any other code: no bounce of a bounce.
 
-    Example (Postfix alias): bounces: "|/usr/local/bin/digest inbox receive"
+    Example (Postfix alias): bounces: "|/srv/digest/.venv/bin/digest inbox receive --keep /srv/digest/for-a-person"
     """
     from digest.inbound.inbox import receive_message
 
@@ -107,7 +112,7 @@ def inbox_receive(
     rcpt = recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
     try:
         raw = sys.stdin.buffer.read()
-        outcome = receive_message(state.engine(), state.settings, raw, recipient=rcpt)
+        outcome = receive_message(state.engine(), state.settings, raw, recipient=rcpt, keep=keep)
     except Exception as exc:  # every failure is temporary for the MTA: it retries, never bounces
         message = exc.message if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
         typer.echo(f"Error: {message} (the MTA will try again)", err=True)

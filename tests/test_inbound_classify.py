@@ -110,6 +110,7 @@ def test_vacation_replies_are_never_bounces(style: str) -> None:
 def test_a_human_reply_is_for_a_person() -> None:
     found = classify(reports.human_reply(SENT), key=KEY)
     assert found.kind == InboundKind.person
+    assert not found.bad_token  # the VERP token in its To: is ours, not a forgery
 
 
 def test_emailed_unsubscribe_with_its_token() -> None:

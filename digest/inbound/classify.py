@@ -171,11 +171,13 @@ class _Evidence:
         self.ids: list[tuple[str, str]] = []
         self.bad = False
 
-    def tokens(self, text: str, purpose: str) -> None:
+    def tokens(self, text: str, purpose: str, other: str | None = None) -> None:
+        """Valid tokens for `purpose`; one valid for neither it nor `other` is a bad token."""
         for token in verp.tokens_in_text(text):
             ref = verp.read_delivery_token(self.key, purpose, token)
             if ref is None:
-                self.bad = True
+                if other is None or verp.read_delivery_token(self.key, other, token) is None:
+                    self.bad = True
             elif ref not in self.refs:
                 self.refs.append(ref)
 
@@ -371,7 +373,7 @@ def _classify(raw: bytes, *, key: bytes, recipient: str | None) -> Classified:
 
     # Emailed unsubscribes: the token of List-Unsubscribe's mailto: (subject or address)
     unsub = _Evidence(key)
-    unsub.tokens(subject + " " + rcpt_text, verp.UNSUBSCRIBE)
+    unsub.tokens(subject + " " + rcpt_text, verp.UNSUBSCRIBE, other=verp.BOUNCE)
     if unsub.refs:
         return made(InboundKind.unsubscribe, refs=tuple(unsub.refs),
             reason=f"emailed unsubscribe from {_text(msg.get('from'))}"[:500],

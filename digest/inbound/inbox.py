@@ -3,13 +3,15 @@ from an MTA pipe. Both classify and act through act.process_message, one message
 
 from __future__ import annotations
 
+import mailbox
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from digest.config import Settings
-from digest.errors import ConfigError, UsageError
+from digest.errors import ConfigError, TemporaryFailure, UsageError
 from digest.inbound.act import InboxSummary, Outcome, process_message, record_smtp_failures
 from digest.inbound.sources import SourceSpec, open_mailbox, parse_source
 from digest.models import InboundKind, utcnow
@@ -78,9 +80,31 @@ def receive_message(
     raw: bytes,
     *,
     recipient: str | None = None,
+    keep: Path | None = None,
     now: datetime | None = None,
 ) -> Outcome:
     """One message from an MTA (`|digest inbox receive`); `recipient` is its envelope
-    recipient ($ORIGINAL_RECIPIENT from Postfix's local(8)), where the VERP token is."""
+    recipient ($ORIGINAL_RECIPIENT from Postfix's local(8)), where the VERP token is.
+
+    A pipe has no mailbox to leave mail in, so a message for a person is written to the
+    Maildir `keep` (when given), after it was recorded: nothing a person should read is lost.
+    """
     record_smtp_failures(engine, settings, now=now)
-    return process_message(engine, settings, raw, source="receive", recipient=recipient, now=now)
+    if keep is not None:
+        _check_maildir(keep)
+    outcome = process_message(engine, settings, raw, source="receive", recipient=recipient, now=now)
+    if keep is not None and outcome.kind == InboundKind.person and not outcome.already_seen:
+        try:
+            box = mailbox.Maildir(keep, create=False)
+            box.add(raw)  # written to tmp/, then moved to new/: never half a message
+        except OSError as exc:
+            raise TemporaryFailure(f"cannot keep the message in {keep}: {exc.strerror}") from None
+    return outcome
+
+
+def _check_maildir(path: Path) -> None:
+    if not all((path / sub).is_dir() for sub in ("cur", "new", "tmp")):
+        raise ConfigError(
+            f"--keep {path} is not a Maildir (it needs cur/, new/ and tmp/)",
+            hint=f"Create it: mkdir -p {path / 'cur'} {path / 'new'} {path / 'tmp'}",
+        )
