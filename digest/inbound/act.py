@@ -186,7 +186,7 @@ def _act(
                 )
             )  # fmt: skip
             changed = False
-            if sub.status in (SubscriberStatus.active, SubscriberStatus.pending):
+            if sub.status != SubscriberStatus.unsubscribed:  # bounced too: never re-activated
                 changed = set_status(
                     session, sub, SubscriberStatus.unsubscribed,
                     source="complaint" if complaint else "email", detail=found.reason[:500],

@@ -298,13 +298,21 @@ class ImapSource:
             ) from None
 
     def done(self, ref: str) -> None:
+        from imapclient.exceptions import IMAPClientError
+
         uid = int(ref)
-        self.client.add_flags([uid], [b"\\Seen"])
-        if self.done_folder:
-            if self.can_move:
-                self.client.move([uid], self.done_folder)
-            else:  # no MOVE: a copy, and the original stays (seen), since nothing is deleted
-                self.client.copy([uid], self.done_folder)
+        try:
+            self.client.add_flags([uid], [b"\\Seen"])
+            if self.done_folder:
+                if self.can_move:
+                    self.client.move([uid], self.done_folder)
+                else:  # no MOVE: a copy, and the original stays (seen): nothing is deleted
+                    self.client.copy([uid], self.done_folder)
+        except (OSError, IMAPClientError) as exc:
+            raise TemporaryFailure(
+                f"{self.display}: could not mark message {uid} as processed: {_said(exc)}",
+                hint="Try again later: it was recorded, so the next run only marks it.",
+            ) from None
 
     def close(self) -> None:
         _quietly_logout(self.client)
