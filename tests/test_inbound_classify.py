@@ -91,6 +91,8 @@ def test_complaints_name_the_subscriber_from_the_original(shape: str) -> None:
     assert found.kind == InboundKind.complaint
     assert found.feedback_type == "abuse"
     assert _ref(found) == REF  # the VERP token in the original's Return-Path
+    # and the List-Unsubscribe token (after "%20" in its mailto:) is read as valid too
+    assert not found.bad_token and len(found.refs) == 1
     assert found.original_ids == ((SENT.issue_uid, SENT.subscriber_uid),)
 
 

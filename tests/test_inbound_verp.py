@@ -58,6 +58,7 @@ def test_tokens_are_found_in_addresses_and_subjects() -> None:
     assert verp.tokens_in_text(f"unsubscribe {token}") == [token]
     assert verp.tokens_in_text(f"<bounces+{token.upper()}@example.org>") == [token.upper()]
     assert verp.tokens_in_text("no token here, 1-2-3") == []
+    assert verp.tokens_in_text(f"mailto:b@example.org?subject=unsubscribe%20{token}") == [token]
 
 
 def test_bad_token_inputs_raise_value_error() -> None:
@@ -83,3 +84,45 @@ def test_bounce_address_must_leave_room_for_a_token(value: str, ok: bool) -> Non
     else:
         with pytest.raises(ValueError):
             verp.check_bounce_address(value)
+
+
+def _settings(**kw: object) -> object:
+    from digest.config import Settings
+
+    base = {"from": "News <news@partnership.example.org>", "secret_key": KEY.decode()}
+    return Settings.model_validate({**base, **kw})
+
+
+def test_each_delivery_gets_its_envelope_sender_and_mailto_token() -> None:
+    from digest.compose.recipients import Recipients
+
+    uid = _uid()
+    settings = _settings(bounce_address="bounces@partnership.example.org")
+    recipients = Recipients.of(settings, issue_uid="0123456789abcdef", key=KEY, issue_number=7)  # type: ignore[arg-type]
+    r = recipients.subscriber(uid, "ana@example.com", "Ana")
+    local, _, domain = r.envelope_from.partition("@")
+    assert domain == "partnership.example.org" and local.startswith("bounces+")
+    assert verp.read_delivery_token(KEY, verp.BOUNCE, local[8:]) == verp.DeliveryRef(7, uid)
+    assert r.mailto_unsubscribe.startswith(
+        "mailto:bounces@partnership.example.org?subject=unsubscribe%20"
+    )
+    [token] = verp.tokens_in_text(r.mailto_unsubscribe)
+    assert verp.read_delivery_token(KEY, verp.UNSUBSCRIBE, token) == verp.DeliveryRef(7, uid)
+    # a test copy, a dry run or a preview carries no delivery token and no VERP sender
+    copy = recipients.test_copy("me@example.org")
+    assert copy.envelope_from == "news@partnership.example.org" and copy.mailto_unsubscribe == ""
+    draft = Recipients.of(settings, issue_uid="dryrun", key=KEY).subscriber(uid, "a@x.org", "")  # type: ignore[arg-type]
+    assert draft.envelope_from == "news@partnership.example.org" and draft.mailto_unsubscribe == ""
+
+
+def test_without_bounce_address_the_envelope_sender_stays_the_from_address() -> None:
+    from digest.compose.recipients import Recipients
+
+    settings = _settings()
+    r = Recipients.of(settings, issue_uid="0123456789abcdef", key=KEY, issue_number=2).subscriber(  # type: ignore[arg-type]
+        _uid(), "ana@example.com", ""
+    )
+    assert r.envelope_from == "news@partnership.example.org"
+    assert r.mailto_unsubscribe.startswith(
+        "mailto:news@partnership.example.org?subject=unsubscribe%20"
+    )

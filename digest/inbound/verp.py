@@ -17,6 +17,7 @@ import hmac
 import re
 from dataclasses import dataclass
 from email.utils import parseaddr
+from urllib.parse import unquote
 
 BOUNCE = "verp"  # the envelope sender of one delivery
 UNSUBSCRIBE = "unsubscribe-mail"  # the mailto: of List-Unsubscribe
@@ -116,5 +117,8 @@ def check_bounce_address(value: str) -> str:
 
 
 def tokens_in_text(text: str) -> list[str]:
-    """Every token-shaped string in `text` (a Subject, a mailto: link), valid or not."""
-    return ["-".join(m.groups()) for m in TOKEN_RE.finditer(text)]
+    """Every token-shaped string in `text` (a Subject, a mailto: link), valid or not.
+
+    URL escapes are undone first: in `?subject=unsubscribe%20TOKEN` the token follows "%20".
+    """
+    return ["-".join(m.groups()) for m in TOKEN_RE.finditer(unquote(text))]
