@@ -173,3 +173,15 @@ def test_subscribers_reactivate(
     assert r.exit_code == 2 and "staff cannot re-activate them" in r.stderr
     r = cli("subscribers", "reactivate", "ana@example.com")
     assert r.exit_code == 2 and "not bounced" in r.stderr
+
+
+def test_the_inbox_password_is_a_secret(
+    env: dict[str, str], cli: Callable[..., Any], workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_INBOX_PASSWORD", "hunter2-imap")
+    r = cli("config", "show")
+    assert r.exit_code == 0 and "hunter2-imap" not in r.output
+    assert any("inbox_password" in ln and "(set, hidden)" in ln for ln in r.stdout.splitlines())
+    (workdir / "digest.toml").write_text('inbox_password = "hunter2-imap"\n')
+    r = cli("config", "show")
+    assert r.exit_code == 3 and "inbox_password must not be written in the config file" in r.stderr

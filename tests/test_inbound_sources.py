@@ -335,3 +335,39 @@ def test_imap_url_parts() -> None:
         "bounces@example.org", "mail.example.org", 143, "Bounces/2026", "starttls"
     )  # fmt: skip
     assert "secret" not in spec.display
+
+
+def test_imap_a_30_mb_message_is_left_unread_for_a_person(engine: Engine, dovecot: Dovecot) -> None:
+    [ana] = reports.make_world(engine, ["ana@example.com"])
+    client: Any = dovecot.client()
+    client.append("INBOX", b"Subject: big\r\nMessage-ID: <big@x>\r\n\r\n" + b"x" * (30 << 20))
+    client.append("INBOX", reports.gmail_dsn(ana))
+    settings = _settings(
+        inbox_url=dovecot.url(), inbox_password=PASSWORD, inbox_ca_file=str(dovecot.ca_file)
+    )
+    summary = fetch_inbox(engine, settings)
+    assert [o.kind for o in summary.outcomes] == ["person", "bounce"]
+    assert "30 MB: too large" in summary.outcomes[0].detail
+    flags = [f for _, f in _folder(client, "INBOX").values()]
+    assert [b"\\Seen" in f for f in flags] == [False, True]
+    client.logout()
+
+
+def test_cli_imap_errors_are_one_clear_line_and_an_exit_code(
+    env: dict[str, str], cli: Any, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_INBOX_URL", dovecot.url())
+    monkeypatch.setenv("DIGEST_INBOX_PASSWORD", "wrong")
+    monkeypatch.setenv("DIGEST_INBOX_CA_FILE", str(dovecot.ca_file))
+    r = cli("inbox", "fetch")
+    assert r.exit_code == 3
+    assert r.stderr.startswith("Error: 127.0.0.1:") and "refused the login" in r.stderr
+    assert "Traceback" not in r.output and "wrong" not in r.output
+    monkeypatch.delenv("DIGEST_INBOX_CA_FILE")
+    r = cli("inbox", "fetch")
+    assert r.exit_code == 1 and "could not be verified" in r.stderr and "inbox_ca_file" in r.stderr
+    from digest.demo import free_port
+
+    monkeypatch.setenv("DIGEST_INBOX_URL", f"imaps://u@127.0.0.1:{free_port()}/INBOX")
+    r = cli("inbox", "fetch")
+    assert r.exit_code == 75 and "cannot read the mailbox" in r.stderr
