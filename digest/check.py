@@ -26,6 +26,7 @@ from digest.compose.dkim import DkimSigner, load_signer
 from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
 from digest.errors import DigestError
+from digest.issues import NextIssue
 from digest.models import utcnow
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.render.fit import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET
@@ -82,9 +83,7 @@ class CheckReport:
 def check_next_send(
     session: Session,
     settings: Settings,
-    *,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
+    shape: NextIssue | None = None,
 ) -> CheckReport:
     """Build the message the next `digest send` would send and lint it. Sends nothing,
     stores nothing."""
@@ -93,7 +92,7 @@ def check_next_send(
     report = CheckReport(source="")
     lint_settings(settings, report)
     try:
-        plan = plan_send(session, settings, note_markdown=note_markdown, featured_url=featured_url)
+        plan = plan_send(session, settings, shape)
     except DigestError as exc:  # a broken template, a bad --featured: what a send would hit
         report.source = "the next issue (it could not be rendered)"
         report.add("error", "render", exc.message)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -52,6 +53,7 @@ class Draft:
     period_end: datetime
     items: Sequence[NewsItem]
     rendered: RenderedIssue
+    message_id_domain: str = ""  # frozen into the issue: its Message-IDs never change
 
 
 def read_note(path: str | Path) -> str:
@@ -118,24 +120,37 @@ def _views(items: Sequence[NewsItem]) -> list[ItemView]:
     ]
 
 
+@dataclass(frozen=True)
+class NextIssue:
+    """What staff may say about the next issue: its period (default: since the last issue)
+    and an editor's note (Markdown) and featured item (the link of one of its items)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    note_markdown: str | None = None
+    featured_url: str | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """A note or a featured item: only a new issue can have them."""
+        return bool(self.note_markdown or self.featured_url)
+
+
 def draft_issue(
     session: Session,
     settings: Settings,
+    shape: NextIssue | None = None,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
     now: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
 ) -> Draft | None:
     """Render the next issue without storing anything; None when there are no new items.
 
-    An editor's note (Markdown) and a featured item (the link of one of its items) are rendered
-    into the issue here, so they are frozen with it.
+    The note and the featured item are rendered into the issue here, so they are frozen with it.
     """
+    shape = shape or NextIssue()
     now = now or utcnow()
     d_since, d_until = default_window(session, settings, now)
-    since, until = since or d_since, until or d_until
+    since, until = shape.since or d_since, shape.until or d_until
     if since >= until:
         raise DigestError(
             f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
@@ -153,12 +168,13 @@ def draft_issue(
         period_end=until,
         number=number,
         templates_dir=settings.templates_dir,
-        note_markdown=note_markdown,
-        featured_url=featured_url,
+        note_markdown=shape.note_markdown,
+        featured_url=shape.featured_url,
     )
     return Draft(
-        number=number, period_start=since, period_end=until, items=items, rendered=rendered
-    )
+        number=number, period_start=since, period_end=until, items=items, rendered=rendered,
+        message_id_domain=settings.from_domain,
+    )  # fmt: skip
 
 
 def active_count(session: Session) -> int:
@@ -186,6 +202,7 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
         html=draft.rendered.html,
         text=draft.rendered.text,
         period_key=period_key,
+        message_id_domain=draft.message_id_domain or None,
     )
     session.add(issue)
     try:
@@ -230,10 +247,41 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
     return issue
 
 
+def _with_rows(statuses: Sequence[str]) -> Any:
+    return (
+        select(Delivery.id)
+        .where(Delivery.issue_id == Issue.id, col(Delivery.status).in_(statuses))
+        .exists()
+    )
+
+
 def unfinished_issue(session: Session) -> Issue | None:
+    """The issue a send resumes: one being sent with deliveries not yet tried (queued, or in
+    flight). An issue whose only remaining deliveries are deferred does not hold up the next
+    issue: its retries go on in later runs (`retrying_issues`)."""
     return session.exec(
-        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, _with_rows(["queued", "sending"]))
+        .order_by(col(Issue.number))
     ).first()
+
+
+def retrying_issues(session: Session, now: datetime) -> Sequence[Issue]:
+    """Issues being sent whose only remaining deliveries are deferred, some of them due."""
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.issue_id == Issue.id,
+            Delivery.status == DeliveryStatus.deferred,
+            sa.or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= now),
+        )
+        .exists()
+    )
+    return session.exec(
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, ~_with_rows(["queued", "sending"]), due)
+        .order_by(col(Issue.number))
+    ).all()
 
 
 def get_issue(session: Session, number: int) -> Issue:
@@ -302,6 +350,28 @@ def problem_deliveries(session: Session, issue_id: int) -> list[tuple[str, str, 
     return [
         (email or "(removed)", status, attempts, reply) for email, status, attempts, reply in rows
     ]
+
+
+@dataclass(frozen=True)
+class IssueDetail:
+    issue: Issue
+    counts: dict[str, int]
+    items: Sequence[IssueItem]
+    problems: list[tuple[str, str, int, str]]  # see problem_deliveries
+    feedback: dict[str, int] = field(default_factory=dict)  # bounce events by kind (inbound/)
+
+
+def issue_detail(session: Session, number: int) -> IssueDetail:
+    """One issue (`digest issues show`): its delivery counts, its items, and its failed and
+    deferred deliveries with the server's last reply."""
+    issue = get_issue(session, number)
+    issue_id = issue.id or 0
+    from digest.inbound.act import issue_feedback_counts
+
+    return IssueDetail(
+        issue, delivery_counts(session, issue_id), issue_items(session, issue_id),
+        problem_deliveries(session, issue_id), issue_feedback_counts(session, issue_id),
+    )  # fmt: skip
 
 
 def retry_issue(session: Session, number: int) -> int:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,8 +97,10 @@ def test_550_fails_once_and_is_never_retried(cli, env, smtp_server, waiting) -> 
 
     smtp_server.reply = reply
     r = cli("send", "--yes")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 65, r.output  # complete, with permanent failures: says so
     assert "8 sent, 2 failed, 0 deferred" in r.stdout
+    assert "2 addresses refused it for good: reader" in r.stderr
+    assert "`digest issues show 1` has the replies" in r.stderr
     assert all(tried[a] == 1 for a in bad)
     assert set(copies(smtp_server)) == {f"reader{i}@example.net" for i in range(10)} - bad
     assert rows(env, "SELECT status FROM issue") == [("sent_with_failures",)]
@@ -159,25 +160,23 @@ def test_reset_in_the_middle_of_data_is_retried(
 def test_421_at_connect_for_a_while_backs_off_then_completes(
     cli, env, smtp_server, waiting, monkeypatch
 ) -> None:
-    """The first connection answers 421 at the greeting (the pre-flight check), so nothing is
-    frozen; later ones too for a while, and the run backs off instead of spinning."""
+    """Later connections answer 421 at the greeting for a while (a relay allowing fewer
+    connections than smtp_connections): the run goes on with the connection that works, and
+    the refused one rests before it tries again instead of spinning."""
     seed(cli, subscribers=5, items=1)
     monkeypatch.setenv("DIGEST_SMTP_CONNECTIONS", "2")
     proxy = FaultProxy(smtp_server.port, lambda n, seen: "greet-421" if 2 <= n <= 4 else None)
     monkeypatch.setenv("DIGEST_SMTP_URL", proxy.url)
     try:
-        start = time.monotonic()
         r = cli("send", "--yes")
-        elapsed = time.monotonic() - start
     finally:
         proxy.close()
     assert r.exit_code == 0, r.output
-    assert proxy.faults.count("greet-421") == 3
+    assert 1 <= proxy.faults.count("greet-421") <= 3
     got = copies(smtp_server)
     assert len(got) == 5 and set(got.values()) == {1}
     assert rows(env, "SELECT status, count(*) FROM delivery GROUP BY status") == [("sent", 5)]
     assert proxy.connections <= 8  # backed off: no tight reconnect loop
-    assert elapsed >= 0.5  # it paused at least once (the exact pause is not asserted)
 
 
 def test_server_down_for_good_stops_with_75_and_keeps_the_queue(
@@ -234,7 +233,12 @@ def test_sigkill_at_several_points_of_a_2000_send(cli, env, smtp_server, monkeyp
     connections = 4
     # On PostgreSQL a dead sender's rows wait for their lease to run out before a rerun
     # takes them; keep it short here.
-    env = {**env, "DIGEST_SMTP_CONNECTIONS": str(connections), "DIGEST_LEASE_SECONDS": "2"}
+    env = {
+        **env,
+        "DIGEST_SMTP_CONNECTIONS": str(connections),
+        "DIGEST_LEASE_SECONDS": "2",
+        "DIGEST_SMTP_TIMEOUT": "1",
+    }
     seed(cli, subscribers=0, items=1)
     bulk_subscribers(env, 2000)
     kill_at = [150, 700, 1300]
@@ -311,7 +315,7 @@ def test_three_postgres_workers_one_killed(
             "DIGEST_DATABASE_URL": url, "DIGEST_SMTP_URL": smtp_server.url,
             "DIGEST_FROM": "News <news@partnership.example.org>", "DIGEST_SECRET_KEY": "k",
             "DIGEST_BASE_URL": "https://news.partnership.example.org",
-            "DIGEST_SMTP_CONNECTIONS": "2", "DIGEST_LEASE_SECONDS": "3",
+            "DIGEST_SMTP_CONNECTIONS": "2", "DIGEST_LEASE_SECONDS": "3", "DIGEST_SMTP_TIMEOUT": "1.5",
             "DIGEST_RETRY_WAIT_SECONDS": "0",
         }  # fmt: skip
         for k, v in env.items():

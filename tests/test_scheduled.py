@@ -79,7 +79,8 @@ def test_scheduled_resumes_an_unfinished_issue(cli, env, smtp_server: SmtpServer
     )
     r = cli("send", "--scheduled")
     assert r.exit_code == 0, r.output
-    assert "Resuming issue 1 (1 to go)." in r.stdout
+    assert "only its deferred deliveries are left" in r.stdout
+    assert "Retrying the deferred deliveries of issue 1" in r.stdout
     assert sorted(smtp_server.by_rcpt()) == [f"reader{i}@example.net" for i in range(4)]
     assert all(len(v) == 1 for v in smtp_server.by_rcpt().values())
 
@@ -126,7 +127,7 @@ def test_retry_requeues_failed_on_purpose(cli, env, smtp_server: SmtpServer) -> 
     smtp_server.reply = lambda rcpt, data: (
         "550 5.2.2 Mailbox full" if rcpt == "reader1@example.net" else None
     )
-    assert cli("send", "--yes").exit_code == 0
+    assert cli("send", "--yes").exit_code == 65  # complete, one address failed for good
     assert rows(env, "SELECT status FROM issue") == [("sent_with_failures",)]
     smtp_server.reply = None
     r = cli("issues", "retry", "1")

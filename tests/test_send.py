@@ -280,7 +280,7 @@ def test_permanent_and_temporary_failures(cli, env, smtp_server: SmtpServer, mon
     engine.dispose()
     r = cli("send", "--yes")
     assert r.exit_code == 0, r.output
-    assert "Resuming issue 1" in r.stdout
+    assert "Retrying the deferred deliveries of issue 1" in r.stdout
     assert "3 sent, 1 failed, 0 deferred" in r.stdout
     assert attempts == {
         "reader0@example.net": 1,

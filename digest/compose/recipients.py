@@ -123,9 +123,14 @@ class Recipients:
     def _link(self, token: str) -> str:
         return f"{self.base_url}/unsubscribe/{token}" if self.base_url else self.mailto_unsubscribe
 
+    def _for(self, email: str, name: str, message_id: str, link: str) -> Recipient:
+        return Recipient(email, name, message_id, link, envelope_from=self.envelope_from)
+
     def subscriber(self, uid: str, email: str, name: str) -> Recipient:
         """A subscriber's message: their unsubscribe token and the issue's stable Message-ID."""
         assert self.key is not None, "a subscriber's link needs the secret key"
+        link = make_token(self.key, "unsubscribe", uid)
+        mid = message_id(self.issue_uid, uid, self.domain)
         envelope_from, mailto = self.envelope_from, ""
         if self.issue_number is not None:
             from digest.inbound import verp
@@ -140,47 +145,30 @@ class Recipients:
                     envelope_from = verp.verp_address(self.bounce_address, token(verp.BOUNCE))
             except ValueError:  # a uid that is not digest's own (32 hex): no delivery token
                 mailto = ""
-        link = make_token(self.key, "unsubscribe", uid)
+        if not mailto:
+            return self._for(email, name, mid, self._link(link))
         return Recipient(
-            email=email, name=name, message_id=message_id(self.issue_uid, uid, self.domain),
-            unsubscribe_url=f"{self.base_url}/unsubscribe/{link}" if self.base_url
-            else (mailto or self.mailto_unsubscribe),
+            email, name, mid,
+            f"{self.base_url}/unsubscribe/{link}" if self.base_url else mailto,
             envelope_from=envelope_from, mailto_unsubscribe=mailto,
         )  # fmt: skip
 
     def test_copy(self, email: str) -> Recipient:
         """A test copy: a fresh Message-ID, and a link that cannot unsubscribe anyone."""
-        return Recipient(
-            email=email, name="",
-            message_id=f"<digest.test.{secrets.token_hex(8)}@{self.domain}>",
-            unsubscribe_url=self._link("test-copy"),
-            envelope_from=self.envelope_from,
-        )  # fmt: skip
+        mid = f"<digest.test.{secrets.token_hex(8)}@{self.domain}>"
+        return self._for(email, "", mid, self._link("test-copy"))
 
     def preview(self) -> Recipient:
         """The sample reader of `digest preview`."""
-        return Recipient(
-            email=PREVIEW_ADDRESS, name="Preview Reader",
-            message_id=f"<digest.preview.{utcnow():%Y%m%d%H%M%S}@{self.domain}>",
-            unsubscribe_url=self._link("preview"),
-            envelope_from=self.envelope_from,
-        )  # fmt: skip
+        mid = f"<digest.preview.{utcnow():%Y%m%d%H%M%S}@{self.domain}>"
+        return self._for(PREVIEW_ADDRESS, "Preview Reader", mid, self._link("preview"))
 
     def check_sample(self) -> Recipient:
         """The sample reader of `digest check`: a real-shaped token, for nobody."""
-        key = self.key or b"check-only-not-a-key"
-        return Recipient(
-            email=CHECK_ADDRESS, name="Sample Reader",
-            message_id=f"<digest.check.sample@{self.domain}>",
-            unsubscribe_url=self._link(make_token(key, "unsubscribe", "check-sample")),
-            envelope_from=self.envelope_from,
-        )  # fmt: skip
+        token = make_token(self.key or b"check-only-not-a-key", "unsubscribe", "check-sample")
+        mid = f"<digest.check.sample@{self.domain}>"
+        return self._for(CHECK_ADDRESS, "Sample Reader", mid, self._link(token))
 
     def confirmation(self, email: str, name: str) -> Recipient:
         """The person asking to subscribe (the confirmation email has no unsubscribe link)."""
-        return Recipient(
-            email=email, name=name,
-            message_id=f"<digest.confirm.{secrets.token_hex(8)}@{self.domain}>",
-            unsubscribe_url="",
-            envelope_from=self.envelope_from,
-        )  # fmt: skip
+        return self._for(email, name, f"<digest.confirm.{secrets.token_hex(8)}@{self.domain}>", "")

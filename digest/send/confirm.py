@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from digest.compose.confirmation import confirmation_message
 from digest.compose.recipients import Recipients, configured_signer
 from digest.config import Settings
 from digest.db import Engine, session_scope
 from digest.errors import DigestError
-from digest.lifecycle import ConfirmationJob, confirm_url, mark_confirmation_not_sent
+from digest.lifecycle import (
+    ConfirmationJob,
+    confirm_url,
+    import_pending,
+    mark_confirmation_not_sent,
+    require_base_url,
+)
 from digest.models import utcnow
-from digest.send.mailer import Sender, SendResult
+from digest.send.mailer import Sender, SendResult, SmtpSender
 from digest.send.pacing import Pacer
+from digest.subscribers import ImportReport
 
 
 def send_confirmations(
@@ -60,3 +69,31 @@ def send_confirmations(
                 mark_confirmation_not_sent(session, job.event_id, result.reply)
         results.append((job, result))
     return results
+
+
+@dataclass(frozen=True)
+class ConfirmedImport:
+    report: ImportReport
+    results: list[tuple[ConfirmationJob, SendResult]]  # one per confirmation email
+
+    @property
+    def not_sent(self) -> list[tuple[str, str]]:
+        """(address, the server's reply) of each confirmation email that did not go out."""
+        return [(job.email, r.reply) for job, r in self.results if r.outcome != "sent"]
+
+
+def import_and_confirm(engine: Engine, settings: Settings, path: Path) -> ConfirmedImport:
+    """`subscribers import --status pending --send-confirmation`: import the list as pending
+    (committed first), then email each new subscriber a link to confirm.
+
+    Running it again sends only the confirmations that did not go out (see import_pending).
+    """
+    require_base_url(settings)
+    settings.secret_key_bytes()  # before anything is imported
+    with session_scope(engine) as session:
+        report, jobs = import_pending(session, path)
+    sender = SmtpSender(settings.smtp)
+    try:
+        return ConfirmedImport(report, send_confirmations(engine, settings, jobs, sender))
+    finally:
+        sender.close()

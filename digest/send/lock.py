@@ -1,4 +1,4 @@
-"""One sender at a time on a SQLite file: an OS lock on the database file itself."""
+"""One sender at a time on a SQLite file: an OS lock next to the database's resolved file."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def send_lock(database_url: str) -> Iterator[None]:
     if path is None:
         yield
         return
+    # The resolved file: a database reached through a symlink (or another relative path) is
+    # the same database, and must be the same lock.
+    path = path.resolve()
     lock_path = path.with_name(path.name + ".send-lock")
     fh = lock_path.open("a+")
     try:

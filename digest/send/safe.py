@@ -4,6 +4,7 @@ preview files. None of them records anything."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -12,12 +13,11 @@ from digest.addresses import normalise_address
 from digest.compose.recipients import Recipients, compose_issue
 from digest.compose.wire import MessageTemplate
 from digest.config import Settings
+from digest.db import Engine, session_scope
 from digest.errors import UsageError
-from digest.issues import (
-    Draft,
-)
+from digest.issues import Draft, NextIssue, draft_issue
 from digest.models import Subscriber, SubscriberStatus
-from digest.send.mailer import Sender, SendResult
+from digest.send.mailer import FileSender, Sender, SendResult, SmtpSender
 
 TEST_PREFIX = "[TEST] "
 
@@ -83,3 +83,38 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
 
     paths["views"] = write_views_page(folder, f"Issue {draft.number}: {draft.rendered.subject}")
     return paths
+
+
+@dataclass(frozen=True)
+class Copies:
+    """What `digest send --to` or `digest send --dry-run` did; neither records anything."""
+
+    draft: Draft
+    folder: Path | None = None  # --dry-run: where the messages were written
+    written: int = 0  # --dry-run: how many
+    sent: list[tuple[str, SendResult]] = field(default_factory=list)  # --to: each reply
+
+
+def send_copies(
+    engine: Engine,
+    settings: Settings,
+    shape: NextIssue | None = None,
+    *,
+    to: Sequence[str] = (),
+    folder: Path | None = None,
+) -> Copies | None:
+    """The next issue as a [TEST] copy to each address in `to`, or, with a `folder` (a dry
+    run), every active subscriber's message written there. None when there are no new items."""
+    with session_scope(engine) as session:
+        draft = draft_issue(session, settings, shape)
+        if draft is None:
+            return None
+        if folder is not None:
+            n = dry_run(session, settings, draft, folder, FileSender(folder))
+            return Copies(draft, folder=folder, written=n)
+    sender = SmtpSender(settings.smtp)
+    sender.connect()
+    try:
+        return Copies(draft, sent=test_send(settings, draft, to, sender))
+    finally:
+        sender.close()

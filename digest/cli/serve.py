@@ -1,9 +1,6 @@
-"""Commands for the web endpoints and the subscriber lifecycle: `digest serve`,
+"""The web endpoints and the subscriber lifecycle behind them: `digest serve`,
 `digest subscribers purge-pending`, and the confirmation emails of
-`digest subscribers import --status pending --send-confirmation`.
-
-Registered on the app by cli.py (`register`); errors are translated there, like every command's.
-"""
+`digest subscribers import --status pending --send-confirmation`."""
 
 from __future__ import annotations
 
@@ -11,25 +8,19 @@ import re
 import socket
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from digest.cli._context import State, echo_rejected, state, sub_app
 from digest.db import session_scope
 from digest.errors import EXIT_ERROR, EXIT_TEMPFAIL, DigestError, UsageError
+from digest.text import plural
 
-if TYPE_CHECKING:
-    from digest.cli import State
+commands = sub_app()
+subscribers_commands = sub_app()  # taken into `digest subscribers`
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(d|days?|w|weeks?|h|hours?)\s*$", re.IGNORECASE)
-
-
-def _state(ctx: typer.Context) -> State:
-    from digest.cli import State
-
-    obj = ctx.find_root().obj
-    assert isinstance(obj, State)
-    return obj
 
 
 def parse_duration(text: str, option: str) -> timedelta:
@@ -41,10 +32,7 @@ def parse_duration(text: str, option: str) -> timedelta:
     return {"d": timedelta(days=n), "w": timedelta(weeks=n), "h": timedelta(hours=n)}[unit]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
-
-
+@commands.command()
 def serve(
     ctx: typer.Context,
     host: Annotated[
@@ -63,20 +51,10 @@ def serve(
 
     from digest.web.app import create_app
 
-    state = _state(ctx)
-    settings = state.settings
-    engine = state.engine()  # a clear error now if the database is missing or out of date
-    app = create_app(settings, engine=engine)
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        raise DigestError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-            hint="Choose another --port, or stop what is using it.",
-        ) from None
+    s = state(ctx)
+    settings = s.settings
+    app = create_app(settings, engine=s.engine())  # a clear error now if the database is not ready
+    _check_free(host, port)
     typer.echo(
         f"Serving {settings.name} on http://{host}:{port} (public address {settings.base_url})."
     )
@@ -87,10 +65,25 @@ def serve(
         port=port,
         proxy_headers=True,  # trusts X-Forwarded-* only from FORWARDED_ALLOW_IPS (127.0.0.1)
         server_header=False,
-        log_level="debug" if state.verbose else "info",
+        log_level="debug" if s.verbose else "info",
     )
 
 
+def _check_free(host: str, port: int) -> None:
+    """A clear error before uvicorn starts (it would only log one) if the port is taken."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise DigestError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="Choose another --port, or stop what is using it.",
+        ) from None
+
+
+@subscribers_commands.command("purge-pending")
 def subscribers_purge_pending(
     ctx: typer.Context,
     older_than: Annotated[
@@ -108,53 +101,39 @@ def subscribers_purge_pending(
     """
     from digest.lifecycle import purge_pending
 
-    state = _state(ctx)
+    s = state(ctx)
     age = parse_duration(older_than, "--older-than")
-    with session_scope(state.engine()) as session:
+    with session_scope(s.engine()) as session:
         emails = purge_pending(session, older_than=age, dry_run=dry_run)
     verb = "Would erase" if dry_run else "Erased"
     typer.echo(
-        f"{verb} {_plural(len(emails), 'pending subscriber')} older than {older_than.strip()}."
+        f"{verb} {plural(len(emails), 'pending subscriber')} older than {older_than.strip()}."
     )
-    if dry_run or state.verbose:
+    if dry_run or s.verbose:
         for email in emails:
             typer.echo(f"  {email}")
 
 
-def import_and_confirm(ctx: typer.Context, file: Path, status: str) -> None:
+def import_and_confirm(s: State, file: Path, status: str) -> None:
     """`subscribers import --send-confirmation`: import as pending, then email each new
     subscriber a link to confirm. Exit 1 if rows were rejected, 75 if emails did not go out."""
-    from digest.lifecycle import import_pending, require_base_url
-    from digest.send.confirm import send_confirmations
-    from digest.send.mailer import SmtpSender
+    from digest.send.confirm import import_and_confirm as import_and_send
 
     if status != "pending":
         raise UsageError(
             "--send-confirmation needs --status pending",
             hint="Subscribers who must confirm are imported as pending.",
         )
-    state = _state(ctx)
-    settings = state.settings
-    require_base_url(settings)
-    settings.secret_key_bytes()
-    engine = state.engine()
-    with session_scope(engine) as session:
-        report, jobs = import_pending(session, file)
+    done = import_and_send(s.engine(), s.settings, file)
+    report, failed = done.report, done.not_sent
     typer.echo(
-        f"Imported {_plural(report.added, 'subscriber')} as pending; "
+        f"Imported {plural(report.added, 'subscriber')} as pending; "
         f"skipped {len(report.duplicates)} already on the list; rejected {len(report.rejected)}."
     )
-    for line, reason in report.rejected:
-        typer.echo(f"  line {line}: {reason}", err=True)
-    sender = SmtpSender(settings.smtp)
-    try:
-        results = send_confirmations(engine, settings, jobs, sender)
-    finally:
-        sender.close()
-    failed = [(job.email, result.reply) for job, result in results if result.outcome != "sent"]
-    typer.echo(f"Sent {_plural(len(results) - len(failed), 'confirmation email')}.")
+    echo_rejected(report.rejected, where="line ")
+    typer.echo(f"Sent {plural(len(done.results) - len(failed), 'confirmation email')}.")
     if failed:
-        typer.echo(f"{_plural(len(failed), 'confirmation email')} not sent:", err=True)
+        typer.echo(f"{plural(len(failed), 'confirmation email')} not sent:", err=True)
         for email, reply in failed:
             typer.echo(f"  {email}: {reply}", err=True)
         typer.echo(
@@ -165,8 +144,3 @@ def import_and_confirm(ctx: typer.Context, file: Path, status: str) -> None:
         raise typer.Exit(EXIT_TEMPFAIL)
     if report.rejected:
         raise typer.Exit(EXIT_ERROR)
-
-
-def register(app: typer.Typer, subscribers_app: typer.Typer) -> None:
-    app.command("serve")(serve)
-    subscribers_app.command("purge-pending")(subscribers_purge_pending)

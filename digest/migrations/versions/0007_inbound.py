@@ -1,16 +1,16 @@
 """Inbound mail: each message read once (inbound_message), bounce/complaint events with the
 score after them (bounce_event), and the subscriber's bounce score.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

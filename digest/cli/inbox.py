@@ -1,5 +1,5 @@
-"""`digest inbox …` (read what comes back), `digest bounces list`, `digest subscribers
-reactivate`. Thin like cli.py: parse, call one library function, present."""
+"""`digest inbox fetch|receive` (read what comes back), `digest bounces list`, and
+`digest subscribers reactivate` (registered on the subscribers group in __init__)."""
 
 from __future__ import annotations
 
@@ -9,35 +9,17 @@ import sys
 import traceback
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from digest.cli._context import Address, local_time, state, sub_app, table, when
+from digest.db import session_scope
 from digest.errors import EXIT_TEMPFAIL, DigestError
 
-if TYPE_CHECKING:
-    from digest.cli import State
-
-inbox_app = typer.Typer(
-    help="What comes back after a send: bounces, complaints and emailed unsubscribes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-)
-bounces_app = typer.Typer(
-    help="Bounce, complaint and emailed-unsubscribe events.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-)
-
-
-def _state(ctx: typer.Context) -> State:
-    from digest.cli import _state as state
-
-    return state(ctx)
+inbox_app = sub_app("What comes back after a send: bounces, complaints and emailed unsubscribes.")
+bounces_app = sub_app("Bounce, complaint and emailed-unsubscribe events.")
+reactivate_commands = sub_app()  # `digest subscribers reactivate`
 
 
 @inbox_app.command("fetch")
@@ -62,8 +44,8 @@ def inbox_fetch(
     """
     from digest.inbound.inbox import fetch_inbox
 
-    state = _state(ctx)
-    verbose = verbose or state.verbose
+    s = state(ctx)
+    verbose = verbose or s.verbose
 
     def show(where: str, o: object) -> None:
         from digest.inbound.act import Outcome
@@ -75,7 +57,7 @@ def inbox_fetch(
         typer.echo(f"  {where}: {what}{who}{changed}: {o.detail}")
 
     summary = fetch_inbox(
-        state.engine(), state.settings, sources or [], on_outcome=show if verbose else None
+        s.engine(), s.settings, sources or [], on_outcome=show if verbose else None
     )
     if summary.smtp_failures:
         typer.echo(
@@ -108,15 +90,15 @@ def inbox_receive(
     """
     from digest.inbound.inbox import receive_message
 
-    state = _state(ctx)
+    s = state(ctx)
     rcpt = recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
     try:
         raw = sys.stdin.buffer.read()
-        outcome = receive_message(state.engine(), state.settings, raw, recipient=rcpt, keep=keep)
+        outcome = receive_message(s.engine(), s.settings, raw, recipient=rcpt, keep=keep)
     except Exception as exc:  # every failure is temporary for the MTA: it retries, never bounces
         message = exc.message if isinstance(exc, DigestError) else f"{type(exc).__name__}: {exc}"
         typer.echo(f"Error: {message} (the MTA will try again)", err=True)
-        if state.verbose:
+        if s.verbose:
             traceback.print_exc()
         raise typer.Exit(EXIT_TEMPFAIL) from None
     what = "already seen" if outcome.already_seen else outcome.kind.replace("_", "-")
@@ -144,13 +126,11 @@ def bounces_list(
 
     Example: digest bounces list --since "30 days ago" --format json
     """
-    from digest.cli import _local, _table, _when
-    from digest.db import session_scope
     from digest.inbound.act import list_events
 
-    state = _state(ctx)
-    with session_scope(state.engine()) as session:
-        events = list_events(session, since=_when(since, state.settings, "--since"))
+    s = state(ctx)
+    with session_scope(s.engine()) as session:
+        events = list_events(session, since=when(since, s.settings, "--since"))
     if format == EventFormat.json:
         records = [
             {
@@ -164,28 +144,25 @@ def bounces_list(
         return
     rows = [
         (
-            _local(e.at, state.settings), e.email, e.kind, e.status or "-",
+            local_time(e.at, s.settings), e.email, e.kind, e.status or "-",
             (e.diagnostic[:60] or "-"), f"{e.score_after:g}" + ("" if e.counted else " (not counted)"),
         )
         for e in events
     ]  # fmt: skip
-    typer.echo(_table(["when", "address", "kind", "code", "diagnostic", "score after"], rows))
+    typer.echo(table(["when", "address", "kind", "code", "diagnostic", "score after"], rows))
     typer.echo(f"{len(rows)} event{'s' if len(rows) != 1 else ''}")
 
 
-def subscribers_reactivate(
-    ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The bounced subscriber's address.")],
-) -> None:
+@reactivate_commands.command("reactivate")
+def subscribers_reactivate(ctx: typer.Context, email: Address) -> None:
     """Make a `bounced` subscriber active again (their address works again), score zero. An
     unsubscribed person can only subscribe again themselves.
 
     Example: digest subscribers reactivate ana@example.org
     """
-    from digest.db import session_scope
     from digest.inbound.act import reactivate_subscriber
 
-    state = _state(ctx)
-    with session_scope(state.engine()) as session:
+    s = state(ctx)
+    with session_scope(s.engine()) as session:
         sub = reactivate_subscriber(session, email)
     typer.echo(f"Re-activated {sub.email}: they get the next issue.")
