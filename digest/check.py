@@ -235,7 +235,7 @@ def lint_return_path(settings: Settings, report: CheckReport) -> None:
                 "them only if `digest inbox fetch` reads that mailbox too",
             )  # fmt: skip
     if settings.inbox_url:
-        from digest.inbound.sources import parse_source
+        from digest.inbound.spec import parse_source
 
         report.add(
             "ok", "inbox", f"`digest inbox fetch` reads {parse_source(settings.inbox_url).display}"

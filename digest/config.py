@@ -7,7 +7,6 @@ its owner can read; they are never printed.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from digest.addresses import is_loopback
 from digest.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "digest.toml"
@@ -152,7 +152,7 @@ class Settings(BaseModel):
     def _check_inbox_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        from digest.inbound.sources import parse_source
+        from digest.inbound.spec import parse_source
 
         parse_source(value)  # raises ValueError with the reason
         return value
@@ -371,15 +371,6 @@ def parse_smtp_url(url: str) -> SmtpConfig:
             "use smtp+starttls:// or smtps://"
         )
     return SmtpConfig(url=url, security=security, host=parts.hostname, port=port, user=user)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalise_database_url(value: str) -> str:

@@ -19,7 +19,7 @@ from digest.config import Settings
 from digest.db import make_engine, upgrade
 from digest.errors import ConfigError, DigestError, TemporaryFailure, UsageError
 from digest.inbound.inbox import fetch_inbox
-from digest.inbound.sources import parse_source
+from digest.inbound.spec import parse_source
 from digest.models import InboundKind
 
 from .helpers import reports

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Engine
 from digest.config import Settings
 from digest.errors import ConfigError, TemporaryFailure, UsageError
 from digest.inbound.act import InboxSummary, Outcome, process_message, record_smtp_failures
-from digest.inbound.sources import SourceSpec, open_mailbox, parse_source
+from digest.inbound.sources import open_mailbox
+from digest.inbound.spec import SourceSpec, parse_source
 from digest.models import InboundKind, utcnow
 
 
