@@ -5,44 +5,28 @@ paced by the one pacer. Real parts: a SQLite file, the web app, the aiosmtpd ser
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
 from digest.compose.dkim import load_signer
 from digest.config import Settings, load_settings
-from digest.db import Engine, make_engine, session_scope
+from digest.db import Engine, session_scope
 from digest.lifecycle import request_subscription
 from digest.send.confirm import send_confirmations
 from digest.send.mailer import SmtpSender
 from digest.send.pacing import Pacer
 from digest.web.app import create_app
 
+from .helpers.keys import rsa_pem
 from .helpers.smtp import SmtpServer
 
 
-@pytest.fixture
-def engine(env: dict[str, str]) -> Iterator[Engine]:
-    e = make_engine(env["DIGEST_DATABASE_URL"])
-    yield e
-    e.dispose()
-
-
 def _dkim_settings(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = workdir / "dkim.key"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
+    path.write_bytes(rsa_pem())
     path.chmod(0o600)
     monkeypatch.setenv("DIGEST_DKIM_DOMAIN", "partnership.example.org")
     monkeypatch.setenv("DIGEST_DKIM_SELECTOR", "news2026")

@@ -19,8 +19,10 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
+from digest.db import make_engine
 from digest.issues import delivery_counts, finish_if_done
 from digest.models import Issue, from_db_time, to_db_time, utcnow
 from digest.send.policy import Update
@@ -106,6 +108,9 @@ class SqlStore:
         self.clock = clock
         self.sqlite = engine.dialect.name == "sqlite"
         self._raw: Any = engine.raw_connection()
+        # One connection of its own for each SMTP connection's thread (still_ours), outside
+        # the engine's pool, which is smaller than smtp_connections may be.
+        self._threads_engine: Engine | None = None
         self._local = threading.local()
         self._thread_conns: list[Any] = []
         self._conns_lock = threading.Lock()
@@ -238,8 +243,9 @@ class SqlStore:
 
     def record(self, updates: Sequence[Update]) -> None:
         """`sent` is recorded whoever holds the row now (it was sent: that is the truth), unless
-        someone recorded it sent already; any other outcome only while the row is ours (else
-        the row's new holder decides). Either way an outcome is never dropped silently."""
+        someone recorded it sent already; any other outcome while the row is ours or back in
+        the queue (a row now held by another worker is theirs to decide). An outcome that
+        cannot be recorded is logged, never dropped silently."""
         if not updates:
             return
         memo: dict[datetime | None, Any] = {}
@@ -260,7 +266,14 @@ class SqlStore:
         lost = 0
         for group, guard, extra in (
             (sent, "status <> 'sent'", ()),
-            (other, "lease_owner = ? AND status = 'sending'", (self.worker,)),
+            # ours, or back in the queue (a lease that ran out and was not taken again); never
+            # over a row sent, cancelled or now held by another worker
+            (
+                other,
+                "status IN ('sending', 'queued', 'deferred') "
+                "AND (lease_owner = ? OR lease_owner IS NULL)",
+                (self.worker,),
+            ),
         ):
             if not group:
                 continue
@@ -291,7 +304,10 @@ class SqlStore:
             if u.status == "sent" and status == "sent":
                 log.warning("delivery %d was sent again: another worker had sent it already "
                             "(same Message-ID)", u.delivery_id)  # fmt: skip
-            elif u.status != "sent" and (status != "sending" or owner != self.worker):
+            elif u.status != "sent" and status not in ("sending", "queued", "deferred"):
+                log.warning("delivery %d: outcome %s not recorded; the row is now %s",
+                            u.delivery_id, u.status, status)  # fmt: skip
+            elif u.status != "sent" and owner not in (None, self.worker):
                 log.warning("delivery %d: outcome %s not recorded; the row is now %s (%s)",
                             u.delivery_id, u.status, status, owner or "no lease")  # fmt: skip
 
@@ -315,7 +331,12 @@ class SqlStore:
     def still_ours(self, delivery_id: int) -> bool:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self.engine.raw_connection()
+            with self._conns_lock:
+                if self._threads_engine is None:
+                    self._threads_engine = make_engine(
+                        self.engine.url.render_as_string(hide_password=False), poolclass=NullPool
+                    )
+            conn = self._threads_engine.raw_connection()
             self._local.conn = conn
             with self._conns_lock:
                 self._thread_conns.append(conn)
@@ -381,3 +402,5 @@ class SqlStore:
         for conn in [self._raw, *conns]:
             with contextlib.suppress(Exception):  # a connection that is already broken
                 conn.close()
+        if self._threads_engine is not None:
+            self._threads_engine.dispose()

@@ -1,115 +1,20 @@
-"""Rendering and the message: golden files, and every header parsed back with `email`.
+"""The message of issue 7 as composed by MessageTemplate: every header parsed back with `email`,
+the bodies, the unsubscribe link per recipient, header injection, long and dotted values, the
+scrubbed golden message (tests/golden/issue7.eml), and agreement with EmailMessage.
 
-Update the golden files on purpose with:  DIGEST_UPDATE_GOLDEN=1 make test
-"""
+Update the golden files on purpose with:  DIGEST_UPDATE_GOLDEN=1 make test"""
 
 from __future__ import annotations
 
-import os
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
-from zoneinfo import ZoneInfo
 
-import pytest
-
-from digest.compose.wire import MessageSettings, MessageTemplate, Recipient
-from digest.news.normalise import sanitise_html
+from digest.compose.wire import MessageTemplate, Recipient
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
-from digest.render.issue import Branding, ItemView, render_issue
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("DIGEST_UPDATE_GOLDEN") == "1"
-T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-
-BRAND = Branding(
-    name="Safeguarding News",
-    organisation="Example Safeguarding Partnership",
-    postal_address="Civic Centre, 1 Market Street\nExampletown EX1 2AB",
-    base_url="https://news.example.org",
-    timezone=ZoneInfo("Europe/London"),
-    subject_template="{{ name }}: {{ date_range }}",
-)
-MSG = MessageSettings(
-    from_address="Safeguarding News <news@example.org>",
-    reply_to="Business Unit <unit@example.org>",
-    list_id="Safeguarding News <safeguarding-news.example.org>",
-    mailto_unsubscribe="mailto:news@example.org?subject=unsubscribe",
-    message_id_domain="example.org",
-)
-
-
-def fixed_items() -> list[ItemView]:
-    seed = (
-        "<p>Research carried out by The Children’s Society and Refugee Council, “Still at Risk”, "
-        "found victims of child trafficking are still being inadequately protected.</p>"
-        "<ul><li>increase understanding of child trafficking;</li>"
-        "<li>ensure all agencies implement all statutory and practice guidance;</li></ul>"
-        "<p>The report is available on: <a href='http://www.childrenssociety.org.uk/'>the "
-        "Children’s Society site</a>.</p>"
-    )
-    return [
-        ItemView("“Still at Risk” research finds that more needs to be done to safeguard trafficked children",
-                 "https://example.org/news/still-at-risk", sanitise_html(seed), "Research", T0),
-        ItemView("Updated procedure: children missing from home or care",
-                 "https://example.org/procedures/missing", sanitise_html("<p>Return interviews within 72 hours.</p>"),
-                 "Procedures", T0 + timedelta(days=2)),
-        ItemView("Neglect toolkit briefings — Gwasanaethau Cymdeithasol, Łódź & <partners>",
-                 "https://example.org/training/neglect?a=1&b=2",
-                 sanitise_html("<p onclick='x()'>Book <a href='javascript:alert(1)'>now</a><script>x()</script>.</p>"),
-                 "Training", T0 + timedelta(days=1)),
-    ]  # fmt: skip
-
-
-def render_fixed():
-    return render_issue(
-        BRAND,
-        fixed_items(),
-        period_start=T0 - timedelta(days=1),
-        period_end=T0 + timedelta(days=6),
-        number=7,
-    )
-
-
-def _golden(name: str, actual: str) -> None:
-    path = GOLDEN / name
-    if UPDATE or not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(actual, encoding="utf-8")
-        if not UPDATE:
-            pytest.fail(f"golden file {name} was missing and has been written; check it and re-run")
-    assert actual == path.read_text(encoding="utf-8"), (
-        f"{name} differs (DIGEST_UPDATE_GOLDEN=1 to accept)"
-    )
-
-
-def test_golden_html_and_text() -> None:
-    rendered = render_fixed()
-    _golden("issue7.html", rendered.html)
-    _golden("issue7.txt", rendered.text)
-
-
-def test_rendered_content() -> None:
-    r = render_fixed()
-    assert r.subject == "Safeguarding News: 19 – 26 November 2026"
-    # grouped by category, newest first
-    assert [c for c, _ in r.sections] == ["Procedures", "Training", "Research"]
-    html = r.html
-    assert '<html lang="en" dir="ltr">' in html
-    assert "<script" not in html and "javascript:" not in html and "onclick" not in html
-    assert "&lt;partners&gt;" in html  # autoescaped title
-    assert 'style="' in html  # CSS inlined
-    assert "@media" in html  # media queries kept in <style>
-    assert html.count(PLACEHOLDER_UNSUBSCRIBE) == 1
-    assert "https://news.example.org/archive/7" in html
-    assert "Civic Centre, 1 Market Street" in html
-    text = r.text
-    assert all(len(line) <= 72 for line in text.splitlines() if "://" not in line)
-    assert "https://example.org/news/still-at-risk" in text
-    assert "the Children’s Society site\n   <http://www.childrenssociety.org.uk/>." in text
-    assert "{{" not in text and "{{" not in html
+from .helpers.render import MSG, golden, render_fixed
 
 
 def _template(boundary: str | None = None) -> MessageTemplate:
@@ -219,7 +124,7 @@ def test_golden_message_scrubbed() -> None:
     data = _template(boundary="=_digest_BOUNDARY").render(_recipient(1, "Ana Jones"))
     text = data.decode("ascii").replace("\r\n", "\n")
     text = re.sub(r"^Date: .*$", "Date: (scrubbed)", text, flags=re.M)
-    _golden("issue7.eml", text)
+    golden("issue7.eml", text)
 
 
 def test_same_result_as_building_with_email_message() -> None:

@@ -13,7 +13,7 @@ from digest.check import CheckReport, contrast_ratio, lint_message
 from digest.compose.dkim import DkimSigner, parse_key
 from digest.config import load_settings
 
-from .test_dkim import rsa_pem, signed_message
+from .helpers.keys import rsa_pem, signed_message
 
 
 def _news(cli: Callable[..., Any]) -> None:

@@ -3,32 +3,9 @@ A fake clock stands in for time (the only thing tests may fake); nothing here me
 
 from __future__ import annotations
 
-import threading
-
 from digest.send.pacing import Pacer
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class RecordingStop(threading.Event):
-    """Records how long the pacer asked to wait, and moves the fake clock on by that much."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.waits.append(round(timeout, 6))
-        self.clock.now += timeout
-        return False
+from .helpers.clock import FakeClock, RecordingStop
 
 
 def test_unlimited_never_waits() -> None:

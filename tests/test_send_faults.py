@@ -18,10 +18,11 @@ import sqlalchemy as sa
 
 from digest.db import make_engine
 
-from .helpers.db import postgres_schema
+from .helpers.db import postgres_schema, rows
 from .helpers.faults import FaultProxy
+from .helpers.process import digest_process
+from .helpers.seed import seed
 from .helpers.smtp import SmtpServer
-from .test_send import _digest, rows, seed
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -259,7 +260,7 @@ def test_sigkill_at_several_points_of_a_2000_send(cli, env, smtp_server, monkeyp
     smtp_server.on_data = on_data
     kills = 0
     for _ in range(6):
-        proc.append(_digest(env, "send", "--yes"))
+        proc.append(digest_process(env, "send", "--yes"))
         out, err = proc[-1].communicate(timeout=240)
         if proc[-1].returncode == -signal.SIGKILL:
             kills += 1
@@ -282,8 +283,8 @@ def test_sigkill_at_several_points_of_a_2000_send(cli, env, smtp_server, monkeyp
 def test_two_overlapping_scheduled_runs_make_one_issue(cli, env, smtp_server) -> None:
     seed(cli, subscribers=0, items=2)
     bulk_subscribers(env, 300)
-    a = _digest(env, "send", "--scheduled")
-    b = _digest(env, "send", "--scheduled")
+    a = digest_process(env, "send", "--scheduled")
+    b = digest_process(env, "send", "--scheduled")
     outs = [p.communicate(timeout=120) for p in (a, b)]
     codes = sorted(p.returncode for p in (a, b))
     # on SQLite the second waits its turn (75: try again later) or finds the work done (0)
@@ -294,7 +295,7 @@ def test_two_overlapping_scheduled_runs_make_one_issue(cli, env, smtp_server) ->
     # rerun after completion: nothing to do, no SMTP connection (the URL points nowhere)
     from digest.demo import free_port
 
-    again = _digest(
+    again = digest_process(
         {**env, "DIGEST_SMTP_URL": f"smtp://127.0.0.1:{free_port()}"}, "send", "--scheduled"
     )
     out, err = again.communicate(timeout=60)
@@ -336,7 +337,7 @@ def test_three_postgres_workers_one_killed(
             start_issue(session, plan)
         engine.dispose()
 
-        workers = [_digest(env, "send", "--worker") for _ in range(3)]
+        workers = [digest_process(env, "send", "--worker") for _ in range(3)]
         victim = workers[1]
         killed = threading.Event()
 
@@ -379,7 +380,7 @@ def test_sigterm_stops_after_the_messages_in_flight_and_the_next_run_resumes(
             proc[0].send_signal(signal.SIGTERM)
 
     smtp_server.on_data = on_data
-    proc.append(_digest(env, "send", "--yes"))
+    proc.append(digest_process(env, "send", "--yes"))
     out, err = proc[0].communicate(timeout=120)
     assert proc[0].returncode == 130, err.decode()
     assert b"Run `digest send` again to resume it." in err
@@ -389,7 +390,7 @@ def test_sigterm_stops_after_the_messages_in_flight_and_the_next_run_resumes(
     assert "sending" not in statuses  # everything handed back or recorded
     assert statuses["sent"] == first
     smtp_server.on_data = None
-    resumed = _digest(env, "send", "--yes")
+    resumed = digest_process(env, "send", "--yes")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err.decode()
     got = copies(smtp_server)
