@@ -36,6 +36,7 @@ class Recipient:
     message_id: str  # with angle brackets
     unsubscribe_url: str  # https link, or the mailto: link when there is no base URL
     envelope_from: str = ""  # SMTP MAIL FROM (the return path); not a header
+    mailto_unsubscribe: str = ""  # this recipient's mailto: (with a token); '' for the issue's
 
 
 def header_text(value: str) -> str:
@@ -252,7 +253,7 @@ class MessageTemplate:
 
     def _list_unsubscribe(self, r: Recipient) -> bytes:
         # RFC 2369 List-Unsubscribe, and RFC 8058 one-click when the link is https.
-        mailto = self.settings.mailto_unsubscribe
+        mailto = r.mailto_unsubscribe or self.settings.mailto_unsubscribe
         if r.unsubscribe_url.startswith("https://"):
             return (
                 f"List-Unsubscribe: <{header_text(r.unsubscribe_url)}>,\r\n <{mailto}>\r\n"
