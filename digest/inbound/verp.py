@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from urllib.parse import unquote
 
+from digest.tokens import b36
+
 BOUNCE = "verp"  # the envelope sender of one delivery
 UNSUBSCRIBE = "unsubscribe-mail"  # the mailto: of List-Unsubscribe
 
 _SIG_BYTES = 8
-_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
 TOKEN_RE = re.compile(r"\b([0-9a-z]{1,4})-([a-z2-7]{26})-([a-z2-7]{13})\b", re.IGNORECASE)
 MAX_TOKEN_LEN = 4 + 1 + 26 + 1 + 13
 MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
@@ -46,15 +48,6 @@ def _unb32(text: str) -> bytes:
     return base64.b32decode(text + "=" * (-len(text) % 8))
 
 
-def _b36(n: int) -> str:
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = _B36[r] + out
-        if not n:
-            return out
-
-
 def _sign(key: bytes, purpose: str, issue_number: int, uid: str) -> str:
     mac = hmac.new(key, f"digest:{purpose}:{issue_number}:{uid}".encode(), hashlib.sha256)
     return _b32(mac.digest()[:_SIG_BYTES])
@@ -68,7 +61,7 @@ def make_delivery_token(key: bytes, purpose: str, issue_number: int, subscriber_
     if len(raw) != 16:
         raise ValueError("a subscriber uid has 32 hex digits")
     uid = subscriber_uid.lower()
-    return f"{_b36(issue_number)}-{_b32(raw)}-{_sign(key, purpose, issue_number, uid)}"
+    return f"{b36(issue_number)}-{_b32(raw)}-{_sign(key, purpose, issue_number, uid)}"
 
 
 def read_delivery_token(key: bytes, purpose: str, token: str) -> DeliveryRef | None:
