@@ -308,8 +308,13 @@ def init(ctx: typer.Context) -> None:
     path = sqlite_path(settings.database_url)
     if path is not None and not path.parent.exists():
         raise DigestError(f"the folder {path.parent} does not exist", hint="Create it first.")
+    keyring = settings.keyring()
     try:
-        before, after = upgrade(engine)
+        before, after = upgrade(engine, secret_key=keyring.current)
+        from digest.subscribers import rekey_legacy_suppressions
+
+        with session_scope(engine) as session:  # rows an earlier upgrade left unkeyed
+            rekey_legacy_suppressions(session, keyring)
     except Exception as exc:
         import sqlalchemy as sa
 
@@ -373,7 +378,11 @@ def subscribers_add(
 
     state = _state(ctx)
     with session_scope(state.engine()) as session:
-        sub = add_subscriber(session, email=email, name=name, status=SubscriberStatus(status.value))
+        sub = add_subscriber(
+            session, email=email, keyring=state.settings.keyring(), name=name,
+            status=SubscriberStatus(status.value),
+            allow_special_use=state.settings.allow_special_use_domains,
+        )  # fmt: skip
         typer.echo(f"Added {sub.email} ({sub.status}).")
 
 
@@ -395,7 +404,7 @@ def subscribers_list(
     with session_scope(state.engine()) as session:
         subs = list_subscribers(session, status)
         if format == OutputFormat.csv:
-            write_csv(subs, sys.stdout)  # type: ignore[arg-type]
+            write_csv(subs, sys.stdout)
         elif format == OutputFormat.json:
             records = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in subscriber_rows(subs)]
             typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
@@ -410,8 +419,13 @@ def subscribers_import(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV with a header row: email (required), name.")],
     status: Annotated[
-        NewStatus, typer.Option(help="Status of the new subscribers.")
-    ] = NewStatus.active,
+        NewStatus | None,
+        typer.Option(
+            help="Status of the new subscribers (default: each row's status column, else active;"
+            " an unsubscribed or bounced row always stays so).",
+            show_default=False,
+        ),
+    ] = None,
     send_confirmation: Annotated[
         bool,
         typer.Option(
@@ -433,11 +447,15 @@ def subscribers_import(
     if send_confirmation:
         from digest.cli_web import import_and_confirm
 
-        import_and_confirm(ctx, file, status.value)
+        import_and_confirm(ctx, file, status.value if status else None)
         return
     state = _state(ctx)
     with session_scope(state.engine()) as session:
-        report = import_subscribers(session, file, status=SubscriberStatus(status.value))
+        report = import_subscribers(
+            session, file, keyring=state.settings.keyring(),
+            status=SubscriberStatus(status.value) if status else None,
+            allow_special_use=state.settings.allow_special_use_domains,
+        )  # fmt: skip
     typer.echo(
         f"Imported {report.added} subscriber{'s' if report.added != 1 else ''}; "
         f"skipped {len(report.duplicates)} already on the list; rejected {len(report.rejected)}."
@@ -445,6 +463,8 @@ def subscribers_import(
     if state.verbose:
         for line, email in report.duplicates:
             typer.echo(f"  line {line}: {email} is already on the list")
+    for line, email, new_status in report.suppressed:
+        typer.echo(f"  line {line}: {email} is now {new_status}, as in the file")
     for line, reason in report.rejected:
         typer.echo(f"  line {line}: {reason}", err=True)
     if report.rejected:
@@ -466,7 +486,7 @@ def subscribers_export(
     state = _state(ctx)
     with session_scope(state.engine()) as session:
         if str(file) == "-":
-            write_csv(list_subscribers(session, status), sys.stdout)  # type: ignore[arg-type]
+            write_csv(list_subscribers(session, status), sys.stdout)
             return
         n = export_subscribers(session, file, status)
     typer.echo(f"Exported {n} subscriber{'s' if n != 1 else ''} to {file}.")
@@ -523,8 +543,9 @@ def subscribers_remove(
 
     if not yes and sys.stdin.isatty():
         typer.confirm(f"Erase {email.strip()} and their history?", abort=True)
-    with session_scope(_state(ctx).engine()) as session:
-        remove_subscriber(session, email)
+    state = _state(ctx)
+    with session_scope(state.engine()) as session:
+        remove_subscriber(session, email, keyring=state.settings.keyring())
     typer.echo(f"Removed {email.strip()}.")
 
 

@@ -121,7 +121,7 @@ def subscribers_purge_pending(
             typer.echo(f"  {email}")
 
 
-def import_and_confirm(ctx: typer.Context, file: Path, status: str) -> None:
+def import_and_confirm(ctx: typer.Context, file: Path, status: str | None) -> None:
     """`subscribers import --send-confirmation`: import as pending, then email each new
     subscriber a link to confirm. Exit 1 if rows were rejected, 75 if emails did not go out."""
     from digest.lifecycle import import_pending, require_base_url, send_confirmations
@@ -138,7 +138,10 @@ def import_and_confirm(ctx: typer.Context, file: Path, status: str) -> None:
     settings.secret_key_bytes()
     engine = state.engine()
     with session_scope(engine) as session:
-        report, jobs = import_pending(session, file)
+        report, jobs = import_pending(
+            session, file, keyring=settings.keyring(),
+            allow_special_use=settings.allow_special_use_domains,
+        )  # fmt: skip
     typer.echo(
         f"Imported {_plural(report.added, 'subscriber')} as pending; "
         f"skipped {len(report.duplicates)} already on the list; rejected {len(report.rejected)}."

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digest.errors import ConfigError
+from digest.tokens import Keyring
 
 DEFAULT_CONFIG_FILE = "digest.toml"
 ENV_PREFIX = "DIGEST_"
@@ -47,6 +48,9 @@ class Settings(BaseModel):
     lookback_days: int = Field(7, ge=1, le=366)
     templates_dir: str | None = None
     language: str = "en"  # lang of the email's <html>; dir follows (rtl for ar, fa, he, ur…)
+    # addresses at .local, .test, .internal, .localhost…: refused unless this is an intranet or
+    # a staging set-up that really delivers there
+    allow_special_use_domains: bool = False
 
     # Branding of the email: a logo (https image), the accent colour, a line in the footer
     logo_url: str | None = None
@@ -84,6 +88,9 @@ class Settings(BaseModel):
     # Tokens in unsubscribe links
     secret_key: str | None = None
     secret_key_file: str = "digest.key"  # noqa: S105 (a file name, not a secret)
+    # keys that signed links before the current one (one per line, owner-only): they still
+    # unsubscribe, and still recognise erased addresses; they never sign anything new
+    retired_keys_file: str = "digest.retired-keys"
 
     # The public web endpoints (`digest serve`): subscribe, confirm, unsubscribe, archive
     confirm_token_days: int = Field(7, ge=1, le=90)  # how long a confirmation link works
@@ -91,6 +98,9 @@ class Settings(BaseModel):
     confirm_cooldown_minutes: int = Field(15, ge=0, le=10080)
     preview_token: str | None = None  # staff preview at /preview: this password (HTTP Basic)
     preview_loopback: bool = False  # staff preview for direct requests from this machine only
+    # what the consent log records about the client of a web action (subscribe, confirm,
+    # unsubscribe): nothing, or its network (IPv4 /24, IPv6 /48) as a coarse marker
+    consent_client: Literal["off", "network"] = "off"
 
     @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod
@@ -103,8 +113,28 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not an email address (expected 'Name <user@domain>')")
         from digest.addresses import normalise_address
 
-        normalise_address(addr)  # raises ValueError with the reason
+        # special-use domains are checked with the setting that allows them (_check_special)
+        normalise_address(addr, allow_special_use=True)  # raises ValueError with the reason
         return value
+
+    @model_validator(mode="after")
+    def _check_special(self) -> Settings:
+        from digest.addresses import special_use_suffix
+
+        if self.allow_special_use_domains:
+            return self
+        for key, value in (("from", self.from_address), ("reply_to", self.reply_to),
+                           ("unsubscribe_mailto", self.unsubscribe_mailto)):  # fmt: skip
+            if value is None or value == type(self).model_fields["from_address"].default:
+                continue
+            domain = parseaddr(value)[1].rpartition("@")[2]
+            special = special_use_suffix(domain)
+            if special:
+                raise ValueError(
+                    f"{key}: {domain} is a special-use name (.{special}) that public mail cannot "
+                    "reach; set allow_special_use_domains = true for an intranet or staging set-up"
+                )
+        return self
 
     @field_validator("name", "organisation", "subject", "list_id")
     @classmethod
@@ -209,16 +239,46 @@ class Settings(BaseModel):
         return parseaddr(self.from_address)[1].rpartition("@")[2].lower()
 
     def secret_key_bytes(self) -> bytes:
-        """The key that signs unsubscribe tokens; an error when none is configured."""
+        """The key that signs links now; an error when none is configured or it is weak.
+
+        DIGEST_SECRET_KEY wins over the key file (see `key_sources` for a warning when both
+        exist and differ).
+        """
         if self.secret_key:
-            return self.secret_key.encode()
+            return check_key_strength(self.secret_key, "DIGEST_SECRET_KEY").encode()
         key = _read_secret_file(self.secret_key_file, "secret_key_file", missing_ok=True)
         if key:
-            return key.encode()
+            return check_key_strength(key, self.secret_key_file).encode()
         raise ConfigError(
             "no secret key for signing unsubscribe links",
             hint=f"Run `digest init` to create {self.secret_key_file}, or set DIGEST_SECRET_KEY.",
         )
+
+    def keyring(self) -> Keyring:
+        """The signing key and the retired keys (`retired_keys_file`, one per line) that
+        still verify unsubscribe links and suppression entries made with them."""
+        retired = _read_secret_file(self.retired_keys_file, "retired_keys_file", missing_ok=True)
+        lines = [ln.strip() for ln in (retired or "").splitlines()]
+        keys = tuple(ln.encode() for ln in lines if ln and not ln.startswith("#"))
+        return Keyring(self.secret_key_bytes(), keys)
+
+
+MIN_KEY_CHARS = 32
+MIN_KEY_DISTINCT = 10
+
+
+def check_key_strength(key: str, where: str) -> str:
+    """`key` if it is long and varied enough to sign links; ConfigError otherwise."""
+    if len(key) < MIN_KEY_CHARS or len(set(key)) < MIN_KEY_DISTINCT:
+        raise ConfigError(
+            f"the secret key from {where} is too weak ({len(key)} characters, "
+            f"{len(set(key))} different): it needs at least {MIN_KEY_CHARS} characters "
+            f"and {MIN_KEY_DISTINCT} different ones",
+            hint="Make a new one with `openssl rand -base64 32` (or delete the key file and run "
+            "`digest init`); put the old key in retired_keys_file so links already sent keep "
+            "unsubscribing.",
+        )
+    return key
 
 
 @dataclass
@@ -311,12 +371,44 @@ def _read_secret_file(path: str | None, setting: str, missing_ok: bool = False) 
         if missing_ok:
             return None
         raise ConfigError(f"{setting}: {path} does not exist") from None
+    except PermissionError:
+        raise permission_error(p, setting) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"{setting}: {path} can be read by other users",
             hint=f"Run `chmod 600 {path}`.",
         )
-    return p.read_text(encoding="utf-8").strip() or None
+    try:
+        return p.read_text(encoding="utf-8").strip() or None
+    except PermissionError:
+        raise permission_error(p, setting) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+
+
+def current_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def permission_error(path: Path, setting: str) -> ConfigError:
+    """A clear error for a secret file this user may not read (e.g. made by root)."""
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        owner = "another user"
+    return ConfigError(
+        f"{setting}: {path} cannot be read by the user {current_user()} (it belongs to {owner})",
+        hint=f"Run digest as {owner}, or `chown {current_user()} {path}` (keep it chmod 600).",
+    )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +57,25 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+OWNER_ONLY = 0o600
+
+
+def owner_only(path: Path) -> None:
+    """Make the SQLite file `path` (created here if missing) and its -wal/-shm files readable
+    by their owner only: they hold personal data. SQLite gives the -wal and -shm files it
+    creates the mode of the database file, so this holds for them from then on."""
+    if not path.exists() and path.parent.is_dir():
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY))
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = f.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(f, st.st_mode & 0o700)
+        except OSError:
+            continue  # not there, or not ours: SQLite reports what matters
+
+
 def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -62,12 +83,15 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def _alembic_config(connection: sa.Connection | None = None) -> Any:
+def _alembic_config(
+    connection: sa.Connection | None = None, secret_key: bytes | None = None
+) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
+    cfg.attributes["secret_key"] = secret_key  # data migrations that re-key (0006)
     return cfg
 
 
@@ -108,10 +132,18 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Create or upgrade the schema in place. Returns (revision before, revision after)."""
+def upgrade(
+    engine: Engine, revision: str = "head", *, secret_key: bytes | None = None
+) -> tuple[str | None, str]:
+    """Create or upgrade the schema in place. Returns (revision before, revision after).
+
+    `secret_key` lets data migrations re-key what needs the key (0006: suppression entries).
+    """
     from alembic import command
 
+    path = sqlite_path(str(engine.url))
+    if path is not None:
+        owner_only(path)
     before = current_revision(engine)
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
@@ -123,7 +155,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
             conn.commit()
         try:
             with conn.begin():
-                command.upgrade(_alembic_config(conn), revision)
+                command.upgrade(_alembic_config(conn, secret_key), revision)
                 if sqlite:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:

@@ -11,6 +11,7 @@ Nothing here knows about HTTP: web.py and cli_web.py call these functions and pr
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, utcnow
 from digest.render.templates import make_environment
 from digest.send.mailer import Sender, SendResult
 from digest.subscribers import ImportReport, add_subscriber, import_subscribers, set_status
-from digest.tokens import make_timed_token, read_timed_token, read_token
+from digest.tokens import Keyring, make_timed_token, read_timed_token, read_token
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
@@ -94,12 +95,30 @@ def _last_confirmation(session: Session, subscriber_id: int) -> datetime | None:
     ).one()
 
 
+def client_marker(settings: Settings, host: str | None) -> str:
+    """What the consent log records about a web client: nothing (consent_client = "off"), or
+    its network ("network": IPv4 /24, IPv6 /48), never the address itself."""
+    if settings.consent_client == "off" or not host:
+        return ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
 def _log_confirmation(
-    session: Session, sub: Subscriber, source: str, now: datetime
+    session: Session, sub: Subscriber, source: str, now: datetime, client: str = ""
 ) -> ConfirmationJob:
     assert sub.id is not None
     event = SubscriberEvent(
-        subscriber_id=sub.id, at=now, status=sub.status, source=source, detail=CONFIRMATION_SENT
+        subscriber_id=sub.id,
+        at=now,
+        status=sub.status,
+        source=source,
+        detail=CONFIRMATION_SENT,
+        client=client,
     )
     session.add(event)
     session.flush()
@@ -114,8 +133,10 @@ def request_subscription(
     email: str,
     name: str | None = None,
     now: datetime | None = None,
+    client: str = "",
 ) -> ConfirmationJob | None:
-    """Someone asked (on the web) to subscribe `email`.
+    """Someone asked (on the web) to subscribe `email`; `client` is the consent log's marker
+    of who asked (`client_marker`).
 
     A new address becomes `pending`; a pending, unsubscribed or bounced one keeps its status
     until the link is confirmed (an unverified request must not change anyone's status).
@@ -127,7 +148,7 @@ def request_subscription(
     now = now or utcnow()
     require_base_url(settings)
     try:
-        normalised = normalise_address(email)
+        normalised = normalise_address(email, allow_special_use=settings.allow_special_use_domains)
     except ValueError as exc:
         raise UsageError(f"{email.strip()!r} is not a valid email address: {exc}") from None
     sub = _by_email(session, normalised)
@@ -136,8 +157,9 @@ def request_subscription(
             # The person asks themselves, so an earlier removal (suppression) does not stop it;
             # nothing is sent to them until they confirm.
             sub = add_subscriber(
-                session, email=normalised, name=name, status=SubscriberStatus.pending,
-                source="web", allow_suppressed=True,
+                session, email=normalised, keyring=None, name=name,
+                status=SubscriberStatus.pending, source="web", allow_suppressed=True,
+                allow_special_use=settings.allow_special_use_domains, client=client,
             )  # fmt: skip
         except UsageError:
             sub = _by_email(session, normalised)  # added by a concurrent request
@@ -150,21 +172,31 @@ def request_subscription(
     cooldown = timedelta(minutes=settings.confirm_cooldown_minutes)
     if last is not None and now - last < cooldown:
         return None
-    return _log_confirmation(session, sub, "web", now)
+    return _log_confirmation(session, sub, "web", now, client)
 
 
 def import_pending(
-    session: Session, path: Path, *, now: datetime | None = None
+    session: Session,
+    path: Path,
+    *,
+    keyring: Keyring,
+    reactivate: bool = False,
+    allow_special_use: bool = False,
+    now: datetime | None = None,
 ) -> tuple[ImportReport, list[ConfirmationJob]]:
     """Import a list whose consent must be re-confirmed: every new row is `pending` and gets
-    a confirmation email (returned as jobs, logged with the source `import`).
+    a confirmation email (returned as jobs, logged with the source `import`). Rows that say
+    `unsubscribed` or `bounced` stay so, and get nothing, unless `reactivate`.
 
     Rows already on the list that are still pending and were never sent a confirmation get
     one too, so running the same import again retries the emails that did not go out.
     """
     now = now or utcnow()
     before = session.exec(select(func.max(Subscriber.id))).one() or 0
-    report = import_subscribers(session, path, status=SubscriberStatus.pending, source="import")
+    report = import_subscribers(
+        session, path, keyring=keyring, status=SubscriberStatus.pending, reactivate=reactivate,
+        source="import", allow_special_use=allow_special_use,
+    )  # fmt: skip
     targets = list(
         session.exec(
             select(Subscriber)
@@ -299,7 +331,12 @@ def check_confirm_token(
 
 
 def confirm_subscription(
-    session: Session, settings: Settings, token: str, *, now: datetime | None = None
+    session: Session,
+    settings: Settings,
+    token: str,
+    *,
+    now: datetime | None = None,
+    client: str = "",
 ) -> ConfirmOutcome | None:
     """Make the subscriber a valid confirm token names `active` (recording when and that it
     came from the web). None for a tampered, expired, foreign or outdated token."""
@@ -312,7 +349,7 @@ def confirm_subscription(
     detail = "confirmed by email link"
     if sub.status != SubscriberStatus.pending:
         detail = f"subscribed again ({sub.status} before), confirmed by email link"
-    set_status(session, sub, SubscriberStatus.active, source="web", detail=detail)
+    set_status(session, sub, SubscriberStatus.active, source="web", detail=detail, client=client)
     return ConfirmOutcome.confirmed
 
 
@@ -324,7 +361,7 @@ def check_unsubscribe_token(settings: Settings, token: str) -> bool:
 
 
 def unsubscribe_by_token(
-    session: Session, settings: Settings, token: str, *, source: str = "web"
+    session: Session, settings: Settings, token: str, *, source: str = "web", client: str = ""
 ) -> bool | None:
     """Unsubscribe the person a valid unsubscribe token names, at once.
 
@@ -339,8 +376,9 @@ def unsubscribe_by_token(
     if sub is None:
         return False  # erased with `subscribers remove`: nothing will be sent to them
     return set_status(
-        session, sub, SubscriberStatus.unsubscribed, source=source, detail="unsubscribe link"
-    )
+        session, sub, SubscriberStatus.unsubscribed, source=source, detail="unsubscribe link",
+        client=client,
+    )  # fmt: skip
 
 
 # Purge ------------------------------------------------------------------------------------

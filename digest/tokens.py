@@ -14,9 +14,34 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 _SIG_BYTES = 16  # 128 bits: unguessable, and keeps links short
+
+
+def key_id(key: bytes) -> str:
+    """A short public name for a key (8 hex characters), derived from it one way."""
+    return hmac.new(key, b"digest:key-id", hashlib.sha256).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The key that signs now, and retired keys that still verify what they signed."""
+
+    current: bytes
+    retired: tuple[bytes, ...] = ()
+
+    @property
+    def current_id(self) -> str:
+        return key_id(self.current)
+
+    def all_keys(self) -> tuple[bytes, ...]:
+        """Every key, the current one first."""
+        return (self.current, *(k for k in self.retired if k != self.current))
+
+    def by_id(self, kid: str) -> bytes | None:
+        return next((k for k in self.all_keys() if key_id(k) == kid), None)
 
 
 def _sign(key: bytes, purpose: str, uid: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -29,7 +30,10 @@ def send_lock(database_url: str) -> Iterator[None]:
         yield
         return
     lock_path = path.with_name(path.name + ".send-lock")
-    fh = lock_path.open("a+")
+    # owner-only, like the database: it names the host and process that sends
+    fh = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
+    with contextlib.suppress(OSError):  # a lock file left by an older digest
+        os.fchmod(fh.fileno(), 0o600)
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -215,8 +215,12 @@ def create_app(
     def subscribe_form() -> HTMLResponse:
         return page("subscribe.html", email="", person_name="", error=None)
 
+    def client_of(request: Request) -> str:
+        return lifecycle.client_marker(settings, request.client.host if request.client else None)
+
     @app.post("/subscribe", response_class=HTMLResponse)
     def subscribe(
+        request: Request,
         background: BackgroundTasks,
         email: Annotated[str, Form(max_length=1000)] = "",
         name: Annotated[str, Form(max_length=1000)] = "",
@@ -229,8 +233,9 @@ def create_app(
         try:
             with session_scope(db) as session:
                 job = lifecycle.request_subscription(
-                    session, settings, email=email, name=name, now=clock()
-                )
+                    session, settings, email=email, name=name, now=clock(),
+                    client=client_of(request),
+                )  # fmt: skip
         except UsageError as exc:
             return page("subscribe.html", status=400, email=email.strip(), person_name=name,
                         error=exc.message)  # fmt: skip
@@ -253,9 +258,11 @@ def create_app(
         return page("confirm.html", token=token, noindex=True)
 
     @app.post("/confirm/{token}", response_class=HTMLResponse)
-    def confirm(token: str) -> HTMLResponse:
+    def confirm(request: Request, token: str) -> HTMLResponse:
         with session_scope(db) as session:
-            outcome = lifecycle.confirm_subscription(session, settings, token, now=clock())
+            outcome = lifecycle.confirm_subscription(
+                session, settings, token, now=clock(), client=client_of(request)
+            )
         if outcome is None:
             return invalid_link()
         return page("confirmed.html", already=outcome == lifecycle.ConfirmOutcome.already,
@@ -275,6 +282,7 @@ def create_app(
 
     @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe(
+        request: Request,
         token: str,
         one_click: Annotated[str | None, Form(alias="List-Unsubscribe", max_length=100)] = None,
     ) -> HTMLResponse:
@@ -282,7 +290,9 @@ def create_app(
         # earlier visit. Act on it alone and answer 200 without a redirect.
         source = "one-click" if one_click == "One-Click" else "web"
         with session_scope(db) as session:
-            outcome = lifecycle.unsubscribe_by_token(session, settings, token, source=source)
+            outcome = lifecycle.unsubscribe_by_token(
+                session, settings, token, source=source, client=client_of(request)
+            )
         if outcome is None:
             return invalid_link()
         return page("unsubscribed.html", noindex=True)

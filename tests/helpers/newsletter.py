@@ -1,4 +1,4 @@
 """The test newsletter's constants."""
 
-SECRET = "test-secret-key-0123456789"
+SECRET = "test-secret-key-0123456789-abcdefghijk"
 FROM = "Safeguarding News <news@partnership.example.org>"
