@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 
 from digest import __version__
 from digest.cli_feeds import feeds_app, fetch_before, import_feed_source, news_import_page
-from digest.config import LoadedSettings, Settings, describe_settings, load_settings
+from digest.config import LoadedSettings, Settings, describe_settings, key_warnings, load_settings
 from digest.dates import parse_when
 from digest.db import check_schema, make_engine, session_scope, upgrade
 from digest.errors import (
@@ -56,9 +56,42 @@ class _DigestGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("Interrupted.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:  # a bug, or something we did not foresee: say so plainly
+            known = _known_failure(ctx, exc)
+            if known is not None:
+                _report(ctx, exc, known.message, known.hint)
+                ctx.exit(known.exit_code)
             _report(ctx, exc, f"unexpected {type(exc).__name__}: {exc}", None, expected=False)
             ctx.exit(EXIT_ERROR)
+
+
+# `digest … | head` closes the pipe early: stop quietly, as a command killed by SIGPIPE does.
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_broken_pipe() -> None:
+    # Anything still buffered for stdout would raise again at exit: send it nowhere.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file descriptor (tests): nothing buffered to lose
+
+
+def _known_failure(ctx: Any, exc: Exception) -> DigestError | None:
+    """A clear error for a failure of the machine rather than of digest (a full disk, a file
+    or folder we may not write, a database file that is not one), or None."""
+    from digest.db import explain_database_error
+    from digest.errors import explain_os_error
+
+    state = ctx.obj if isinstance(ctx.obj, State) else None
+    url = state._loaded.settings.database_url if state and state._loaded else None
+    if isinstance(exc, OSError):
+        return explain_os_error(exc)
+    return explain_database_error(exc, url)
 
 
 def _report(
@@ -318,6 +351,11 @@ def init(ctx: typer.Context) -> None:
     except Exception as exc:
         import sqlalchemy as sa
 
+        from digest.db import explain_database_error
+
+        known = explain_database_error(exc, settings.database_url)
+        if known is not None:
+            raise known from None
         if isinstance(exc, sa.exc.OperationalError | sa.exc.DatabaseError):
             raise DigestError(
                 f"cannot create the database: {getattr(exc, 'orig', exc)}",
@@ -345,6 +383,8 @@ def config_show(ctx: typer.Context) -> None:
     else:
         typer.echo("Config file: none (built-in defaults and DIGEST_* environment)")
     typer.echo(_table(["setting", "value", "from"], describe_settings(loaded)))
+    for warning in key_warnings(loaded.settings):
+        typer.echo(f"Warning: {warning}", err=True)
 
 
 # subscribers -----------------------------------------------------------------------------

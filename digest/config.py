@@ -263,6 +263,43 @@ class Settings(BaseModel):
         return Keyring(self.secret_key_bytes(), keys)
 
 
+def key_warnings(settings: Settings) -> list[str]:
+    """What is wrong with the keys that does not stop digest: DIGEST_SECRET_KEY and the key
+    file both present and different (so `digest send` and `digest serve` can disagree).
+    Raises nothing; a missing or weak key is an error elsewhere."""
+    from digest.tokens import key_id
+
+    warnings = []
+    if settings.secret_key:
+        try:
+            in_file = _read_secret_file(settings.secret_key_file, "secret_key_file", True)
+        except ConfigError:
+            in_file = None
+        if in_file and in_file != settings.secret_key:
+            warnings.append(
+                f"DIGEST_SECRET_KEY and {settings.secret_key_file} are both set and differ: "
+                f"DIGEST_SECRET_KEY signs (key id {key_id(settings.secret_key.encode())}), "
+                f"{settings.secret_key_file} (key id {key_id(in_file.encode())}) is not used. "
+                "A `digest serve` or `digest send` run without the variable uses the file, and "
+                "the links of one do not work on the other: keep one key, in one place (move "
+                "the other to retired_keys_file if mail signed with it is out there)."
+            )
+    return warnings
+
+
+def describe_key(settings: Settings) -> str:
+    """Which key signs, by its public id, for `config show` (never the key itself)."""
+    from digest.tokens import key_id
+
+    try:
+        ring = settings.keyring()
+    except ConfigError as exc:
+        return f"(error: {exc.message})"
+    where = "DIGEST_SECRET_KEY" if settings.secret_key else settings.secret_key_file
+    retired = f"; {len(ring.retired)} retired" if ring.retired else ""
+    return f"key id {key_id(ring.current)} from {where}{retired}"
+
+
 MIN_KEY_CHARS = 32
 MIN_KEY_DISTINCT = 10
 
@@ -443,6 +480,14 @@ def load_settings(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+                f"{exc.start})",
+                hint="Save it as UTF-8: any text editor can, or `iconv -f windows-1252 -t utf-8`.",
+            ) from None
+        except PermissionError:
+            raise permission_error(path, "the config file") from None
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         for key, value in data.items():
@@ -516,8 +561,8 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
             shown = str(value)
         rows.append((key, shown, source))
     key_file = Path(loaded.settings.secret_key_file)
-    if not loaded.settings.secret_key:
-        rows.append(
-            ("secret key", "(from file)" if key_file.exists() else "(missing)", str(key_file))
-        )
+    if not loaded.settings.secret_key and not key_file.exists():
+        rows.append(("secret key", "(missing)", str(key_file)))
+    else:
+        rows.append(("signing key", describe_key(loaded.settings), "derived"))
     return rows

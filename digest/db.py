@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
-from digest.errors import DatabaseError
+from digest.errors import DatabaseError, DigestError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -167,6 +167,70 @@ def upgrade(
     return before, current_revision(engine) or ""
 
 
+def _can_create_in(folder: Path) -> bool:
+    probe = folder / f".digest-write-test-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY))
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+def _can_write(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+    except OSError:
+        return False
+    return True
+
+
+def explain_database_error(exc: BaseException, url: str | None) -> DigestError | None:
+    """A clear error for what the database driver reported, or None if it is not one we
+    know: a full disk, a read-only file or folder, a file that is not a database."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    text = str(exc.orig)
+    lowered = text.lower()
+    path = sqlite_path(url) if url else None
+    where = str(path) if path else "the database"
+    if "database or disk is full" in lowered or "no space left" in lowered:
+        return DatabaseError(
+            f"the disk holding {where} is full ({text}): what was being recorded was not",
+            hint="Free some space (`df -h` shows where), then run the command again. A send "
+            "resumes where it stopped: what is recorded as sent is never sent again, and at "
+            "most the messages in flight go twice, with the same Message-ID.",
+        )
+    if path is not None and any(
+        s in lowered for s in ("readonly database", "unable to open database", "read-only")
+    ):
+        from digest.config import current_user
+
+        user = current_user()
+        folder = path.parent if str(path.parent) else Path(".")
+        if path.exists() and not _can_write(path):
+            return DatabaseError(
+                f"the database {path} is read-only for the user {user}",
+                hint=f"Run digest as the user that owns it, or `chown {user} {path}` "
+                f"(and `chmod 600 {path}`).",
+            )
+        if not _can_create_in(folder):
+            return DatabaseError(
+                f"the folder {folder.resolve()} is read-only for the user {user}: SQLite needs "
+                f"to create {path.name}-wal and {path.name}-shm next to the database "
+                "(write-ahead logging), even to read it",
+                hint=f"Make the folder writable by {user} (`chown {user} {folder.resolve()}`), "
+                "or move the database to a folder that is.",
+            )
+    if "file is not a database" in lowered or "file is encrypted" in lowered:
+        return DatabaseError(
+            f"{where} is not a SQLite database ({text})",
+            hint="Check DIGEST_DATABASE_URL / --db: it names some other file. Give a new path "
+            "and run `digest init` to make a database there.",
+        )
+    return None
+
+
 def check_schema(engine: Engine, url: str) -> None:
     """Raise a clear error unless the database exists and is at the current schema."""
     path = sqlite_path(url)
@@ -177,7 +241,10 @@ def check_schema(engine: Engine, url: str) -> None:
         )
     try:
         current = current_revision(engine)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
+        known = explain_database_error(exc, url)
+        if known is not None:
+            raise known from None
         raise DatabaseError(
             f"cannot open the database {make_url(url).render_as_string(hide_password=True)}: "
             f"{exc.orig}",

@@ -236,8 +236,13 @@ def unfinished_issue(session: Session) -> Issue | None:
     ).first()
 
 
+MAX_ISSUE_NUMBER = 2**31 - 1  # the column is an INTEGER everywhere; beyond it, no issue
+
+
 def get_issue(session: Session, number: int) -> Issue:
-    issue = session.exec(select(Issue).where(Issue.number == number)).first()
+    issue = None
+    if 1 <= number <= MAX_ISSUE_NUMBER:
+        issue = session.exec(select(Issue).where(Issue.number == number)).first()
     if issue is None:
         raise NotFoundError(f"no issue {number}", hint="`digest issues list` shows the issues.")
     return issue

@@ -12,6 +12,7 @@ Nothing here knows about HTTP: web.py and cli_web.py call these functions and pr
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -37,7 +38,9 @@ from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, utcnow
 from digest.render.templates import make_environment
 from digest.send.mailer import Sender, SendResult
 from digest.subscribers import ImportReport, add_subscriber, import_subscribers, set_status
-from digest.tokens import Keyring, make_timed_token, read_timed_token, read_token
+from digest.tokens import Keyring, TokenCheck, check_timed_token, check_token, make_timed_token
+
+log = logging.getLogger("digest.lifecycle")
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
@@ -307,13 +310,16 @@ class ConfirmOutcome(StrEnum):
 def _confirm_target(
     session: Session, settings: Settings, token: str, now: datetime
 ) -> tuple[Subscriber, datetime] | None:
-    found = read_timed_token(
-        settings.secret_key_bytes(), CONFIRM, token,
+    # Only the current key confirms: a retired key may have been retired because it leaked,
+    # and a confirmation widens consent. (Unsubscribe links, which narrow it, take any key.)
+    check, issued = check_timed_token(
+        settings.keyring(), CONFIRM, token,
         max_age=timedelta(days=settings.confirm_token_days), now=now,
     )  # fmt: skip
-    if found is None:
+    _note_key(check, "confirmation")
+    if check.uid is None or issued is None:
         return None
-    uid, issued = found
+    uid = check.uid
     sub = _by_uid(session, uid)
     if sub is None:
         return None
@@ -356,8 +362,30 @@ def confirm_subscription(
 # Unsubscribe ------------------------------------------------------------------------------
 
 
+def _note_key(check: TokenCheck, what: str) -> None:
+    """Say in the log when a link names a key we do not have, or a retired one: the first
+    is what a DIGEST_SECRET_KEY that differs between `digest send` and `digest serve` does."""
+    if check.unknown_key:
+        log.warning(
+            "a %s link was signed with key id %s, which this server does not have: is the "
+            "secret key (DIGEST_SECRET_KEY or the key file) the same for `digest send` and "
+            "`digest serve`? Put a retired key in retired_keys_file to honour its links.",
+            what, check.key_id,
+        )  # fmt: skip
+    elif check.retired and not check.valid:
+        log.info("a %s link signed with the retired key %s was refused", what, check.key_id)
+    elif check.retired:
+        log.info("a %s link signed with the retired key %s was honoured", what, check.key_id)
+
+
+def _unsubscribe_check(settings: Settings, token: str) -> TokenCheck:
+    check = check_token(settings.keyring(), UNSUBSCRIBE, token, retired_ok=True)
+    _note_key(check, "unsubscribe")
+    return check
+
+
 def check_unsubscribe_token(settings: Settings, token: str) -> bool:
-    return read_token(settings.secret_key_bytes(), UNSUBSCRIBE, token) is not None
+    return _unsubscribe_check(settings, token).valid
 
 
 def unsubscribe_by_token(
@@ -369,7 +397,7 @@ def unsubscribe_by_token(
     or erased since), None for a tampered or foreign token. `source` is "one-click" for the
     RFC 8058 POST of a mail client, "web" for the button on our page.
     """
-    uid = read_token(settings.secret_key_bytes(), UNSUBSCRIBE, token)
+    uid = _unsubscribe_check(settings, token).uid
     if uid is None:
         return None
     sub = _by_uid(session, uid)
