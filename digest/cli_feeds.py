@@ -16,6 +16,7 @@ from digest.errors import DigestError
 
 if TYPE_CHECKING:
     from digest.cli import State
+    from digest.news.fetch import FetchLimits
     from digest.news.sources import SourceResult
 
 feeds_app = typer.Typer(
@@ -57,7 +58,9 @@ def feeds_add(
 
     state = _state(ctx)
     with session_scope(state.engine()) as session:
-        result = add_source(session, url=url, name=name, category=category)
+        result = add_source(
+            session, url=url, name=name, category=category, limits=fetch_limits(state)
+        )
     typer.echo(
         f"Added source {result.name!r}: {result.version} feed {result.feed_title!r}, "
         f"{_plural(result.entries, 'item')} ({result.report.describe()})."
@@ -157,7 +160,7 @@ def fetch_all(state: State, *, names: list[str], verbose: bool) -> list[SourceRe
     from digest.news.sources import fetch_sources
 
     with session_scope(state.engine()) as session:
-        results = fetch_sources(session, names=names)
+        results = fetch_sources(session, names=names, limits=fetch_limits(state))
     if not results:
         return None
     for r in results:
@@ -193,6 +196,12 @@ def _echo_problems(result: SourceResult, *, verbose: bool) -> None:
             typer.echo(f"  {where}: skipped, {reason}", err=True)
 
 
+def fetch_limits(state: State) -> FetchLimits:
+    from digest.news.fetch import FetchLimits
+
+    return FetchLimits(allow_private=state.settings.allow_private_feeds)
+
+
 def fetch_before(ctx: typer.Context) -> None:
     """`send --fetch` / `preview --fetch`: fetch all sources; a failing source only warns."""
     state = _state(ctx)
@@ -217,7 +226,11 @@ def import_feed_source(ctx: typer.Context, source: str) -> bool:
         return False
     state = _state(ctx)
     with session_scope(state.engine()) as session:
-        done = import_feed_url(session, source) if is_url else import_feed_file(session, path)
+        done = (
+            import_feed_url(session, source, limits=fetch_limits(state))
+            if is_url
+            else import_feed_file(session, path)
+        )
     feed, report = done.feed, done.report
     typer.echo(f"{feed.version} feed {feed.title!r}: {report.describe()}.")
     for warning in feed.warnings:
@@ -256,8 +269,9 @@ def news_import_page(
     when = _when(published, settings, "--published")
     with session_scope(state.engine()) as session:
         done = import_page(
-            session, url, tz=settings.tz, category=category, title=title, published=when
-        )
+            session, url, tz=settings.tz, category=category, title=title, published=when,
+            limits=fetch_limits(state),
+        )  # fmt: skip
     page, item = done.page, done.item
     verb = {"new": "Added", "updated": "Updated", "unchanged": "Unchanged:"}[done.outcome]
     typer.echo(f"{verb} {item.title!r}")

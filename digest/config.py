@@ -57,6 +57,10 @@ class Settings(BaseModel):
     accent_colour: str = "#1f3a5f"
     footer_text: str = ""
 
+    # News sources: a feed or page address typed by staff may be private (an intranet feed);
+    # false refuses those too. A redirect to another host must always lead to a public address.
+    allow_private_feeds: bool = True
+
     # DKIM signing (RFC 6376): all three, or none. The key file (PEM RSA, or an Ed25519 key) must
     # be readable by its owner only.
     dkim_domain: str | None = None
@@ -96,6 +100,10 @@ class Settings(BaseModel):
     confirm_token_days: int = Field(7, ge=1, le=90)  # how long a confirmation link works
     # at most one confirmation email per address in this many minutes (0: no limit)
     confirm_cooldown_minutes: int = Field(15, ge=0, le=10080)
+    # at most this many confirmation emails per hour for one client (IPv4 address, IPv6 /64),
+    # and for everyone together: a list-bombing script gets 429s, not our emails (0: no limit)
+    confirm_limit_per_client: int = Field(10, ge=0)
+    confirm_limit_total: int = Field(100, ge=0)
     preview_token: str | None = None  # staff preview at /preview: this password (HTTP Basic)
     preview_loopback: bool = False  # staff preview for direct requests from this machine only
     # what the consent log records about the client of a web action (subscribe, confirm,
@@ -316,6 +324,22 @@ def check_key_strength(key: str, where: str) -> str:
             "unsubscribing.",
         )
     return key
+
+
+MIN_PASSWORD_CHARS = 16
+MIN_PASSWORD_DISTINCT = 8
+
+
+def check_preview_token(token: str) -> str:
+    """The staff preview password, if it is strong enough to face the internet."""
+    if len(token) < MIN_PASSWORD_CHARS or len(set(token)) < MIN_PASSWORD_DISTINCT:
+        raise ConfigError(
+            f"DIGEST_PREVIEW_TOKEN is too weak ({len(token)} characters, {len(set(token))} "
+            f"different): the staff preview password needs at least {MIN_PASSWORD_CHARS} "
+            f"characters and {MIN_PASSWORD_DISTINCT} different ones",
+            hint="Make one with `openssl rand -base64 18`, or unset it and use preview_loopback.",
+        )
+    return token
 
 
 @dataclass

@@ -36,6 +36,17 @@ class NotFoundError(DigestError):
     http_status = 404
 
 
+class TooManyRequests(DigestError):
+    """A limit on what the public may make us do was reached; try again after `retry_after`
+    seconds."""
+
+    http_status = 429
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after: int = 60) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
 class DatabaseError(DigestError):
     http_status = 503
 

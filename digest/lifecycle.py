@@ -33,11 +33,11 @@ from digest.addresses import address_key, normalise_address
 from digest.compose.wire import header_text
 from digest.config import Settings
 from digest.db import session_scope
-from digest.errors import ConfigError, DigestError, UsageError
+from digest.errors import ConfigError, DigestError, TooManyRequests, UsageError
 from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, utcnow
 from digest.render.templates import make_environment
 from digest.send.mailer import Sender, SendResult
-from digest.subscribers import ImportReport, add_subscriber, import_subscribers, set_status
+from digest.subscribers import ImportReport, claim_subscriber, import_subscribers, set_status
 from digest.tokens import Keyring, TokenCheck, check_timed_token, check_token, make_timed_token
 
 log = logging.getLogger("digest.lifecycle")
@@ -146,7 +146,8 @@ def request_subscription(
     Returns the confirmation email to send, or None when none is due: the address is already
     active, or one was sent within `confirm_cooldown_minutes`. The caller must answer the same
     whatever this returns, so the page says nothing about who is on the list. Raises UsageError
-    only for an address that is not valid.
+    for an address that is not valid, TooManyRequests (changing nothing) when the web has had
+    `confirm_limit_total` confirmation emails in the last hour.
     """
     now = now or utcnow()
     require_base_url(settings)
@@ -154,20 +155,10 @@ def request_subscription(
         normalised = normalise_address(email, allow_special_use=settings.allow_special_use_domains)
     except ValueError as exc:
         raise UsageError(f"{email.strip()!r} is not a valid email address: {exc}") from None
-    sub = _by_email(session, normalised)
-    if sub is None:
-        try:
-            # The person asks themselves, so an earlier removal (suppression) does not stop it;
-            # nothing is sent to them until they confirm.
-            sub = add_subscriber(
-                session, email=normalised, keyring=None, name=name,
-                status=SubscriberStatus.pending, source="web", allow_suppressed=True,
-                allow_special_use=settings.allow_special_use_domains, client=client,
-            )  # fmt: skip
-        except UsageError:
-            sub = _by_email(session, normalised)  # added by a concurrent request
-            if sub is None:
-                raise
+    _check_total_limit(session, settings, now)
+    # The person asks themselves, so an earlier removal (suppression) does not stop it; nothing
+    # is sent to them until they confirm. Concurrent requests for one address take turns here.
+    sub = claim_subscriber(session, email=normalised, name=name, source="web", client=client)
     if sub.status == SubscriberStatus.active:
         return None
     assert sub.id is not None
@@ -176,6 +167,31 @@ def request_subscription(
     if last is not None and now - last < cooldown:
         return None
     return _log_confirmation(session, sub, "web", now, client)
+
+
+LIMIT_WINDOW = timedelta(hours=1)
+
+
+def _check_total_limit(session: Session, settings: Settings, now: datetime) -> None:
+    """Refuse when the web has had `confirm_limit_total` confirmation emails sent in the last
+    hour (counted in the database, so every `digest serve` process shares it)."""
+    limit = settings.confirm_limit_total
+    if not limit:
+        return
+    since = now - LIMIT_WINDOW
+    recent = session.exec(
+        select(SubscriberEvent.at)
+        .where(SubscriberEvent.detail == CONFIRMATION_SENT, SubscriberEvent.source == "web")
+        .where(col(SubscriberEvent.at) > since)
+        .order_by(col(SubscriberEvent.at))
+        .limit(limit)
+    ).all()
+    if len(recent) >= limit:
+        wait = recent[0] + LIMIT_WINDOW - now
+        raise TooManyRequests(
+            f"more than {limit} confirmation emails were asked for in the last hour",
+            retry_after=max(int(wait.total_seconds()) + 1, 1),
+        )
 
 
 def import_pending(

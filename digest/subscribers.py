@@ -189,12 +189,55 @@ def _insert(session: Session, row: _Row) -> Subscriber:
         status_changed_at=row.status_changed_at,
         confirmed_at=row.confirmed_at,
     )
-    session.add(sub)
     try:
+        # the row goes in inside the savepoint (begin_nested flushes what is pending first),
+        # so a concurrent insert of the same address rolls back only this
         with session.begin_nested():
+            session.add(sub)
             session.flush()
     except sa.exc.IntegrityError:
         raise UsageError(f"{row.email} is already subscribed") from None
+    return sub
+
+
+def claim_subscriber(
+    session: Session, *, email: str, name: str | None, source: str, client: str = ""
+) -> Subscriber:
+    """The subscriber `email` (already normalised), added as `pending` if new, and held for
+    the rest of the transaction so that concurrent requests for one address take turns.
+
+    INSERT … ON CONFLICT DO NOTHING (SQLite and PostgreSQL both have it) instead of a savepoint:
+    a concurrent insert of the same address waits for the first to commit and then does
+    nothing, on both databases. Its write lock (SQLite) or the row lock taken here
+    (PostgreSQL, FOR UPDATE) lasts until commit, so what the caller reads next (the last
+    confirmation email) is what the other request wrote.
+    """
+    now = utcnow()
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    values = {
+        "uid": secrets.token_hex(16), "email": email, "email_key": address_key(email),
+        "name": _clean_name(name), "status": SubscriberStatus.pending.value,
+        "status_source": source, "created_at": now, "status_changed_at": now,
+        "confirmed_at": None,
+    }  # fmt: skip
+    statement: sa.Executable
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    added = session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+    sub = session.exec(
+        select(Subscriber)
+        .where(Subscriber.email_key == values["email_key"])
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    if added:
+        _record(session, sub, source, "added", client=client)
     return sub
 
 
