@@ -25,6 +25,7 @@ from digest.models import (
     SubscriberStatus,
     utcnow,
 )
+from digest.render.fit import GMAIL_CLIP_BYTES
 from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
 
 
@@ -173,9 +174,40 @@ class IssueRace(DigestError):
     """Another process made the same issue (same number or period) at the same moment."""
 
 
+class TooLarge(DigestError):
+    """An issue Gmail would clip (hiding its footer and unsubscribe link): never sent."""
+
+
+def ensure_fits(draft: Draft) -> None:
+    """Refuse an issue whose HTML is still over Gmail's clipping limit after the size guard
+    (it had nowhere to leave the rest: no base_url, so no web archive to link to)."""
+    size = len(draft.rendered.html.encode("utf-8"))
+    if size <= GMAIL_CLIP_BYTES:
+        return
+    n = len(draft.items)
+    fit = draft.rendered.fit
+    if fit is None or not fit.archived:
+        hint = (
+            "Set base_url (the public address of `digest serve`): the size guard then leaves "
+            "the items that do not fit to the issue's web version and links to it. Or send "
+            "fewer items at a time (`digest send --since … --until …`)."
+        )
+    else:
+        hint = "Send fewer items at a time (`digest send --since … --until …`)."
+    raise TooLarge(
+        f"issue {draft.number} would be {size / 1000:,.0f} KB of HTML ({n} items), over "
+        f"Gmail's clipping limit of about {GMAIL_CLIP_BYTES / 1000:.0f} KB: readers would not "
+        "see the rest, the unsubscribe link included; nothing was sent",
+        hint=hint,
+    )
+
+
 def create_issue(session: Session, draft: Draft, *, period_key: str | None = None) -> Issue:
     """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
-    active subscriber, all in the caller's transaction. Later subscribers are not in it."""
+    active subscriber, all in the caller's transaction. Later subscribers are not in it.
+
+    An issue too large to reach readers whole (`ensure_fits`) is refused first: TooLarge."""
+    ensure_fits(draft)
     issue = Issue(
         number=draft.number,
         uid=secrets.token_hex(8),
