@@ -30,7 +30,7 @@ from dkim.crypto import RSASSA_PKCS1_v1_5_sign, parse_pem_private_key  # noqa: E
 
 from digest.compose.dkim import DkimSigner, parse_key  # noqa: E402
 from digest.compose.wire import MessageTemplate, Recipient  # noqa: E402
-from tests.test_render import MSG, render_fixed  # noqa: E402
+from tests.helpers.render import MSG, render_fixed  # noqa: E402
 
 N = int(os.environ.get("N", "300"))
 

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 from sqlmodel import Session
 
 from digest.compose.dkim import DkimSigner, load_signer
-from digest.compose.recipients import message_settings
-from digest.compose.wire import MessageTemplate, Recipient
+from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
 from digest.errors import DigestError
+from digest.issues import NextIssue
 from digest.models import utcnow
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.render.fit import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET
@@ -83,9 +83,7 @@ class CheckReport:
 def check_next_send(
     session: Session,
     settings: Settings,
-    *,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
+    shape: NextIssue | None = None,
 ) -> CheckReport:
     """Build the message the next `digest send` would send and lint it. Sends nothing,
     stores nothing."""
@@ -95,7 +93,7 @@ def check_next_send(
     lint_settings(settings, report)
     _lint_suppressions(session, settings, report)
     try:
-        plan = plan_send(session, settings, note_markdown=note_markdown, featured_url=featured_url)
+        plan = plan_send(session, settings, shape)
     except DigestError as exc:  # a broken template, a bad --featured: what a send would hit
         report.source = "the next issue (it could not be rendered)"
         report.add("error", "render", exc.message)
@@ -128,18 +126,17 @@ def check_next_send(
         signer = load_signer(settings)
     except DigestError as exc:
         report.add("error", "dkim-key", exc.message + (f" ({exc.hint})" if exc.hint else ""))
-    msg = message_settings(settings)
-    template = MessageTemplate(
-        settings=msg, subject=subject, html_body=html_body, text_body=text_body,
-        date=utcnow(), signer=signer,
-    )  # fmt: skip
-    unsubscribe = _sample_unsubscribe_url(settings, msg.mailto_unsubscribe, report)
-    recipient = Recipient(
-        email="check@example.net",
-        name="Sample Reader",
-        message_id=f"<digest.check.sample@{msg.message_id_domain}>",
-        unsubscribe_url=unsubscribe,
+    template = compose_issue(
+        settings, subject=subject, html=html_body, text=text_body, signer=signer
     )
+    key = None
+    if settings.base_url:
+        try:
+            key = settings.secret_key_bytes()
+        except DigestError as exc:
+            report.add("error", "secret-key", exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    recipient = Recipients.of(settings, key=key).check_sample()
+    unsubscribe = recipient.unsubscribe_url
     data = template.render(recipient)
     report.subject = template.subject
     lint_message(data, settings=settings, unsubscribe_url=unsubscribe, signer=signer, report=report)
@@ -160,19 +157,6 @@ def _lint_suppressions(session: Session, settings: Settings, report: CheckReport
             "a key that is neither the signing key nor in retired_keys_file: those people could "
             "be imported again. Put the old key in retired_keys_file.",
         )  # fmt: skip
-
-
-def _sample_unsubscribe_url(settings: Settings, mailto: str, report: CheckReport) -> str:
-    if not settings.base_url:
-        return mailto
-    from digest.tokens import make_token
-
-    try:
-        key = settings.secret_key_bytes()
-    except DigestError as exc:
-        report.add("error", "secret-key", exc.message + (f" ({exc.hint})" if exc.hint else ""))
-        key = b"check-only-not-a-key"
-    return f"{settings.base_url}/unsubscribe/{make_token(key, 'unsubscribe', 'check-sample')}"
 
 
 def _sample_issue(settings: Settings) -> Any:

@@ -84,6 +84,14 @@ class Settings(BaseModel):
     retry_wait_seconds: float = Field(300.0, ge=0)  # how long one run waits for due retries
     smtp_down_seconds: float = Field(300.0, ge=0)  # unreachable this long: stop, exit 75
     lease_seconds: float = Field(60.0, ge=1)  # a crashed worker's rows are re-sent after this
+    # one SMTP transaction (or connecting and logging in) may take at most this long in all,
+    # however slowly the server trickles its replies
+    smtp_transaction_seconds: float = Field(120.0, gt=0)
+    # the reply to the final "." may take longer (RFC 5321 §4.5.3.2.6 recommends 10 minutes)
+    smtp_final_reply_seconds: float = Field(600.0, gt=0)
+    # this many permanent failures in a row stop the run: a relay refusing everyone is about
+    # the sender, not the recipients (0: never)
+    max_consecutive_failures: int = Field(20, ge=0)
 
     # The scheduled job (`digest send --scheduled`)
     schedule: Literal["weekly", "daily"] = "weekly"
@@ -122,8 +130,9 @@ class Settings(BaseModel):
         from digest.addresses import normalise_address
 
         # special-use domains are checked with the setting that allows them (_check_special)
-        normalise_address(addr, allow_special_use=True)  # raises ValueError with the reason
-        return value
+        ascii_addr = normalise_address(addr, allow_special_use=True)  # ValueError: the reason
+        # An international domain in its ASCII (xn--) form, which every header and relay takes.
+        return value if ascii_addr == addr else value.replace(addr, ascii_addr)
 
     @model_validator(mode="after")
     def _check_special(self) -> Settings:
@@ -157,8 +166,26 @@ class Settings(BaseModel):
         if value is None or value == "":
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
             raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://news.example.org")
+        if any(c in value for c in " \"'<>\r\n\t") or not value.isprintable():
+            raise ValueError(f"{value!r} has spaces, quotes or control characters")
+        if not parts.hostname.isascii():
+            # An international domain name goes into links and headers in its xn-- form.
+            import idna
+
+            try:
+                host = idna.encode(parts.hostname, uts46=True).decode("ascii")
+            except idna.IDNAError as exc:
+                raise ValueError(
+                    f"{value!r}: {parts.hostname} is not a valid domain: {exc}"
+                ) from None
+            netloc = host + (f":{parts.port}" if parts.port else "")
+            value = parts._replace(netloc=netloc).geturl()
+        if not value.isascii():
+            from urllib.parse import quote
+
+            value = quote(value, safe=":/?#[]@!$&'()*+,;=%~")
         return value.rstrip("/")
 
     @field_validator("logo_url")
@@ -201,6 +228,18 @@ class Settings(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        # The main loop renews its leases every lease_seconds/3 whatever the SMTP server does;
+        # a lease must still outlast two whole reply waits, so that a worker busy on a slow
+        # server can never have its rows taken by another while it is working.
+        if self.lease_seconds < 2 * self.smtp_timeout:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be at least twice smtp_timeout "
+                f"({self.smtp_timeout:g}): set lease_seconds to {2 * self.smtp_timeout:g} or more"
+            )
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
@@ -235,6 +274,8 @@ class Settings(BaseModel):
         )
         cfg.ca_file = self.smtp_ca_file
         cfg.timeout = self.smtp_timeout
+        cfg.transaction_seconds = self.smtp_transaction_seconds
+        cfg.final_reply_seconds = self.smtp_final_reply_seconds
         if cfg.user and not cfg.password:
             raise ConfigError(
                 f"smtp_url names the user {cfg.user!r} but no password is set",
@@ -351,7 +392,9 @@ class SmtpConfig:
     user: str | None = None
     password: str | None = None
     ca_file: str | None = None
-    timeout: float = 30.0
+    timeout: float = 30.0  # one read
+    transaction_seconds: float = 120.0  # connecting and logging in, or one transaction up to "."
+    final_reply_seconds: float = 600.0  # the reply to the final "."
 
     @property
     def display(self) -> str:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session
+from sqlalchemy.engine import Engine as Engine  # re-exported: cli/ and web/ import no SQL library
+from sqlalchemy.engine import make_url
+from sqlmodel import Session as Session  # re-exported, as Engine
 
 from digest.errors import DatabaseError, DigestError
 
@@ -185,12 +186,27 @@ def _can_write(path: Path) -> bool:
     return True
 
 
+def _is_driver_error(exc: BaseException) -> bool:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
 def explain_database_error(exc: BaseException, url: str | None) -> DigestError | None:
     """A clear error for what the database driver reported, or None if it is not one we
     know: a full disk, a read-only file or folder, a file that is not a database."""
-    if not isinstance(exc, sa.exc.DBAPIError):
+    if isinstance(exc, sa.exc.DBAPIError):
+        text = str(exc.orig)
+    elif _is_driver_error(exc):  # raised by a raw driver connection (the send loop's store)
+        text = str(exc)
+    else:
         return None
-    text = str(exc.orig)
     lowered = text.lower()
     path = sqlite_path(url) if url else None
     where = str(path) if path else "the database"

@@ -22,9 +22,8 @@ from digest.db import make_engine, session_scope, upgrade
 from digest.errors import DigestError
 from digest.models import utcnow
 from digest.news.items import ItemInput, upsert_item
-from digest.send.mailer import SmtpSender
+from digest.send.job import run_issue
 from digest.send.plan import plan_send, start_issue
-from digest.send.run import DeliveryRun
 from digest.send.safe import preview_files
 from digest.subscribers import import_subscribers
 
@@ -132,9 +131,11 @@ def run_demo(folder: Path, echo: Callable[[str], None] = print) -> DemoResult:
             echo(f"Preview: issue {plan.draft.number}, {plan.draft.rendered.subject!r}, "
                  f"{len(plan.draft.items)} items -> preview/digest.html")  # fmt: skip
             issue = start_issue(session, plan)
-        outcome = DeliveryRun(
-            engine, settings, issue.id or 0, lambda: SmtpSender(settings.smtp)
-        ).run()
+        outcome = run_issue(
+            engine, settings, issue.id or 0, subject=issue.subject, html=issue.html,
+            text=issue.text, issue_uid=issue.uid, domain=issue.message_id_domain,
+            stop=threading.Event(),
+        )  # fmt: skip
         engine.dispose()
         c = outcome.counts
         echo(f"Sent issue {outcome.issue_number}: {c['sent']} sent, {c['failed']} failed, "

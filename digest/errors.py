@@ -7,6 +7,7 @@ from __future__ import annotations
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
+EXIT_FAILURES = 65  # EX_DATAERR: the issue went out, but some addresses failed for good
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: only temporary failures remain, cron may retry
 EXIT_INTERRUPTED = 130
 

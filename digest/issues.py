@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -53,6 +54,7 @@ class Draft:
     period_end: datetime
     items: Sequence[NewsItem]
     rendered: RenderedIssue
+    message_id_domain: str = ""  # frozen into the issue: its Message-IDs never change
 
 
 def read_note(path: str | Path) -> str:
@@ -119,24 +121,37 @@ def _views(items: Sequence[NewsItem]) -> list[ItemView]:
     ]
 
 
+@dataclass(frozen=True)
+class NextIssue:
+    """What staff may say about the next issue: its period (default: since the last issue)
+    and an editor's note (Markdown) and featured item (the link of one of its items)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    note_markdown: str | None = None
+    featured_url: str | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """A note or a featured item: only a new issue can have them."""
+        return bool(self.note_markdown or self.featured_url)
+
+
 def draft_issue(
     session: Session,
     settings: Settings,
+    shape: NextIssue | None = None,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
     now: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
 ) -> Draft | None:
     """Render the next issue without storing anything; None when there are no new items.
 
-    An editor's note (Markdown) and a featured item (the link of one of its items) are rendered
-    into the issue here, so they are frozen with it.
+    The note and the featured item are rendered into the issue here, so they are frozen with it.
     """
+    shape = shape or NextIssue()
     now = now or utcnow()
     d_since, d_until = default_window(session, settings, now)
-    since, until = since or d_since, until or d_until
+    since, until = shape.since or d_since, shape.until or d_until
     if since >= until:
         raise DigestError(
             f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
@@ -154,12 +169,13 @@ def draft_issue(
         period_end=until,
         number=number,
         templates_dir=settings.templates_dir,
-        note_markdown=note_markdown,
-        featured_url=featured_url,
+        note_markdown=shape.note_markdown,
+        featured_url=shape.featured_url,
     )
     return Draft(
-        number=number, period_start=since, period_end=until, items=items, rendered=rendered
-    )
+        number=number, period_start=since, period_end=until, items=items, rendered=rendered,
+        message_id_domain=settings.from_domain,
+    )  # fmt: skip
 
 
 def active_count(session: Session) -> int:
@@ -218,6 +234,7 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
         html=draft.rendered.html,
         text=draft.rendered.text,
         period_key=period_key,
+        message_id_domain=draft.message_id_domain or None,
     )
     session.add(issue)
     try:
@@ -262,10 +279,41 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
     return issue
 
 
+def _with_rows(statuses: Sequence[str]) -> Any:
+    return (
+        select(Delivery.id)
+        .where(Delivery.issue_id == Issue.id, col(Delivery.status).in_(statuses))
+        .exists()
+    )
+
+
 def unfinished_issue(session: Session) -> Issue | None:
+    """The issue a send resumes: one being sent with deliveries not yet tried (queued, or in
+    flight). An issue whose only remaining deliveries are deferred does not hold up the next
+    issue: its retries go on in later runs (`retrying_issues`)."""
     return session.exec(
-        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, _with_rows(["queued", "sending"]))
+        .order_by(col(Issue.number))
     ).first()
+
+
+def retrying_issues(session: Session, now: datetime) -> Sequence[Issue]:
+    """Issues being sent whose only remaining deliveries are deferred, some of them due."""
+    due = (
+        select(Delivery.id)
+        .where(
+            Delivery.issue_id == Issue.id,
+            Delivery.status == DeliveryStatus.deferred,
+            sa.or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= now),
+        )
+        .exists()
+    )
+    return session.exec(
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, ~_with_rows(["queued", "sending"]), due)
+        .order_by(col(Issue.number))
+    ).all()
 
 
 MAX_ISSUE_NUMBER = 2**31 - 1  # the column is an INTEGER everywhere; beyond it, no issue
@@ -278,6 +326,27 @@ def get_issue(session: Session, number: int) -> Issue:
     if issue is None:
         raise NotFoundError(f"no issue {number}", hint="`digest issues list` shows the issues.")
     return issue
+
+
+def _received_or_sending() -> Any:
+    """Issues that belong in the archive: being sent, or received by someone (a cancelled or
+    stale issue nobody received is not a past issue; one cancelled halfway is)."""
+    return sa.or_(col(Issue.status) == IssueStatus.sending, _with_rows(["sent"]))
+
+
+def archived_issues(session: Session) -> Sequence[Issue]:
+    """The issues of the web archive, newest first."""
+    return session.exec(
+        select(Issue).where(_received_or_sending()).order_by(col(Issue.number).desc())
+    ).all()
+
+
+def archived_issue(session: Session, number: int) -> Issue:
+    """Issue `number` if it is in the archive; NotFoundError otherwise."""
+    issue = get_issue(session, number)
+    if session.exec(select(Issue.id).where(Issue.id == issue.id, _received_or_sending())).first():
+        return issue
+    raise NotFoundError(f"no issue {number} in the archive")
 
 
 def delivery_counts(session: Session, issue_id: int) -> dict[str, int]:
@@ -303,6 +372,33 @@ def finish_if_done(session: Session, issue: Issue) -> bool:
     session.add(issue)
     session.flush()
     return True
+
+
+def being_sent(session: Session, issue_id: int, *, now: datetime) -> bool:
+    """Whether some process holds a delivery of the issue with a lease that has not run out
+    (a process that died holds nothing once its leases have run out)."""
+    d = Delivery.__table__  # type: ignore[attr-defined]
+    query = (
+        sa.select(d.c.id)
+        .where(d.c.issue_id == issue_id, d.c.status == DeliveryStatus.sending.value)
+        .where(d.c.lease_expires_at > now)
+        .limit(1)
+    )
+    return session.execute(query).first() is not None
+
+
+def status_words(issue: Issue, counts: dict[str, int], *, active: bool) -> str:
+    """An issue's status for people: "sent, 3 failed" rather than sent_with_failures, and an
+    issue nobody is sending is "unfinished" (or "retrying later"), not "sending"."""
+    if issue.status == IssueStatus.sent_with_failures:
+        return f"sent, {counts.get('failed', 0)} failed"
+    if issue.status == IssueStatus.cancelled:
+        sent = counts.get("sent", 0)
+        return f"cancelled after {sent} sent" if sent else "cancelled"
+    if issue.status == IssueStatus.sending and not active:
+        waiting = counts.get("queued", 0) + counts.get("sending", 0)
+        return "unfinished" if waiting or not counts.get("deferred", 0) else "retrying later"
+    return str(issue.status)
 
 
 def list_issues(session: Session) -> list[tuple[Issue, dict[str, int], int]]:
@@ -336,6 +432,25 @@ def problem_deliveries(session: Session, issue_id: int) -> list[tuple[str, str, 
     ]
 
 
+@dataclass(frozen=True)
+class IssueDetail:
+    issue: Issue
+    counts: dict[str, int]
+    items: Sequence[IssueItem]
+    problems: list[tuple[str, str, int, str]]  # see problem_deliveries
+
+
+def issue_detail(session: Session, number: int) -> IssueDetail:
+    """One issue (`digest issues show`): its delivery counts, its items, and its failed and
+    deferred deliveries with the server's last reply."""
+    issue = get_issue(session, number)
+    issue_id = issue.id or 0
+    return IssueDetail(
+        issue, delivery_counts(session, issue_id), issue_items(session, issue_id),
+        problem_deliveries(session, issue_id),
+    )  # fmt: skip
+
+
 def retry_issue(session: Session, number: int) -> int:
     """Queue an issue's deferred and failed deliveries again, on purpose; the next send resumes."""
     issue = get_issue(session, number)
@@ -360,7 +475,8 @@ def cancel_issue(session: Session, number: int, *, reason: str = "issue cancelle
     """Stop an unfinished issue: deliveries not yet made are skipped, never sent."""
     issue = get_issue(session, number)
     if issue.status != IssueStatus.sending:
-        raise DigestError(f"issue {number} is {issue.status}, not being sent; nothing to cancel")
+        words = status_words(issue, delivery_counts(session, issue.id or 0), active=False)
+        raise DigestError(f"issue {number} is {words}, not being sent; nothing to cancel")
     d = Delivery.__table__  # type: ignore[attr-defined]
     result = session.execute(
         sa.update(d)

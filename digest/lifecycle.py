@@ -6,48 +6,36 @@ unsubscribe link -> `unsubscribed`, at once. Every status change goes through
 import, cli). A confirmation email is logged as a `SubscriberEvent` with the detail
 CONFIRMATION_SENT; that log is also what limits them to one per address per cooldown window.
 
-Nothing here knows about HTTP: web.py and cli_web.py call these functions and present the result.
+Nothing here knows about HTTP, MIME or SMTP: the web app and the CLI call these functions and
+present the result; digest.send.confirm sends the confirmation emails.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import re
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
 from enum import StrEnum
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from digest.addresses import address_key, normalise_address
-from digest.compose.wire import header_text
 from digest.config import Settings
-from digest.db import session_scope
-from digest.errors import ConfigError, DigestError, TooManyRequests, UsageError
+from digest.errors import ConfigError, TooManyRequests, UsageError
 from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, utcnow
-from digest.render.templates import make_environment
-from digest.send.mailer import Sender, SendResult
 from digest.subscribers import ImportReport, claim_subscriber, import_subscribers, set_status
 from digest.tokens import Keyring, TokenCheck, check_timed_token, check_token, make_timed_token
 
 log = logging.getLogger("digest.lifecycle")
 
+
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 CONFIRMATION_SENT = "confirmation sent"
 CONFIRMATION_NOT_SENT = "confirmation not sent"
-TEMPLATE_CONFIRM_TEXT = "email/confirm.txt"
-TEMPLATE_CONFIRM_HTML = "email/confirm.html"
 
 
 def require_base_url(settings: Settings) -> str:
@@ -238,81 +226,14 @@ def import_pending(
     return report, [_log_confirmation(session, sub, "import", now) for sub in targets]
 
 
-# The confirmation email -------------------------------------------------------------------
-
-
-def confirmation_message(
-    settings: Settings, *, email: str, name: str, url: str, now: datetime
-) -> bytes:
-    """The confirmation email in wire form (CRLF, dot-stuffed for SMTP DATA, RFC 5321 4.5.2)."""
-    env = make_environment(settings.templates_dir)
-    context = {
-        "name": settings.name,
-        "organisation": settings.organisation,
-        "postal_address_lines": [
-            ln.strip() for ln in settings.postal_address.splitlines() if ln.strip()
-        ],
-        "confirm_url": url,
-        "valid_days": settings.confirm_token_days,
-        "email": email,
-    }
-    msg = EmailMessage()
-    msg["From"] = settings.from_address
-    if settings.reply_to:
-        msg["Reply-To"] = settings.reply_to
-    msg["To"] = Address(display_name=header_text(name), addr_spec=email) if name else email
-    msg["Subject"] = header_text(f"Please confirm your subscription to {settings.name}")
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid("digest.confirm", domain=settings.from_domain)
-    # RFC 3834: sent automatically in answer to a request; autoresponders should not answer it.
-    msg["Auto-Submitted"] = "auto-replied"
-    msg.set_content(env.get_template(TEMPLATE_CONFIRM_TEXT).render(context), cte="quoted-printable")
-    msg.add_alternative(
-        env.get_template(TEMPLATE_CONFIRM_HTML).render(context),
-        subtype="html",
-        cte="quoted-printable",
+def mark_confirmation_not_sent(session: Session, event_id: int, reply: str) -> None:
+    """The email of this logged confirmation was not accepted: it no longer counts against the
+    cooldown, so the person can ask again."""
+    session.execute(
+        sa.update(SubscriberEvent)
+        .where(col(SubscriberEvent.id) == event_id)
+        .values(detail=f"{CONFIRMATION_NOT_SENT}: {reply}"[:500])
     )
-    for part in msg.iter_parts():
-        del part["MIME-Version"]  # add_alternative puts one on each part; only the top needs it
-    data = msg.as_bytes(policy=policy.SMTP)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return re.sub(rb"(?m)^\.", b"..", data)
-
-
-def send_confirmations(
-    engine: Engine,
-    settings: Settings,
-    jobs: Sequence[ConfirmationJob],
-    sender: Sender,
-    *,
-    now: datetime | None = None,
-) -> list[tuple[ConfirmationJob, SendResult]]:
-    """Send each job's email. One that was not accepted has its log entry changed to
-    CONFIRMATION_NOT_SENT, so it does not count against the cooldown and can be asked again."""
-    now = now or utcnow()
-    key = settings.secret_key_bytes()
-    envelope_from = parseaddr(settings.from_address)[1]
-    interval = 1.0 / settings.send_rate if settings.send_rate else 0.0
-    results = []
-    for n, job in enumerate(jobs):
-        if interval and n:
-            time.sleep(interval)
-        url = confirm_url(settings, key, job.subscriber_uid, now)
-        data = confirmation_message(settings, email=job.email, name=job.name, url=url, now=now)
-        try:
-            result = sender.send(envelope_from, job.email, data)
-        except DigestError as exc:  # could not connect: nothing was sent
-            result = SendResult("temporary", 0, exc.message[:500])
-        if result.outcome != "sent":
-            with session_scope(engine) as session:
-                session.execute(
-                    sa.update(SubscriberEvent)
-                    .where(col(SubscriberEvent.id) == job.event_id)
-                    .values(detail=f"{CONFIRMATION_NOT_SENT}: {result.reply}"[:500])
-                )
-        results.append((job, result))
-    return results
 
 
 # Confirm ----------------------------------------------------------------------------------

@@ -28,6 +28,30 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def to_db_time(moment: datetime | None, *, sqlite: bool) -> Any:
+    """A time as it is stored: aware UTC on PostgreSQL, naive UTC text on SQLite (the form
+    SQLAlchemy's SQLite DateTime writes). One codec for the models and the send loop's SQL."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: digest stores aware UTC times only")
+    moment = moment.astimezone(UTC)
+    if not sqlite:
+        return moment
+    return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def from_db_time(value: Any) -> datetime | None:
+    """A stored time read back, aware UTC (SQLite gives naive UTC text or datetimes)."""
+    if value is None:
+        return None
+    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    aware: datetime = (
+        moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    )
+    return aware
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every database (SQLite stores naive UTC text)."""
 
@@ -37,15 +61,12 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: digest stores aware UTC times only")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        stored: datetime = to_db_time(value, sqlite=False)  # aware UTC, checked
+        # SQLite: the DateTime type below writes the naive value as its text
+        return stored.replace(tzinfo=None) if dialect.name == "sqlite" else stored
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return from_db_time(value)
 
 
 def _ts(nullable: bool = False, index: bool = False, **kw: Any) -> Any:
@@ -155,6 +176,9 @@ class Issue(SQLModel, table=True):
     # The schedule period of an issue made by `digest send --scheduled` (e.g. "2026-W48");
     # UNIQUE, so two overlapping scheduled runs can never make two issues for one week.
     period_key: str | None = Field(default=None, max_length=32, unique=True)
+    # The domain of its Message-IDs, frozen when it is made: a retry after `from` changed
+    # keeps the same Message-ID (NULL for issues made before: the From domain then).
+    message_id_domain: str | None = Field(default=None, max_length=253)
     # Rendered once, CSS inlined, with per-recipient placeholders (see render.py).
     html: str = Field(sa_type=sa.Text)
     text: str = Field(sa_type=sa.Text)

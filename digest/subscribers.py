@@ -477,6 +477,15 @@ def unsubscribe(session: Session, email: str, *, source: str = "cli") -> bool:
     )  # fmt: skip
 
 
+def confirm_subscriber(session: Session, email: str, *, source: str = "cli") -> Subscriber:
+    """Make a pending subscriber active, for consent received another way (staff confirm)."""
+    sub = get_subscriber(session, email)
+    if sub.status != SubscriberStatus.pending:
+        raise UsageError(f"{sub.email} is {sub.status}, not pending")
+    set_status(session, sub, SubscriberStatus.active, source=source, detail="confirmed by staff")
+    return sub
+
+
 def remove_subscriber(session: Session, email: str, *, keyring: Keyring) -> None:
     """Erase a person: their row and consent log go; a keyed hash stays so they are not
     re-added.

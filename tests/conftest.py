@@ -1,5 +1,6 @@
-"""Real collaborators for the tests: a SQLite file per test, an aiosmtpd server on a free
-loopback port, the CLI through Typer's runner. Only the clock may be faked."""
+"""Fixtures only (shared code lives in tests/helpers/). Real collaborators for the tests: a
+SQLite file per test, an aiosmtpd server on a free loopback port, an HTTP server for feeds,
+the web app, the CLI through Typer's runner. Only the clock may be faked."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from pytest_httpserver import HTTPServer
+from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from digest.cli import app
+from digest.config import Settings, load_settings
 from digest.db import make_engine, upgrade
+from digest.web.app import create_app
 
+from .helpers.clock import Clock
 from .helpers.newsletter import FROM, SECRET
 from .helpers.smtp import SmtpServer, start_smtp
 
@@ -82,3 +89,49 @@ def cli(runner: CliRunner) -> Callable[..., Any]:
         return runner.invoke(app, list(args), input=input)
 
     return run
+
+
+@pytest.fixture
+def engine(env: dict[str, str]) -> Iterator[Engine]:
+    """An engine on the configured test database."""
+    e = make_engine(env["DIGEST_DATABASE_URL"])
+    try:
+        yield e
+    finally:
+        e.dispose()
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return load_settings().settings
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine, clock: Clock) -> Iterator[TestClient]:
+    """The web app in-process, on the test database and the fake clock; redirects not followed."""
+    with TestClient(create_app(settings, engine=engine, clock=clock), follow_redirects=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[HTTPServer]:
+    """A real HTTP server on 127.0.0.1 (threaded, so a stalled handler blocks nobody)."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def http(http_server: HTTPServer) -> Iterator[HTTPServer]:
+    """The server with no handlers: each test says what it serves."""
+    http_server.clear()
+    yield http_server
+    http_server.clear()

@@ -1,58 +1,89 @@
-"""/archive lists and shows only issues someone received or that are being sent: a cancelled
-issue nobody received is not a past issue (a real uvicorn; issues made by `digest send`)."""
+"""The web archive of sent issues (web/archive.py), without anyone's token, and the staff preview
+(password or loopback only)."""
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
-from digest.config import load_settings
-from digest.db import make_engine
+from digest.config import Settings
+from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.web.app import create_app
 
+from .helpers.seed import seed_issue
 from .helpers.smtp import SmtpServer
-from .helpers.web import live_server, rows
+from .helpers.web import (
+    BASE,
+    rows,
+)
 
 
-def _item(cli: Callable[..., Any], n: int) -> None:
-    published = (datetime.now(UTC) - timedelta(minutes=10 - n)).isoformat()
-    r = cli("news", "add", "--title", f"Item {n}", "--url", f"https://example.org/n/{n}",
-            "--published", published)  # fmt: skip
-    assert r.exit_code == 0, r.output
-
-
-def test_archive_leaves_out_issues_nobody_received(
-    cli: Callable[..., Any], env: dict[str, str], smtp_server: SmtpServer
+def test_archive_shows_sent_issues_without_anyones_token(
+    cli: Callable[..., Any], client: TestClient, engine: Engine, smtp_server: SmtpServer
 ) -> None:
-    for email in ("ana@example.org", "bo@example.org"):
-        assert cli("subscribers", "add", email).exit_code == 0
-    _item(cli, 1)
-    assert cli("send", "--yes").exit_code == 0  # 1: sent to both
-    smtp_server.reply = lambda rcpt, data: "451 4.3.0 Try again later"
-    _item(cli, 2)
-    assert cli("send", "--yes").exit_code == 75  # 2: nobody got it...
-    assert cli("issues", "cancel", "2", "--yes").exit_code == 0  # ...and it was cancelled
-    smtp_server.reply = lambda rcpt, data: None if rcpt.startswith("ana") else "451 4.3.0 Later"
-    _item(cli, 3)
-    assert cli("send", "--yes").exit_code == 75  # 3: ana got it, then it was cancelled
-    assert cli("issues", "cancel", "3", "--yes").exit_code == 0
-    smtp_server.reply = lambda rcpt, data: "451 4.3.0 Try again later"
-    _item(cli, 4)
-    assert cli("send", "--yes").exit_code == 75  # 4: being sent, nobody has it yet
-    engine = make_engine(env["DIGEST_DATABASE_URL"])
-    assert rows(engine, "SELECT number, status FROM issue ORDER BY number") == [
-        (1, "sent"), (2, "cancelled"), (3, "cancelled"), (4, "sending")
-    ]  # fmt: skip
-    app = create_app(load_settings().settings, engine=engine)
-    with live_server(app) as url, httpx.Client(base_url=url) as http:
-        listing = http.get("/archive").text
-        for n in (1, 3, 4):
-            assert f'href="/archive/{n}"' in listing
-            assert http.get(f"/archive/{n}").status_code == 200
-        assert 'href="/archive/2"' not in listing
-        r = http.get("/archive/2")
-        assert r.status_code == 404 and "Item 2" not in r.text
-    engine.dispose()
+    assert "No issue has been sent yet" in client.get("/archive").text
+    seed_issue(cli, ["ana@example.org", "ben@example.org"])
+    assert cli("send", "--yes").exit_code == 0
+    listing = client.get("/archive")
+    assert listing.status_code == 200 and 'href="/archive/1"' in listing.text
+    assert "public" in listing.headers["cache-control"]
+    # The email's "view in browser" link leads here.
+    html = smtp_server.messages[0].message.get_body(("html",)).get_content()
+    assert f'href="{BASE}/archive/1"' in html
+    page = client.get("/archive/1")
+    assert page.status_code == 200
+    assert "Item 0" in page.text and "Item 1" in page.text
+    assert PLACEHOLDER_UNSUBSCRIBE not in page.text
+    assert 'href="/unsubscribe"' in page.text  # the neutral how-to page
+    assert not re.search(r"/unsubscribe/[A-Za-z0-9]", page.text)
+    for (uid,) in rows(engine, "SELECT uid FROM subscriber"):
+        assert uid not in page.text
+    assert 'href="/archive"' in page.text  # back to the list
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script" not in csp
+    assert client.get("/archive/2").status_code == 404
+    assert client.get("/archive/abc").status_code == 404
+
+
+def test_preview_is_off_unless_enabled(cli: Callable[..., Any], client: TestClient) -> None:
+    seed_issue(cli, ["ana@example.org"])
+    r = client.get("/preview")
+    assert r.status_code == 404
+
+
+def test_preview_with_a_staff_password(
+    cli: Callable[..., Any], settings: Settings, engine: Engine
+) -> None:
+    seed_issue(cli, ["ana@example.org"])
+    staff = settings.model_copy(update={"preview_token": "s3cret-preview-of-staff"})
+    with TestClient(create_app(staff, engine=engine)) as c:
+        r = c.get("/preview")
+        assert (
+            r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="digest preview"'
+        )
+        assert c.get("/preview", auth=("staff", "wrong")).status_code == 401
+        ok = c.get("/preview", auth=("staff", "s3cret-preview-of-staff"))
+        assert ok.status_code == 200
+        assert "Staff preview: issue 1" in ok.text and "Item 0" in ok.text
+        assert PLACEHOLDER_UNSUBSCRIBE not in ok.text
+        bad = base64.b64encode(b"\xff\xfe").decode()
+        assert c.get("/preview", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    assert rows(engine, "SELECT count(*) FROM issue") == [(0,)]  # a preview stores nothing
+
+
+def test_preview_from_loopback_only_when_not_forwarded(
+    cli: Callable[..., Any], settings: Settings, engine: Engine
+) -> None:
+    local = settings.model_copy(update={"preview_loopback": True})
+    app = create_app(local, engine=engine)
+    with TestClient(app, client=("127.0.0.1", 50000)) as c:
+        r = c.get("/preview")
+        assert r.status_code == 200 and "Nothing to preview" in r.text
+        assert c.get("/preview", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 404
+    with TestClient(app, client=("192.0.2.10", 50000)) as c:
+        assert c.get("/preview").status_code == 404

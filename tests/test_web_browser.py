@@ -6,8 +6,6 @@ Screenshots are kept in tests/artifacts/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,21 +14,14 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from digest.config import load_settings
-from digest.db import make_engine
 from digest.demo import free_port
 from digest.tokens import make_token
 from digest.web.app import create_app
 
+from .helpers.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from .helpers.newsletter import SECRET
 from .helpers.smtp import SmtpServer
 from .helpers.web import confirm_link, live_server, path_of, rows
-
-CHROMIUM = os.environ.get("DIGEST_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed"
@@ -57,13 +48,6 @@ def browser_page() -> Iterator[Any]:
             assert all(url.startswith("http://127.0.0.1:") for url in requests), requests
         finally:
             browser.close()
-
-
-@pytest.fixture
-def engine(env: dict[str, str]) -> Iterator[Engine]:
-    e = make_engine(env["DIGEST_DATABASE_URL"])
-    yield e
-    e.dispose()
 
 
 def _shot(page: Any, name: str) -> None:

@@ -1,35 +1,76 @@
-"""The one place that says who a message is for: recipients and their Message-IDs and
-unsubscribe links, for the real send, a test copy, a dry run, the preview and `digest check`."""
+"""The one place that says who a message is for, and the one composer of an issue's message.
+
+`Recipients` makes every `Recipient` — To, Message-ID and unsubscribe link — for the real
+send, a dry run, a test copy, the preview, `digest check` and the confirmation email, so the
+rules (a Message-ID stable per issue and subscriber; a test copy that cannot unsubscribe
+anyone) live here once. `compose_issue` makes the `MessageTemplate` of an issue, DKIM-signed
+when signing is configured.
+"""
 
 from __future__ import annotations
 
 import re
+import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
+from typing import TYPE_CHECKING, Literal
 
-from digest.compose.wire import MessageSettings, MessageTemplate
+from digest.compose.wire import MessageSettings, MessageTemplate, Recipient
 from digest.config import Settings
-from digest.models import Issue, utcnow
+from digest.models import utcnow
 from digest.tokens import make_token
 
+if TYPE_CHECKING:
+    from digest.compose.dkim import DkimSigner
 
-def message_settings(settings: Settings) -> MessageSettings:
-    domain = settings.from_domain
+PREVIEW_ADDRESS = "subscriber@example.org"
+CHECK_ADDRESS = "check@example.net"
+
+
+def message_settings(settings: Settings, *, domain: str | None = None) -> MessageSettings:
+    """The parts of every message that come from the settings. `domain`: the Message-ID
+    domain frozen in an issue (a retry keeps its Message-ID even if `from` changed since)."""
+    from_domain = settings.from_domain
     slug = re.sub(r"[^a-z0-9]+", "-", settings.name.lower()).strip("-") or "digest"
     unsub = settings.unsubscribe_mailto or settings.from_address
     return MessageSettings(
         from_address=settings.from_address,
         reply_to=settings.reply_to,
-        list_id=settings.list_id or f"{settings.name} <{slug}.{domain}>",
+        list_id=settings.list_id or f"{settings.name} <{slug}.{from_domain}>",
         mailto_unsubscribe=f"mailto:{parseaddr(unsub)[1]}?subject=unsubscribe",
-        message_id_domain=domain,
+        message_id_domain=domain or from_domain,
     )
 
 
-def unsubscribe_url(settings: Settings, msg: MessageSettings, key: bytes, uid: str) -> str:
-    if settings.base_url:
-        return f"{settings.base_url}/unsubscribe/{make_token(key, 'unsubscribe', uid)}"
-    return msg.mailto_unsubscribe
+def configured_signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer when signing is configured (its key read once), else None."""
+    if not (settings.dkim_domain or settings.dkim_selector or settings.dkim_private_key_file):
+        return None
+    from digest.compose.dkim import load_signer  # dkimpy is a heavy import: only when configured
+
+    return load_signer(settings)
+
+
+def compose_issue(
+    settings: Settings,
+    *,
+    subject: str,
+    html: str,
+    text: str,
+    date: datetime | None = None,
+    domain: str | None = None,
+    signer: DkimSigner | None | Literal["configured"] = "configured",
+) -> MessageTemplate:
+    """An issue's message, prepared once; `template.render(recipient)` per recipient."""
+    return MessageTemplate(
+        settings=message_settings(settings, domain=domain),
+        subject=subject,
+        html_body=html,
+        text_body=text,
+        date=date or utcnow(),
+        signer=configured_signer(settings) if signer == "configured" else signer,
+    )
 
 
 def message_id(issue_uid: str, subscriber_uid: str, domain: str) -> str:
@@ -37,21 +78,63 @@ def message_id(issue_uid: str, subscriber_uid: str, domain: str) -> str:
     return f"<digest.{issue_uid}.{subscriber_uid}@{domain}>"
 
 
-def issue_template(
-    settings: Settings, issue: Issue, date: datetime | None = None
-) -> MessageTemplate:
-    signer = None
-    if settings.dkim_domain or settings.dkim_selector or settings.dkim_private_key_file:
-        from digest.compose.dkim import (
-            load_signer,  # dkimpy is a heavy import: only when configured
+@dataclass(frozen=True)
+class Recipients:
+    """Recipients of one issue (or of a draft: `issue_uid` "dryrun" for a dry run)."""
+
+    base_url: str | None
+    mailto_unsubscribe: str
+    domain: str
+    envelope_from: str  # MAIL FROM: the From address (bounces come back to it)
+    issue_uid: str = "draft"
+    key: bytes | None = None  # signs unsubscribe tokens; None: nobody real is addressed
+
+    @classmethod
+    def of(
+        cls,
+        settings: Settings,
+        *,
+        issue_uid: str = "draft",
+        key: bytes | None = None,
+        domain: str | None = None,
+    ) -> Recipients:
+        msg = message_settings(settings, domain=domain)
+        return cls(
+            base_url=settings.base_url, mailto_unsubscribe=msg.mailto_unsubscribe,
+            domain=msg.message_id_domain, envelope_from=parseaddr(settings.from_address)[1],
+            issue_uid=issue_uid, key=key,
+        )  # fmt: skip
+
+    def _link(self, token: str) -> str:
+        return f"{self.base_url}/unsubscribe/{token}" if self.base_url else self.mailto_unsubscribe
+
+    def _for(self, email: str, name: str, message_id: str, link: str) -> Recipient:
+        return Recipient(email, name, message_id, link, envelope_from=self.envelope_from)
+
+    def subscriber(self, uid: str, email: str, name: str) -> Recipient:
+        """A subscriber's message: their unsubscribe token and the issue's stable Message-ID."""
+        assert self.key is not None, "a subscriber's link needs the secret key"
+        token = make_token(self.key, "unsubscribe", uid)
+        return self._for(
+            email, name, message_id(self.issue_uid, uid, self.domain), self._link(token)
         )
 
-        signer = load_signer(settings)  # DKIM: key read once per issue
-    return MessageTemplate(
-        settings=message_settings(settings),
-        subject=issue.subject,
-        html_body=issue.html,
-        text_body=issue.text,
-        date=date or utcnow(),
-        signer=signer,
-    )
+    def test_copy(self, email: str) -> Recipient:
+        """A test copy: a fresh Message-ID, and a link that cannot unsubscribe anyone."""
+        mid = f"<digest.test.{secrets.token_hex(8)}@{self.domain}>"
+        return self._for(email, "", mid, self._link("test-copy"))
+
+    def preview(self) -> Recipient:
+        """The sample reader of `digest preview`."""
+        mid = f"<digest.preview.{utcnow():%Y%m%d%H%M%S}@{self.domain}>"
+        return self._for(PREVIEW_ADDRESS, "Preview Reader", mid, self._link("preview"))
+
+    def check_sample(self) -> Recipient:
+        """The sample reader of `digest check`: a real-shaped token, for nobody."""
+        token = make_token(self.key or b"check-only-not-a-key", "unsubscribe", "check-sample")
+        mid = f"<digest.check.sample@{self.domain}>"
+        return self._for(CHECK_ADDRESS, "Sample Reader", mid, self._link(token))
+
+    def confirmation(self, email: str, name: str) -> Recipient:
+        """The person asking to subscribe (the confirmation email has no unsubscribe link)."""
+        return self._for(email, name, f"<digest.confirm.{secrets.token_hex(8)}@{self.domain}>", "")

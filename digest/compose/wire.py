@@ -13,7 +13,7 @@ import base64
 import html
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy, quoprimime
@@ -35,6 +35,7 @@ class Recipient:
     name: str
     message_id: str  # with angle brackets
     unsubscribe_url: str  # https link, or the mailto: link when there is no base URL
+    envelope_from: str = ""  # SMTP MAIL FROM (the return path); not a header
 
 
 def header_text(value: str) -> str:
@@ -142,8 +143,13 @@ class MessageTemplate:
         date: datetime,
         boundary: str | None = None,
         signer: DkimSigner | None = None,
+        list_headers: bool = True,
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """`list_headers`: List-Id and List-Unsubscribe (a digest); off for a one-off email such
+        as the confirmation. `extra_headers` follow Message-ID (e.g. Auto-Submitted)."""
         self.settings = settings
+        self.list_headers = list_headers
         self.signer = signer  # DKIM: signs each finished message, once (see digest.dkim)
         self.subject = header_text(subject)
         boundary = boundary or f"=_digest_{secrets.token_hex(12)}"
@@ -155,7 +161,8 @@ class MessageTemplate:
             head.append(_fold("Reply-To", settings.reply_to))
         self._head_before_to = b"".join(head)
         self._head_after_to = _fold("Subject", self.subject) + _fold("Date", format_datetime(date))
-        self._list_id = _fold("List-Id", settings.list_id)  # RFC 2919
+        self._list_id = _fold("List-Id", settings.list_id) if list_headers else b""  # RFC 2919
+        self._extra = b"".join(_fold(name, value) for name, value in extra_headers)
         self._mime = (
             b"MIME-Version: 1.0\r\n"
             + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode()
@@ -213,7 +220,8 @@ class MessageTemplate:
             self._head_after_to,
             b"Message-ID: " + r.message_id.encode("ascii") + b"\r\n",
             self._list_id,
-            self._list_unsubscribe(r),
+            self._list_unsubscribe(r) if self.list_headers else b"",
+            self._extra,
             self._mime,
             self._text_head,
         ]

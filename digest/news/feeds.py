@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import feedparser
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from sqlmodel import Session, col, select
 
 from digest.models import NewsItem, SourceEntry, utcnow
 from digest.news.fetch import FetchError, FetchLimits, FetchResult, fetch_url
-from digest.news.items import ItemInput, upsert_item
+from digest.news.items import ImportReport, ItemInput, import_items, upsert_item
 from digest.news.normalise import check_url, clean_text, fallback_key, item_key, sanitise_html
 
 VERSIONS = {
@@ -379,3 +380,16 @@ def looks_like_feed(path: Path) -> bool:
 
 def summarise_skipped(skipped: Sequence[tuple[str, str]]) -> list[str]:
     return [f"{where}: skipped, {reason}" for where, reason in skipped]
+
+
+def import_news(
+    session: Session, source: str, tz: ZoneInfo, *, limits: FetchLimits | None = None
+) -> FeedImport | ImportReport:
+    """`digest news import SOURCE`: a feed's URL, an RSS/Atom file, or a JSON or CSV file of
+    items (re-importing updates, never duplicates)."""
+    if source.strip().lower().startswith(("http://", "https://")):
+        return import_feed_url(session, source, limits=limits)
+    path = Path(source)
+    if path.is_file() and looks_like_feed(path):
+        return import_feed_file(session, path)
+    return import_items(session, path, tz)

@@ -1,7 +1,8 @@
 """Stages 7 and 8 of the flow: send over SMTP and record each outcome.
 
 plan.py     what a send would do (resume, new issue, --scheduled, --worker)
-job.py      send_next(): the whole of `digest send`
+job.py      send_next(): the whole of `digest send`; run_issue() wires one run
+outcome.py  progress, outcome, and what it means for a person (lines, exit code)
 safe.py     test copy, dry run, preview files: nothing recorded
 run.py      the loop: a pool of connections fed from the store
 store.py    every SQL statement of the loop, behind a small interface

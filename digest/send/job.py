@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
-
+from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
-from digest.db import session_scope
-from digest.errors import UsageError
-from digest.issues import (
-    IssueRace,
-    delivery_counts,
+from digest.db import Engine, session_scope
+from digest.errors import (
+    DigestError,
+    Interrupted,
+    SmtpUnavailable,
+    UsageError,
 )
-from digest.models import utcnow
+from digest.issues import IssueRace, NextIssue, delivery_counts, retrying_issues
+from digest.models import Issue, utcnow
 from digest.send.lock import send_lock
-from digest.send.mailer import SmtpSender
+from digest.send.mailer import Sender, SmtpSender
+from digest.send.outcome import SendOutcome, SendProgress
+from digest.send.pacing import Pacer
 from digest.send.plan import SendPlan, join_plan, plan_scheduled, plan_send, start_issue
-from digest.send.run import DeliveryRun, SendOutcome, SendProgress
+from digest.send.run import DeliveryRun, RunOptions
+from digest.send.store import SqlStore
 from digest.text import plural
 
 
@@ -27,8 +33,6 @@ def send_next(
     engine: Engine,
     settings: Settings,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
     scheduled: bool = False,
     worker: bool = False,
     force: bool = False,
@@ -37,8 +41,7 @@ def send_next(
     stop: threading.Event | None = None,
     progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
     now: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
+    shape: NextIssue | None = None,
 ) -> SendOutcome | None:
     """The whole of `digest send`: decide what to send, freeze it, deliver it.
 
@@ -46,6 +49,7 @@ def send_next(
     answered, so a send that cannot connect leaves no half-made issue behind.
     """
     now = now or utcnow()
+    stop = stop or threading.Event()
     with send_lock(settings.database_url):
         key: str | None = None
         with session_scope(engine) as session:
@@ -57,15 +61,21 @@ def send_next(
             elif scheduled:
                 decision = plan_scheduled(session, settings, now=now, force=force)
                 notify(decision.message)
-                if decision.plan is None:
-                    return None
                 plan, key = decision.plan, decision.key
             else:
-                plan = plan_send(session, settings, since=since, until=until,
-                                 note_markdown=note_markdown, featured_url=featured_url)  # fmt: skip
+                plan = plan_send(session, settings, shape)
                 if plan is None:
                     notify("No new items since the last issue; nothing to send.")
-                    return None
+            retrying = [] if worker else [i.number for i in retrying_issues(session, now)]
+        if plan is None:
+            if not retrying:
+                return None
+            first = _connect(settings, stop)
+            try:
+                return retry_older(engine, settings, exclude=None, stop=stop, notify=notify,
+                                   now=now, first=first, progress=progress)  # fmt: skip
+            finally:
+                first.close()
         if plan.resume is not None:
             if not scheduled:
                 notify(f"Resuming issue {plan.resume.number} ({plan.resume.subject}): "
@@ -82,8 +92,7 @@ def send_next(
         if confirm is not None:
             confirm(plan)
         settings.secret_key_bytes()  # fail before anything is frozen
-        first = SmtpSender(settings.smtp)
-        first.connect()  # exit 75 before anything is frozen if the server is down
+        first = _connect(settings, stop)  # exit 75 before anything is frozen if it is down
         try:
             try:
                 with session_scope(engine) as session:
@@ -99,18 +108,129 @@ def send_next(
                     return None
                 issue = joined.resume
                 notify(f"Issue {issue.number} was just made by another run; helping to send it.")
-            with session_scope(engine) as session:
-                counts = delivery_counts(session, issue.id or 0)
-            on_progress = (
-                progress(
-                    sum(counts.values()), counts["sent"] + counts["failed"] + counts["skipped"]
-                )
-                if progress
-                else None
-            )
-            return DeliveryRun(
-                engine, settings, issue.id or 0, lambda: SmtpSender(settings.smtp),
-                first_sender=first, stop=stop, on_progress=on_progress,
-            ).run()  # fmt: skip
+            outcome = _deliver(engine, settings, issue, stop=stop, first=first, notify=notify,
+                               progress=progress)  # fmt: skip
+            if retrying and not outcome.interrupted and not outcome.unavailable:
+                retry_older(engine, settings, exclude=issue.id, stop=stop, notify=notify, now=now)
         finally:
             first.close()
+        return outcome
+
+
+def _connect(settings: Settings, stop: threading.Event) -> SmtpSender:
+    """The first connection, made before anything is frozen or claimed."""
+    first = SmtpSender(settings.smtp, stop=stop)
+    try:
+        first.connect()
+    except SmtpUnavailable:
+        if stop.is_set():
+            raise Interrupted("stopped before anything was sent") from None
+        raise
+    return first
+
+
+def _deliver(
+    engine: Engine,
+    settings: Settings,
+    issue: Issue,
+    *,
+    stop: threading.Event,
+    notify: Callable[[str], None],
+    first: SmtpSender | None = None,
+    progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
+    retry_wait: float | None = None,
+) -> SendOutcome:
+    with session_scope(engine) as session:
+        counts = delivery_counts(session, issue.id or 0)
+    on_progress = (
+        progress(sum(counts.values()), counts["sent"] + counts["failed"] + counts["skipped"])
+        if progress
+        else None
+    )
+
+    def on_wait(when: datetime, addresses: int) -> None:
+        notify(
+            f"Waiting until {when.astimezone(settings.tz):%H:%M} to retry "
+            f"{plural(addresses, 'address', 'addresses')}; stop with Ctrl-C, the next run "
+            "retries them."
+        )
+
+    return run_issue(
+        engine, settings, issue.id or 0, subject=issue.subject, html=issue.html,
+        text=issue.text, issue_uid=issue.uid, domain=issue.message_id_domain, stop=stop,
+        first_sender=first, on_progress=on_progress, on_wait=on_wait, retry_wait=retry_wait,
+    )  # fmt: skip
+
+
+def retry_older(
+    engine: Engine,
+    settings: Settings,
+    *,
+    exclude: int | None,
+    stop: threading.Event,
+    notify: Callable[[str], None],
+    now: datetime,
+    first: SmtpSender | None = None,
+    progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
+) -> SendOutcome | None:
+    """Due retries of earlier issues whose only remaining deliveries are deferred, within
+    retry_lifetime_hours. Returns the outcome of the last one retried (None: none was)."""
+    with session_scope(engine) as session:
+        older = [i for i in retrying_issues(session, now) if i.id != exclude]
+    outcome = None
+    for issue in older:
+        if stop.is_set():
+            break
+        notify(f"Retrying the deferred deliveries of issue {issue.number} ({issue.subject}).")
+        outcome = _deliver(engine, settings, issue, stop=stop, notify=notify, first=first,
+                           progress=progress, retry_wait=0)  # fmt: skip
+        first = None  # a connection is used by one run only (the run closes it)
+    return outcome
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident():x}"[:100]
+
+
+def run_issue(
+    engine: Engine,
+    settings: Settings,
+    issue_id: int,
+    *,
+    subject: str,
+    html: str,
+    text: str,
+    issue_uid: str,
+    domain: str | None,
+    stop: threading.Event,
+    first_sender: Sender | None = None,
+    on_progress: Callable[[SendProgress], None] | None = None,
+    on_wait: Callable[[datetime, int], None] | None = None,
+    retry_wait: float | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> SendOutcome:
+    """Send one frozen issue's outstanding deliveries with the configured store, composer,
+    recipients, pacer and SMTP connections."""
+    pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
+    template = compose_issue(settings, subject=subject, html=html, text=text, domain=domain)
+    recipients = Recipients.of(
+        settings, issue_uid=issue_uid, key=settings.secret_key_bytes(), domain=domain
+    )
+    try:
+        template.render(recipients.check_sample())  # a composer error is fatal before anything
+    except (UnicodeError, ValueError) as exc:
+        raise DigestError(
+            f"the message cannot be composed: {exc}",
+            hint="Check from, reply_to, base_url and list_id in the settings; nothing was sent.",
+        ) from None
+    store = SqlStore(
+        engine, issue_id, worker=worker_name(), lease_seconds=settings.lease_seconds, clock=clock
+    )
+    try:
+        return DeliveryRun(
+            store, template, recipients, lambda: SmtpSender(settings.smtp, stop=stop),
+            options=RunOptions.of(settings, pacer, retry_wait), pacer=pacer, stop=stop,
+            first_sender=first_sender, on_progress=on_progress, on_wait=on_wait, clock=clock,
+        ).run()  # fmt: skip
+    finally:
+        store.close()

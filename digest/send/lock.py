@@ -1,4 +1,4 @@
-"""One sender at a time on a SQLite file: an OS lock on the database file itself."""
+"""One sender at a time on a SQLite file: an OS lock next to the database's resolved file."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def send_lock(database_url: str) -> Iterator[None]:
     if path is None:
         yield
         return
+    # The resolved file: a database reached through a symlink (or another relative path) is
+    # the same database, and must be the same lock.
+    path = path.resolve()
     lock_path = path.with_name(path.name + ".send-lock")
     # owner-only, like the database: it names the host and process that sends
     fh = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
@@ -51,3 +54,25 @@ def send_lock(database_url: str) -> Iterator[None]:
         yield
     finally:
         fh.close()
+
+
+def send_lock_held(database_url: str) -> bool:
+    """Whether a `digest send` holds the lock of this SQLite database now (never on PostgreSQL).
+
+    A shared lock tried without waiting: it fails only while a sender holds its exclusive one.
+    """
+    path = sqlite_path(database_url)
+    if path is None:
+        return False
+    path = path.resolve()
+    try:
+        fd = os.open(path.with_name(path.name + ".send-lock"), os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: no send ever ran here, or it is not ours to read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing it lets go of the shared lock at once
+    return False

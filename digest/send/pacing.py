@@ -44,7 +44,9 @@ class Pacer:
             self.streak += 1
             pause = min(0.5 * 2 ** (self.streak - 1), 30.0)
             self.paused_until = max(self.paused_until, self.clock() + pause)
-            self.interval = min(max(self.interval * 2, 0.01), 10.0)
+            # Halve the rate, down to one message every 10 s at worst; never faster than the
+            # configured rate (an hourly cap slower than that stays as configured).
+            self.interval = max(self.base, min(max(self.interval * 2, 0.01), 10.0))
             self.calm = 0
             return float(pause)
 

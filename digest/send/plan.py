@@ -12,6 +12,7 @@ from digest.config import Settings
 from digest.errors import DigestError, UsageError
 from digest.issues import (
     Draft,
+    NextIssue,
     active_count,
     cancel_issue,
     create_issue,
@@ -37,28 +38,19 @@ class SendPlan:
 
 
 def plan_send(
-    session: Session,
-    settings: Settings,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    note_markdown: str | None = None,
-    featured_url: str | None = None,
+    session: Session, settings: Settings, shape: NextIssue | None = None
 ) -> SendPlan | None:
     """None when there is nothing to do: no unfinished issue and no new items."""
     unfinished = unfinished_issue(session)
     if unfinished is not None:
-        if note_markdown or featured_url:  # its content was frozen: nothing can be added now
+        if shape and shape.shaped:  # its content was frozen: nothing can be added now
             raise UsageError(
                 f"issue {unfinished.number} is already being sent; --note and --featured "
                 "only shape a new issue",
                 hint="Run `digest send` without them to finish it first.",
             )
         return resume_plan(session, unfinished)
-    draft = draft_issue(
-        session, settings, since=since, until=until, note_markdown=note_markdown,
-        featured_url=featured_url,
-    )  # fmt: skip
+    draft = draft_issue(session, settings, shape)
     if draft is None:
         return None
     return SendPlan(resume=None, draft=draft, recipients=active_count(session))
@@ -125,13 +117,19 @@ def plan_scheduled(
             key, plan, prefix + f"Resuming issue {issue.number} ({plan.recipients} to go)."
         )
 
-    for older in session.exec(
+    # Issues whose only remaining deliveries are deferred do not hold up a new one.
+    sending = session.exec(
         select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
-    ).all():
+    ).all()
+    waiting = {i.id for i in sending if not _has_untried(session, i.id)}
+    for older in sending:
         if current is not None and older.id == current.id:
             continue
-        if force or now - older.created_at <= max_age:
+        fresh = force or now - older.created_at <= max_age
+        if fresh and older.id not in waiting:
             return resume(older)
+        if fresh:
+            continue  # only deferred deliveries left: retried after this period's issue
         dropped = cancel_issue(session, older.number, reason="stale: not sent late")
         hours = (now - older.created_at).total_seconds() / 3600
         notes.append(
@@ -149,6 +147,11 @@ def plan_scheduled(
                 hint=f"`digest send --scheduled --force` finishes it anyway; `digest issues cancel "
                 f"{current.number}` drops the rest of it.",
             )
+        if current.id in waiting:
+            return ScheduledPlan(
+                key, None, prefix + f"Issue {current.number} for {key} was sent; only its "
+                "deferred deliveries are left, retried within retry_lifetime_hours.",
+            )  # fmt: skip
         return resume(current, prefix)
     if current is not None:
         return ScheduledPlan(
@@ -164,6 +167,11 @@ def plan_scheduled(
     return ScheduledPlan(
         key, plan, prefix + f"Issue {draft.number} for {key}: {plural(len(draft.items), 'item')}."
     )
+
+
+def _has_untried(session: Session, issue_id: int | None) -> bool:
+    """Deliveries of the issue still queued or in flight (not only deferred ones)."""
+    return any(delivery_counts(session, issue_id or 0)[s] for s in ("queued", "sending"))
 
 
 def join_plan(session: Session) -> SendPlan | None:

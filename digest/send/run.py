@@ -1,567 +1,451 @@
 """Send and record (stages 7 and 8): the resumable, idempotent send loop of one issue.
 
 Each delivery row moves queued -> sending -> sent | deferred | failed | skipped and is
-committed as it moves. A worker claims a small batch with a lease; a row still `sending`
-after its worker died is claimed again and re-sent with the same Message-ID, so only the
-messages in flight at a crash can arrive twice. The issue is done only when every row is.
+committed as it moves. The loop depends only on a `Store` (digest.send.store) and a `Sender`
+factory (digest.send.mailer), the way listmonk's manager depends on a store and a messenger:
+a test can drive it with either one replaced.
+
+Who may send a row: the worker that holds its lease. The lease is renewed on a timer that
+does not depend on SMTP progress, and re-asserted right before MAIL FROM (a job whose lease
+is gone, or whose issue was cancelled, is not sent). So only the messages in flight at a
+crash can arrive twice, with the same Message-ID. The issue is done only when every row is.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import queue
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.utils import parseaddr
-from typing import Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Literal
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
-
-from digest.compose.recipients import issue_template, message_id, message_settings, unsubscribe_url
+from digest.compose.recipients import Recipients
 from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import Settings
 from digest.errors import DigestError, SmtpUnavailable
-from digest.issues import delivery_counts, finish_if_done
-from digest.models import Delivery, DeliveryStatus, Issue, Subscriber, SubscriberStatus, utcnow
+from digest.models import SubscriberStatus, utcnow
 from digest.send.mailer import Sender, SendResult
+from digest.send.outcome import SendOutcome, SendProgress
 from digest.send.pacing import Pacer
-from digest.send.policy import BACKOFF_CAP
+from digest.send.policy import CircuitBreaker, RetryPolicy, Update, skip
+from digest.send.store import Claimed, Store
+from digest.text import plural
+
+log = logging.getLogger("digest.send")
+FAILED_SHOWN = 5  # addresses named in a run's summary; `digest issues show N` has them all
 
 
-@dataclass
-class SendProgress:
-    total: int = 0
-    sent: int = 0
-    failed: int = 0
-    deferred: int = 0
-    skipped: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def processed(self) -> int:
-        return self.sent + self.failed + self.skipped
-
-    def count(self, status: str) -> None:
-        if status in ("sent", "failed", "skipped", "deferred"):
-            setattr(self, status, getattr(self, status) + 1)
-
-
-@dataclass
-class SendOutcome:
-    issue_number: int
-    finished: bool
-    counts: dict[str, int]
-    interrupted: bool = False
-    next_retry_at: datetime | None = None
-    unavailable: str | None = None  # the server stayed unreachable: the reason
-
-
-class _Who(NamedTuple):
-    id: int
-    uid: str
-    email: str
-    name: str
+class SenderRejected(DigestError):
+    """The relay refused the sender or the message, not a recipient: the run stopped and the
+    rest stays queued."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Job:
-    delivery_id: int
-    attempts: int
-    first_attempt_at: datetime | None
+    claim: Claimed
     recipient: Recipient
+
+
+Kind = Literal["result", "stopping", "lost", "unreachable", "fatal", "error"]
 
 
 @dataclass(frozen=True, slots=True)
 class _Done:
     job: _Job
-    result: SendResult | None  # None: the server could not be reached, nothing was tried
+    kind: Kind
+    result: SendResult | None = None
     error: str = ""
-    fatal: bool = False  # a setup problem (login, certificate): stop, don't retry
+    hint: str | None = None
+    connection: int = 0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    connections: int = 1
+    lease_seconds: float = 60.0
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(timedelta(hours=72), base_seconds=60.0)
+    )
+    retry_wait_seconds: float = 300.0
+    smtp_down_seconds: float = 300.0
+    max_consecutive_failures: int = 20
+    batch_size: int = 16
+
+    @classmethod
+    def of(cls, settings: Settings, pacer: Pacer, retry_wait: float | None = None) -> RunOptions:
+        connections = settings.smtp_connections
+        batch = max(connections, min(512, 16 * connections))
+        if pacer.base:  # a slow, paced run claims only what it sends within a third of a lease
+            batch = max(1, min(batch, int(settings.lease_seconds / 3 / pacer.base)))
+        return cls(
+            connections=connections, lease_seconds=settings.lease_seconds,
+            retry=RetryPolicy(timedelta(hours=settings.retry_lifetime_hours),
+                              settings.retry_base_seconds),
+            retry_wait_seconds=settings.retry_wait_seconds if retry_wait is None else retry_wait,
+            smtp_down_seconds=settings.smtp_down_seconds,
+            max_consecutive_failures=settings.max_consecutive_failures, batch_size=batch,
+        )  # fmt: skip
 
 
 class DeliveryRun:
     """Sends one issue's outstanding deliveries over a pool of SMTP connections.
 
     One thread per connection sends; this thread claims rows, checks each subscriber is
-    still active just before their message is handed to a connection, and records every
-    outcome. It is the only thread that talks to the database.
+    still active just before their message is handed to a connection, records every outcome
+    and renews the leases.
     """
 
     def __init__(
         self,
-        engine: Engine,
-        settings: Settings,
-        issue_id: int,
+        store: Store,
+        template: MessageTemplate,
+        recipients: Recipients,
         sender_factory: Callable[[], Sender],
         *,
-        first_sender: Sender | None = None,
+        options: RunOptions,
+        pacer: Pacer,
         stop: threading.Event | None = None,
+        first_sender: Sender | None = None,
         on_progress: Callable[[SendProgress], None] | None = None,
-        retry_wait: float | None = None,
+        on_wait: Callable[[datetime, int], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.issue_id = issue_id
+        self.on_wait = on_wait  # (when, how many addresses): waiting to retry deferred rows
+        self.store = store
+        self.template = template
+        self.recipients = recipients
         self.sender_factory = sender_factory
-        self.first_sender = first_sender
+        self.options = options
+        self.pacer = pacer
         self.stop = stop or threading.Event()
+        self.first_sender = first_sender
         self.on_progress = on_progress
-        self.retry_wait = settings.retry_wait_seconds if retry_wait is None else retry_wait
-        self.retry_base = settings.retry_base_seconds
         self.clock = clock
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:100]
-        self.sqlite = engine.dialect.name == "sqlite"
-        self.lifetime = timedelta(hours=settings.retry_lifetime_hours)
-        self.lease = timedelta(seconds=settings.lease_seconds)
-        self.connections = settings.smtp_connections
-        self.pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
-        # Claim enough to keep every connection busy, but few enough that a slow, paced run
-        # still renews its leases long before they run out.
-        per_lease = self.pacer.base and settings.lease_seconds / 3 / self.pacer.base
-        self.batch_size = max(self.connections, min(512, 16 * self.connections))
-        if per_lease:
-            self.batch_size = max(1, min(self.batch_size, int(per_lease)))
-        self._t = {
-            "delivery": Delivery.__table__,  # type: ignore[attr-defined]
-            "subscriber": Subscriber.__table__,  # type: ignore[attr-defined]
-        }
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self.breaker = CircuitBreaker(options.max_consecutive_failures)
+        self.progress = SendProgress()
+        self.working: set[int] = set()  # connections whose last attempt reached the server
+        self.halted: str | None = None  # why the run stopped itself (a fatal reply or error)
+        self.halt_hint: str | None = None
+        self.halt_kind: Literal["", "sender", "setup", "error"] = ""
+        self.unavailable: str | None = None
 
-    # Database: claims and records -------------------------------------------------------------
+    # The connections ---------------------------------------------------------------------------
 
-    def _reclaim(self, conn: sa.Connection, now: datetime) -> None:
-        """Rows left `sending` by a dead worker go back to the queue.
-
-        On SQLite we hold the send lock, so every such row is orphaned; elsewhere only rows
-        whose lease has run out are.
-        """
-        d = self._t["delivery"]
-        stmt = sa.update(d).where(
-            d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.sending.value
-        )
-        if not self.sqlite:
-            stmt = stmt.where(d.c.lease_expires_at < now)
-        else:
-            stmt = stmt.where(sa.or_(d.c.lease_owner.is_(None), d.c.lease_owner != self.worker))
-        conn.execute(
-            stmt.values(status=DeliveryStatus.queued.value, lease_owner=None, lease_expires_at=None)
-        )
-
-    def _claim(self, now: datetime) -> list[tuple[int, int, datetime | None, _Who | None]]:
-        """Take the next batch of due rows with a lease: plain SQL on the main connection
-        (three statements per batch; SKIP LOCKED lets PostgreSQL workers share the queue)."""
-        args: list[Any] = [self.issue_id, self._ts(now)]
-        where = (
-            "issue_id = ? AND status IN ('queued', 'deferred') "
-            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
-        )
-        if time.monotonic() > self.retry_deadline:
-            # Past this run's retry window: rows deferred during this run wait for the next
-            # run; rows deferred by an earlier run still get their try now.
-            where += " AND (status = 'queued' OR updated_at < ?)"
-            args.append(self._ts(self.started_at))
-        # no ORDER BY: sorting the whole queue for every claim would be O(n)
-        # fixed text and placeholders only; every value is a bound parameter
-        select_due = f"SELECT id FROM delivery WHERE {where} LIMIT {int(self.batch_size)}"  # noqa: S608
-        if not self.sqlite:
-            select_due += " FOR UPDATE SKIP LOCKED"
-        cur = self._raw.cursor()
-        try:
-            cur.execute(self._sql(select_due), args)
-            ids = [row[0] for row in cur.fetchall()]
-            if not ids:
-                self._raw.commit()
-                return []
-            marks = ",".join("?" * len(ids))
-            cur.execute(
-                self._sql(
-                    "UPDATE delivery SET status = 'sending', lease_owner = ?, "  # noqa: S608
-                    f"lease_expires_at = ?, updated_at = ? WHERE id IN ({marks})"
-                ),
-                [self.worker, self._ts(now + self.lease), self._ts(now), *ids],
-            )
-            self._raw.commit()
-            cur.execute(
-                self._sql(
-                    "SELECT d.id, d.attempts, d.first_attempt_at, s.id, s.uid, s.email, s.name "  # noqa: S608
-                    "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
-                    f"WHERE d.id IN ({marks}) ORDER BY d.id"
-                ),
-                ids,
-            )
-            rows = cur.fetchall()
-            self._raw.commit()
-        finally:
-            cur.close()
-        # Plain tuples: building a model object per row cost more than the whole claim.
-        return [
-            (did, attempts, self._dt(first), _Who(sid, uid, email, name) if sid else None)
-            for did, attempts, first, sid, uid, email, name in rows
-        ]
-
-    def _dt(self, value: Any) -> datetime | None:
-        """A datetime read through the raw connection (SQLite gives naive UTC text)."""
-        if value is None or isinstance(value, datetime) and value.tzinfo is not None:
-            return value
-        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return moment.replace(tzinfo=UTC)
-
-    # The hot path (a status read and a group of outcomes per loop) goes through one DB-API
-    # connection with plain SQL: building SQLAlchemy statements cost more than the database.
-
-    def _sql(self, text: str) -> str:
-        return text if self._qmark else text.replace("?", "%s")
-
-    def _ts(self, moment: datetime | None) -> Any:
-        """A datetime as UTCDateTime stores it (naive UTC text on SQLite)."""
-        if moment is None or not self.sqlite:
-            return moment
-        return (
-            moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        )
-
-    def _statuses(self, subscriber_ids: list[int]) -> dict[int, str]:
-        """These subscribers' statuses now, read just before their turn."""
-        marks = ",".join("?" * len(subscriber_ids))
-        cur = self._raw.cursor()
-        cur.execute(
-            # only placeholders are formatted in; the ids are bound parameters
-            self._sql(f"SELECT id, status FROM subscriber WHERE id IN ({marks})"),  # noqa: S608
-            subscriber_ids,
-        )
-        found = {row[0]: row[1] for row in cur.fetchall()}
-        cur.close()
-        self._raw.commit()  # end the read at once (PostgreSQL would keep a transaction open)
-        return found
-
-    def _record(self, updates: list[dict[str, Any]]) -> None:
-        """Commit a group of outcomes in one transaction (each row keyed by id and our lease)."""
-        if not updates:
-            return
-        memo: dict[datetime | None, Any] = {}
-
-        def ts(moment: datetime | None) -> Any:  # most rows of a group share one timestamp
-            if moment not in memo:
-                memo[moment] = self._ts(moment)
-            return memo[moment]
-
-        rows = [
-            (u["b_status"], u["b_attempts"], u["b_reply"], ts(u["b_first"]), ts(u["b_next"]),
-             ts(u["b_sent"]), ts(u["b_now"]), u["b_id"], self.worker)
-            for u in updates
-        ]  # fmt: skip
-        cur = self._raw.cursor()
-        cur.executemany(self._record_sql, rows)
-        cur.close()
-        self._raw.commit()
-
-    def _release(self, ids: list[int]) -> None:
-        """Give claimed rows back to the queue untouched (stopping, or the server is down)."""
-        if not ids:
-            return
-        d = self._t["delivery"]
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(d)
-                .where(d.c.id.in_(ids), d.c.lease_owner == self.worker)
-                .values(status=DeliveryStatus.queued.value, lease_owner=None, lease_expires_at=None)
-            )
-
-    def _renew(self, now: datetime) -> None:
-        d = self._t["delivery"]
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(d)
-                .where(
-                    d.c.issue_id == self.issue_id,
-                    d.c.lease_owner == self.worker,
-                    d.c.status == DeliveryStatus.sending.value,
-                )  # fmt: skip
-                .values(lease_expires_at=now + self.lease)
-            )
-
-    def _outcome(self, done: _Done, now: datetime) -> dict[str, Any]:
-        job, result = done.job, done.result
-        assert result is not None
-        attempts = job.attempts + 1
-        first = job.first_attempt_at or now
-        row: dict[str, Any] = {
-            "b_id": job.delivery_id, "b_attempts": attempts, "b_reply": result.reply,
-            "b_first": first, "b_next": None, "b_sent": None, "b_now": now,
-        }  # fmt: skip
-        if result.outcome == "sent":
-            row["b_status"] = DeliveryStatus.sent.value
-            row["b_sent"] = now
-        elif result.outcome == "permanent":
-            row["b_status"] = DeliveryStatus.failed.value  # 5xx: never retried for this issue
-        elif now - first >= self.lifetime:
-            row["b_status"] = DeliveryStatus.failed.value
-            row["b_reply"] = f"gave up after {attempts} attempts: {result.reply}"[:500]
-        else:
-            row["b_status"] = DeliveryStatus.deferred.value
-            delay = timedelta(seconds=self.retry_base * 2 ** (attempts - 1))
-            row["b_next"] = now + min(delay, BACKOFF_CAP)
-        return row
-
-    def _skip(self, delivery_id: int, attempts: int, first: datetime | None, why: str,
-              now: datetime) -> dict[str, Any]:  # fmt: skip
-        return {
-            "b_id": delivery_id, "b_status": DeliveryStatus.skipped.value, "b_attempts": attempts,
-            "b_reply": why, "b_first": first, "b_next": None, "b_sent": None, "b_now": now,
-        }  # fmt: skip
-
-    # The connections ----------------------------------------------------------------------------
-
-    def _connection(self, index: int, template: MessageTemplate, envelope_from: str,
-                    jobs: queue.SimpleQueue[_Job | None], done: queue.SimpleQueue[_Done]) -> None:  # fmt: skip
-        sender = self.first_sender if index == 0 and self.first_sender else None
+    def _connection(self, index: int) -> None:
+        sender = self.first_sender if index == 0 else None
         try:
             while True:
-                job = jobs.get()
+                job = self.jobs.get()
                 if job is None:
                     return
                 self.pacer.wait(self.stop)
-                if self.stop.is_set():
-                    # Stopping: a message queued but not started goes back untouched.
-                    done.put(_Done(job, None, "not sent: stopping"))
+                if self._stopping():
+                    self.done.put(_Done(job, "stopping"))
                     continue
-                if sender is None:
-                    sender = self.sender_factory()
                 try:
-                    data = template.render(job.recipient)
-                    result = sender.send(envelope_from, job.recipient.email, data)
+                    if not self.store.still_ours(job.claim.delivery_id):
+                        self.done.put(_Done(job, "lost"))
+                        continue
+                    if sender is None:
+                        sender = self.sender_factory()
+                    data = self.template.render(job.recipient)
+                    r = job.recipient
+                    result = sender.send(r.envelope_from, r.email, data)
                 except SmtpUnavailable as exc:
-                    done.put(_Done(job, None, exc.message))
+                    self.done.put(_Done(job, "unreachable", error=exc.message, connection=index))
+                    # This connection was refused (a relay allowing fewer connections than
+                    # smtp_connections, say): rest before trying again; the others carry on.
+                    self.stop.wait(min(30.0, 1.0 + 2.0 * index))
                     continue
-                except DigestError as exc:
-                    done.put(_Done(job, None, exc.message, fatal=True))
+                except DigestError as exc:  # a setup problem (login, certificate)
+                    self.done.put(_Done(job, "fatal", error=exc.message, hint=exc.hint))
                     continue
-                except Exception as exc:  # never lose a job: report it as not tried
-                    done.put(_Done(job, None, f"{type(exc).__name__}: {exc}"))
+                except Exception as exc:  # a bug: fail this job, stop the run, never hang it
+                    log.exception("sending delivery %d failed", job.claim.delivery_id)
+                    self.done.put(_Done(job, "error", error=f"{type(exc).__name__}: {exc}"))
+                    if sender is not None:
+                        sender.close()
+                    sender = None
                     continue
-                done.put(_Done(job, result))
+                self.done.put(_Done(job, "result", result=result, connection=index))
         finally:
             if sender is not None:
                 sender.close()
 
-    # The loop -----------------------------------------------------------------------------------
+    # The loop ------------------------------------------------------------------------------------
 
     def run(self) -> SendOutcome:
-        with Session(self.engine, expire_on_commit=False) as session:
-            issue = session.get(Issue, self.issue_id)
-            assert issue is not None
-            counts = delivery_counts(session, self.issue_id)
-        key = self.settings.secret_key_bytes()
-        msg_settings = message_settings(self.settings)
-        template = issue_template(self.settings, issue)
-        envelope_from = parseaddr(self.settings.from_address)[1]
-        progress = SendProgress(total=sum(counts.values()))
-        jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        store, options = self.store, self.options
+        store.start()
+        self.started_at = self.clock()
+        retry_deadline = time.monotonic() + options.retry_wait_seconds
         threads = [
-            threading.Thread(target=self._connection, args=(i, template, envelope_from, jobs, done),
-                             name=f"smtp-{i}", daemon=True)
-            for i in range(self.connections)
-        ]  # fmt: skip
+            threading.Thread(target=self._connection, args=(i,), name=f"smtp-{i}", daemon=True)
+            for i in range(options.connections)
+        ]
         for t in threads:
             t.start()
-
-        claimed: deque[tuple[int, int, datetime | None, _Who | None]] = deque()
+        claimed: deque[Claimed] = deque()
         in_flight = 0
-        unavailable: str | None = None
-        fatal = False
-        down_since: float | None = None
-        self._raw = self.engine.raw_connection()
-        self._qmark = self.sqlite
-        self._record_sql = self._sql(
-            "UPDATE delivery SET status = ?, attempts = ?, last_reply = ?, first_attempt_at = ?, "
-            "next_attempt_at = ?, sent_at = ?, updated_at = ?, lease_owner = NULL, "
-            "lease_expires_at = NULL WHERE id = ? AND lease_owner = ?"
-        )
-        with self.engine.begin() as conn:
-            self._reclaim(conn, self.clock())
-        self.started_at = self.clock()
-        self.retry_deadline = time.monotonic() + self.retry_wait
-        wait_deadline = self.retry_deadline
+        renew_every = options.lease_seconds / 3
         last_renew = time.monotonic()
+        self.down_since: float | None = None
         try:
             while True:
-                now = self.clock()
-                records: list[dict[str, Any]] = []
+                records: list[Update] = []
                 # 1. Keep every connection busy with one message and one waiting, checking each
                 #    subscriber's status just before their message is handed over.
-                free = 2 * self.connections - in_flight
-                if not self.stop.is_set() and unavailable is None and free > 0:
+                free = 2 * options.connections - in_flight
+                if not self._stopping() and free > 0:
                     if not claimed:
-                        claimed.extend(self._claim(now))
-                    chunk = [claimed.popleft() for _ in range(min(free, len(claimed)))]
-                    ids = [c[3].id for c in chunk if c[3] and c[3].id]
-                    status = self._statuses(ids) if ids else {}
-                    for did, attempts, first, sub in chunk:
-                        now_status = status.get(sub.id, "removed") if sub and sub.id else "removed"
-                        if now_status != SubscriberStatus.active:
-                            # Unsubscribed, bounced or erased since the issue was made: never sent.
-                            records.append(
-                                self._skip(did, attempts, first, f"subscriber {now_status}", now)
+                        late = time.monotonic() > retry_deadline
+                        # past this run's retry window, rows deferred during the run wait for
+                        # the next run; rows deferred by an earlier run still get their try
+                        claimed.extend(
+                            store.claim(
+                                options.batch_size,
+                                deferred_before=self.started_at if late else None,
                             )
-                            progress.count("skipped")
-                            continue
-                        assert sub is not None
-                        recipient = Recipient(
-                            email=sub.email, name=sub.name,
-                            message_id=message_id(issue.uid, sub.uid, msg_settings.message_id_domain),
-                            unsubscribe_url=unsubscribe_url(self.settings, msg_settings, key, sub.uid),
-                        )  # fmt: skip
-                        jobs.put(_Job(did, attempts, first, recipient))
-                        in_flight += 1
+                        )
+                    chunk = [claimed.popleft() for _ in range(min(free, len(claimed)))]
+                    in_flight += self._hand_out(chunk, records)
                 if in_flight == 0 and not records:
-                    if claimed or self.stop.is_set() or unavailable is not None:
+                    if claimed or self._stopping():
                         break
-                    if self._wait_for_others(now) or self._wait_for_retries(wait_deadline):
+                    if self._wait_for_others() or self._wait_for_retries(retry_deadline):
                         continue
                     break
                 # 2. Collect what the connections finished; record it all in one commit.
                 if in_flight:
-                    # Wait for a few results (or 2 ms) so that one status read and one commit
-                    # serve several messages; every connection still has a message queued.
-                    finished = [done.get()]
-                    want = max(1, in_flight // 4)
-                    until = time.monotonic() + 0.002
-                    while len(finished) < want:
-                        left = until - time.monotonic()
-                        try:
-                            finished.append(
-                                done.get(timeout=left) if left > 0 else done.get_nowait()
-                            )
-                        except queue.Empty:
-                            break
-                    while True:
-                        try:
-                            finished.append(done.get_nowait())
-                        except queue.Empty:
-                            break
+                    wait = max(0.0, last_renew + renew_every - time.monotonic())
+                    finished = self._collect(in_flight, wait)
+                    if not finished and not any(t.is_alive() for t in threads):
+                        break  # cannot happen unless a thread died: the rows go back below
                     in_flight -= len(finished)
-                    now = self.clock()
-                    released = []
-                    for item in finished:
-                        if item.result is None:
-                            released.append(item.job.delivery_id)
-                            continue
-                        row = self._outcome(item, now)
-                        records.append(row)
-                        progress.count(row["b_status"])
-                        if item.result.throttled:
-                            self.pacer.throttled()
-                        else:
-                            self.pacer.ok()
-                    if released and self.stop.is_set():
-                        self._release(released)  # stopping: they wait for the next run
-                    elif released:
-                        # Nothing was tried: back to the queue, and pause before trying again.
-                        self._release(released)
-                        down_since = down_since or time.monotonic()
-                        pause = self.pacer.throttled()
-                        failed = [f for f in finished if f.result is None]
-                        reason = failed[-1].error or "the SMTP server is unreachable"
-                        if any(f.fatal for f in failed):
-                            unavailable = reason
-                            fatal = True
-                        elif time.monotonic() - down_since > self.settings.smtp_down_seconds:
-                            unavailable = reason
-                        elif pause:
-                            self.stop.wait(pause)
-                    elif records:
-                        down_since = None
-                self._record(records)
+                    in_flight += self._handle(finished, records)
+                store.record(records)
+                for update in records:
+                    self.progress.count(update)
                 if self.on_progress and records:
-                    self.on_progress(progress)
-                if time.monotonic() - last_renew > self.lease.total_seconds() / 3:
-                    self._renew(self.clock())
+                    self.on_progress(self.progress)
+                if time.monotonic() - last_renew >= renew_every:
+                    store.renew()
                     last_renew = time.monotonic()
         finally:
-            # Anything claimed but not handed out goes back to the queue untouched.
-            leftover = [c[0] for c in claimed]
+            # Anything claimed but not handed out, or not started, goes back untouched.
+            leftover = [c.delivery_id for c in claimed]
             while True:
                 try:
-                    job = jobs.get_nowait()
+                    job = self.jobs.get_nowait()
                 except queue.Empty:
                     break
                 if job is not None:
-                    leftover.append(job.delivery_id)
+                    leftover.append(job.claim.delivery_id)
             for _ in threads:
-                jobs.put(None)
+                self.jobs.put(None)
             for t in threads:
-                t.join(timeout=self.settings.smtp_timeout + 5)
-            self._release(leftover)
-            self._raw.close()
+                t.join(timeout=5.0)
+            while True:
+                try:
+                    item = self.done.get_nowait()
+                except queue.Empty:
+                    break
+                r = item.result
+                if item.kind == "result" and r is not None and not (r.untried or r.fatal):
+                    update = self._update(item.job, r)
+                    store.record([update])  # it was tried: its outcome is the truth
+                    self.progress.count(update)
+                elif item.kind != "lost":
+                    leftover.append(item.job.claim.delivery_id)
+            held = self.breaker.success()
+            if self.halted and self.halt_kind == "sender":
+                leftover += [u.delivery_id for u in held]  # refused because of the sender
+            else:
+                store.record(held)
+                for update in held:
+                    self.progress.count(update)
+            store.release(leftover)
+        return self._finish()
 
-        with Session(self.engine, expire_on_commit=False) as session:
-            issue = session.get(Issue, self.issue_id)
-            assert issue is not None
-            finished_issue = finish_if_done(session, issue)
-            session.commit()
-            counts = delivery_counts(session, self.issue_id)
-        next_retry = self._next_retry_at()
-        if fatal and unavailable:
-            raise DigestError(
-                unavailable,
-                hint="Nothing more was sent; fix the setting and run `digest send` again to resume.",
-            )
-        return SendOutcome(
-            issue.number, finished_issue, counts, self.stop.is_set(), next_retry, unavailable
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.halted is not None or self.unavailable is not None
+
+    def _hand_out(self, chunk: Sequence[Claimed], records: list[Update]) -> int:
+        ids = [c.subscriber.id for c in chunk if c.subscriber is not None]
+        status = self.store.statuses(ids) if ids else {}
+        handed = 0
+        for c in chunk:
+            sub = c.subscriber
+            now_status = status.get(sub.id, "removed") if sub is not None else "removed"
+            if now_status != SubscriberStatus.active or sub is None:
+                # Unsubscribed, bounced or erased since the issue was made: never sent.
+                records.append(
+                    skip(c.delivery_id, c.attempts, c.first_attempt_at, f"subscriber {now_status}")
+                )
+                continue
+            self.jobs.put(_Job(c, self.recipients.subscriber(sub.uid, sub.email, sub.name)))
+            handed += 1
+        return handed
+
+    def _collect(self, in_flight: int, wait: float) -> list[_Done]:
+        """Results: the first within `wait` seconds, then a few more for 2 ms, so that one
+        status read and one commit serve several messages."""
+        try:
+            finished = [self.done.get(timeout=max(wait, 0.001))]
+        except queue.Empty:
+            return []
+        want = max(1, in_flight // 4)
+        until = time.monotonic() + 0.002
+        while len(finished) < want:
+            left = until - time.monotonic()
+            try:
+                finished.append(self.done.get(timeout=left) if left > 0 else self.done.get_nowait())
+            except queue.Empty:
+                break
+        while True:
+            try:
+                finished.append(self.done.get_nowait())
+            except queue.Empty:
+                return finished
+
+    def _update(self, job: _Job, result: SendResult) -> Update:
+        c = job.claim
+        return self.options.retry.update(
+            c.delivery_id, c.attempts, c.first_attempt_at, result, self.clock()
         )
 
-    def _wait_for_others(self, now: datetime) -> bool:
+    def _handle(self, finished: Sequence[_Done], records: list[Update]) -> int:
+        """Turn results into records; returns how many jobs went back to the connections."""
+        release: list[int] = []
+        requeued = 0
+        unreachable: list[_Done] = []
+        for item in finished:
+            c = item.job.claim
+            if item.kind == "result":
+                result = item.result
+                assert result is not None
+                self.working.add(item.connection)
+                self.down_since = None
+                if result.untried:
+                    release.append(c.delivery_id)
+                elif result.fatal:
+                    release.append(c.delivery_id)
+                    self._halt("sender", f"{result.reply}", self._sender_hint(result))
+                else:
+                    update = self._update(item.job, result)
+                    if result.outcome == "permanent":
+                        records.extend(self.breaker.permanent(update))
+                        if self.breaker.tripped:
+                            self._halt(
+                                "sender",
+                                f"{plural(len(self.breaker.held), 'address', 'addresses')} in a "
+                                f"row were refused, the last with {self.breaker.last_reply}",
+                                "That many refusals are about the sender or the relay, not the "
+                                "recipients: they stay queued. Check the relay's logs and "
+                                "settings, then run `digest send` again.",
+                            )  # fmt: skip
+                    else:
+                        if result.outcome == "sent":
+                            records.extend(self.breaker.success())
+                        records.append(update)
+                    if result.throttled:
+                        self.pacer.throttled()
+                    else:
+                        self.pacer.ok()
+            elif item.kind == "lost":
+                # Its lease is gone (another worker has it) or the issue was cancelled.
+                log.warning("delivery %d not sent: no longer leased to this worker", c.delivery_id)
+            elif item.kind == "unreachable":
+                self.working.discard(item.connection)
+                if self.working and not self._stopping():
+                    self.jobs.put(item.job)  # the connections that work take it
+                    requeued += 1
+                else:
+                    release.append(c.delivery_id)
+                    unreachable.append(item)
+            elif item.kind == "fatal":
+                release.append(c.delivery_id)
+                self._halt("setup", item.error, item.hint)
+            elif item.kind == "error":
+                result = SendResult("temporary", 0, f"internal error: {item.error}"[:500])
+                records.append(self._update(item.job, result))
+                self._halt("error", f"unexpected {item.error}", None)
+            else:  # stopping
+                release.append(c.delivery_id)
+        self.store.release(release)
+        if unreachable and not self._stopping():
+            # Nothing was tried: back to the queue, and pause before trying again.
+            self.down_since = self.down_since or time.monotonic()
+            pause = self.pacer.throttled()
+            if time.monotonic() - self.down_since > self.options.smtp_down_seconds:
+                self.unavailable = unreachable[-1].error or "the SMTP server is unreachable"
+            elif pause:
+                self.stop.wait(pause)
+        return requeued
+
+    def _halt(self, kind: Literal["sender", "setup", "error"], why: str, hint: str | None) -> None:
+        if self.halted is None:
+            self.halted, self.halt_kind, self.halt_hint = why, kind, hint
+
+    @staticmethod
+    def _sender_hint(result: SendResult) -> str:
+        if result.code == 552:
+            return ("The message is too large for the relay: shorten the issue (fewer items) "
+                    "or raise the relay's limit; nothing more was sent.")  # fmt: skip
+        return ("The relay refused the sender or the message, not a recipient: check `from`, "
+                "the SMTP login and the relay's rules; the rest stays queued, and "
+                "`digest send` resumes it.")  # fmt: skip
+
+    def _wait_for_others(self) -> bool:
         """Other workers still hold rows of this issue (being sent, or locked by a claim in
         progress): wait for them to finish, or for their leases to run out (a crashed
         worker's rows are then claimed here)."""
-        if self.sqlite:
-            return False
-        d = self._t["delivery"]
-        with self.engine.connect() as conn:
-            pending, expiry = conn.execute(
-                sa.select(sa.func.count(), sa.func.min(d.c.lease_expires_at)).where(
-                    d.c.issue_id == self.issue_id,
-                    d.c.status.in_([DeliveryStatus.sending.value, DeliveryStatus.queued.value]),
-                )
-            ).one()
+        pending, seconds = self.store.others_pending()
         if not pending:
             return False
-        delay = 0.2
-        if expiry is not None:
-            if expiry.tzinfo is None:
-                expiry = expiry.replace(tzinfo=UTC)
-            delay = min(max((expiry - now).total_seconds(), 0.0) + 0.05, 1.0)
+        delay = 0.2 if seconds is None else min(max(seconds, 0.0) + 0.05, 1.0)
         self.stop.wait(delay)
-        with self.engine.begin() as conn:
-            self._reclaim(conn, self.clock())  # rows whose lease ran out: theirs are ours now
+        self.store.reclaim_expired()  # rows whose lease ran out: theirs are ours now
         return not self.stop.is_set()
-
-    def _next_retry_at(self) -> datetime | None:
-        """When the earliest deferred delivery of this issue is due (None: none deferred)."""
-        d = self._t["delivery"]
-        with self.engine.connect() as conn:
-            next_at: datetime | None = conn.execute(
-                sa.select(sa.func.min(d.c.next_attempt_at)).where(
-                    d.c.issue_id == self.issue_id, d.c.status == DeliveryStatus.deferred.value
-                )
-            ).scalar_one()
-        return self._dt(next_at)
 
     def _wait_for_retries(self, deadline: float) -> bool:
         """Sleep until the next deferred row is due, if that is before `deadline`."""
-        next_at = self._next_retry_at()
+        next_at, deferred = self.store.retries()
         if next_at is None:
             return False
         delay = max((next_at - self.clock()).total_seconds(), 0.0)
         if time.monotonic() + delay > deadline:
             return False
+        self.progress.waiting_until = next_at
+        if self.on_wait:
+            self.on_wait(next_at, deferred)
         self.stop.wait(delay + 0.01)
+        self.progress.waiting_until = None
         return not self.stop.is_set()
+
+    def _finish(self) -> SendOutcome:
+        issue, finished, counts = self.store.finish()
+        next_retry, _ = self.store.retries()
+        failed = self.store.failed_addresses(self.started_at, FAILED_SHOWN)
+        if self.halted is not None:
+            if self.halt_kind == "sender":
+                raise SenderRejected(
+                    f"stopped: the relay refused the sender or the message: {self.halted}; "
+                    f"issue {issue.number} is not complete",
+                    hint=self.halt_hint,
+                )
+            raise DigestError(
+                self.halted if self.halt_kind == "setup" else f"stopped: {self.halted}",
+                hint=self.halt_hint
+                or "Nothing more was sent; fix the setting and run `digest send` again to resume.",
+            )
+        return SendOutcome(
+            issue.number, finished, counts, self.stop.is_set(), next_retry, self.unavailable,
+            failed, self.progress.failed,
+        )  # fmt: skip

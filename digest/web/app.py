@@ -28,16 +28,17 @@ from typing import Annotated, Any
 from fastapi import BackgroundTasks, FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import lifecycle
 from digest.config import Settings, check_preview_token, is_loopback
-from digest.db import check_schema, make_engine, session_scope
+from digest.db import Engine, check_schema, make_engine, session_scope
 from digest.errors import DigestError, TooManyRequests, UsageError
 from digest.models import utcnow
+from digest.send.confirm import send_confirmations
 from digest.send.mailer import Sender, SmtpSender
+from digest.send.pacing import Pacer
 from digest.web.archive import archive_page, list_archive, preview_page
 from digest.web.limits import ClientLimiter, client_key
 from digest.web.pages import Pages
@@ -142,6 +143,7 @@ def create_app(
     owns_engine = engine is None
     db = engine if engine is not None else make_engine(settings.database_url)
     new_sender = sender_factory or (lambda: SmtpSender(settings.smtp))
+    pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)  # one for every confirmation
     pages = Pages(settings)
     root = pages.root
     stylesheet = pages.stylesheet()
@@ -180,7 +182,7 @@ def create_app(
         """After the response, so the answer takes as long whether or not an email goes out."""
         sender = new_sender()
         try:
-            results = lifecycle.send_confirmations(db, settings, [job], sender, now=clock())
+            results = send_confirmations(db, settings, [job], sender, now=clock(), pacer=pacer)
         except Exception:
             log.exception("could not send a confirmation email")
             return

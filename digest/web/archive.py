@@ -11,16 +11,11 @@ import html
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.dates import human_date
-from digest.errors import NotFoundError
-from digest.issues import get_issue
-from digest.models import Delivery, DeliveryStatus, Issue, IssueStatus
+from digest.db import Session
+from digest.issues import archived_issue, archived_issues
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.send.plan import plan_send
 
@@ -35,22 +30,9 @@ class ArchiveEntry:
     sent_at: datetime
 
 
-def _received_or_sending() -> Any:
-    """Issues that belong in the archive: being sent, or received by someone (a cancelled or
-    stale issue nobody received is not a past issue; one cancelled halfway is)."""
-    sent = (
-        select(Delivery.id)
-        .where(col(Delivery.issue_id) == col(Issue.id))
-        .where(Delivery.status == DeliveryStatus.sent)
-    )
-    return sa.or_(col(Issue.status) == IssueStatus.sending, sent.exists())
-
-
 def list_archive(session: Session, settings: Settings) -> list[ArchiveEntry]:
     """Every issue sent or being sent (its mail carries the link), newest first."""
-    issues = session.exec(
-        select(Issue).where(_received_or_sending()).order_by(col(Issue.number).desc())
-    ).all()
+    issues = archived_issues(session)
     return [
         ArchiveEntry(i.number, i.subject, human_date(i.created_at, settings.tz), i.created_at)
         for i in issues
@@ -79,12 +61,7 @@ def _banner(text: str, link_url: str, link_text: str) -> str:
 
 def archive_page(session: Session, number: int, *, root: str) -> str:
     """The web version of issue `number`; NotFoundError when there is none, or nobody got it."""
-    issue = get_issue(session, number)
-    if (
-        session.exec(select(Issue.id).where(Issue.id == issue.id, _received_or_sending())).first()
-        is None
-    ):
-        raise NotFoundError(f"no issue {number} in the archive")
+    issue = archived_issue(session, number)
     return web_version(
         issue.html,
         unsubscribe_help_url=f"{root}/unsubscribe",

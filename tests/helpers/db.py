@@ -1,12 +1,16 @@
-"""PostgreSQL for the tests: a fresh schema per test when DIGEST_TEST_POSTGRES_URL is set."""
+"""The test database: reading rows back, and PostgreSQL (a fresh schema per test) when
+DIGEST_TEST_POSTGRES_URL is set."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from digest.db import make_engine
 
@@ -33,3 +37,21 @@ def postgres_schema() -> Iterator[str]:
         with admin.begin() as c:
             c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
+
+
+def rows(where: Engine | Mapping[str, str], sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows of `sql`, from an engine or from the test environment's DIGEST_DATABASE_URL."""
+    if isinstance(where, Engine):
+        with where.connect() as c:
+            return [tuple(r) for r in c.execute(sa.text(sql), params)]
+    engine = make_engine(where["DIGEST_DATABASE_URL"])
+    try:
+        return rows(engine, sql, **params)
+    finally:
+        engine.dispose()
+
+
+def count(where: Engine | Mapping[str, str], sql: str, **params: Any) -> int:
+    """The single number a `SELECT count(*) …` answers."""
+    ((n,),) = rows(where, sql, **params)
+    return int(n)

@@ -1,5 +1,5 @@
 """Helpers for the web tests: a real uvicorn server on a free loopback port, links from
-received mail, and a snapshot of everything a request could change."""
+received mail, a subscriber's state, and a snapshot of everything a request could change."""
 
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ import uvicorn
 from sqlalchemy.engine import Engine
 
 from digest.demo import free_port
+from digest.tokens import make_token
 
+from .db import rows
+from .newsletter import SECRET
 from .smtp import Received
 
+BASE = "https://news.partnership.example.org"
 CONFIRM_LINK = re.compile(r"https?://[^\s\"<>]+/confirm/[A-Za-z0-9_.\-]+")
 
 
@@ -70,6 +74,33 @@ def snapshot(engine: Engine) -> tuple[list[tuple[Any, ...]], ...]:
         )
 
 
-def rows(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    with engine.connect() as c:
-        return [tuple(r) for r in c.execute(sa.text(sql), params)]
+def uid_of(engine: Engine, email: str) -> str:
+    return str(
+        rows(engine, "SELECT uid FROM subscriber WHERE lower(email) = lower(:e)", e=email)[0][0]
+    )
+
+
+def status_of(engine: Engine, email: str) -> tuple[Any, ...]:
+    return rows(
+        engine,
+        "SELECT status, status_source FROM subscriber WHERE lower(email) = lower(:e)",
+        e=email,
+    )[0]
+
+
+def events_of(engine: Engine, email: str) -> list[tuple[Any, ...]]:
+    return rows(
+        engine,
+        "SELECT e.status, e.source, e.detail FROM subscriber_event e "
+        "JOIN subscriber s ON s.id = e.subscriber_id "
+        "WHERE lower(s.email) = lower(:e) ORDER BY e.id",
+        e=email,
+    )
+
+
+def unsubscribe_path(engine: Engine, email: str) -> str:
+    return f"/unsubscribe/{make_token(SECRET.encode(), 'unsubscribe', uid_of(engine, email))}"
+
+
+def main_text(html: str) -> str:
+    return html[html.index("<main>") : html.index("</main>")]

@@ -1,0 +1,116 @@
+"""The SMTP sender (send/mailer.py) against real servers on loopback: a refused connection, a 554
+greeting, STARTTLS with certificate checks and a private CA, and a login whose password is
+never printed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from .helpers.db import rows
+from .helpers.seed import seed
+from .helpers.smtp import SmtpServer, start_smtp
+
+
+def test_refused_connection_changes_nothing(cli, env, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(cli)
+    from digest.demo import free_port
+
+    monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    r = cli("send", "--yes")
+    assert r.exit_code == 75
+    assert "Error: cannot connect to smtp://127.0.0.1:" in r.stderr
+    assert "Traceback" not in r.output
+    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
+
+
+def test_server_refusing_at_greeting(cli, env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers 554 to the connection: a clear temporary error, nothing frozen."""
+    import socket
+
+    from digest.demo import free_port
+
+    port = free_port()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(b"554 5.7.1 No SMTP service here\r\n")
+        conn.close()
+
+    t = threading.Thread(target=refuse, daemon=True)
+    t.start()
+    seed(cli)
+    monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    r = cli("send", "--yes")
+    listener.close()
+    assert r.exit_code == 75
+    assert "refused the connection: 554 5.7.1 No SMTP service here" in r.stderr
+    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
+
+
+def test_starttls_with_private_ca(cli, env, monkeypatch, tmp_path: Path) -> None:
+    """STARTTLS verifies the certificate; a private CA is trusted through smtp_ca_file."""
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    server, controller = start_smtp(tls_context=ctx, require_starttls=True)
+    try:
+        seed(cli, subscribers=1)
+        monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp+starttls://127.0.0.1:{server.port}")
+        r = cli("send", "--to", "me@example.org")
+        assert r.exit_code == 1
+        assert "certificate of 127.0.0.1 could not be verified" in r.stderr
+        assert "smtp_ca_file" in r.stderr
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("DIGEST_SMTP_CA_FILE", str(tmp_path / "ca.pem"))
+        r = cli("send", "--to", "me@example.org")
+        assert r.exit_code == 0, r.output
+        assert len(server.messages) == 1
+    finally:
+        controller.stop()
+
+
+def test_plain_server_without_starttls_is_refused(
+    cli, env, smtp_server: SmtpServer, monkeypatch
+) -> None:
+    seed(cli, subscribers=1)
+    monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp+starttls://127.0.0.1:{smtp_server.port}")
+    r = cli("send", "--to", "me@example.org")
+    assert r.exit_code == 1
+    assert "does not offer STARTTLS" in r.stderr
+    assert smtp_server.messages == []
+
+
+def test_login_is_used_and_password_never_printed(cli, env, monkeypatch) -> None:
+    from aiosmtpd.smtp import AuthResult
+
+    def auth(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"digest" and auth_data.password == b"s3cret-pw"
+        return AuthResult(success=ok, handled=False)
+
+    server, controller = start_smtp(authenticator=auth, auth_require_tls=False)
+    try:
+        seed(cli, subscribers=1)
+        monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://digest@127.0.0.1:{server.port}")
+        monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong-pw")
+        r = cli("send", "--to", "me@example.org")
+        assert r.exit_code == 3
+        assert "refused the login for user 'digest'" in r.stderr
+        assert "wrong-pw" not in r.output
+        monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "s3cret-pw")
+        r = cli("send", "--to", "me@example.org")
+        assert r.exit_code == 0, r.output
+        assert "s3cret-pw" not in r.output
+        assert len(server.messages) == 1
+    finally:
+        controller.stop()
