@@ -91,6 +91,7 @@ def check_next_send(
 
     report = CheckReport(source="")
     lint_settings(settings, report)
+    _lint_suppressions(session, settings, report)
     try:
         plan = plan_send(session, settings, shape)
     except DigestError as exc:  # a broken template, a bad --featured: what a send would hit
@@ -142,6 +143,22 @@ def check_next_send(
     return report
 
 
+def _lint_suppressions(session: Session, settings: Settings, report: CheckReport) -> None:
+    from digest.subscribers import suppressions_without_key
+
+    try:
+        n = suppressions_without_key(session, settings.keyring())
+    except DigestError:
+        return  # the missing or weak key is reported with the unsubscribe link
+    if n:
+        report.add(
+            "warning", "suppression",
+            f"{n} suppression entr{'ies' if n != 1 else 'y'} (erased addresses) were made with "
+            "a key that is neither the signing key nor in retired_keys_file: those people could "
+            "be imported again. Put the old key in retired_keys_file.",
+        )  # fmt: skip
+
+
 def _sample_issue(settings: Settings) -> Any:
     """Three made-up items through the configured templates, so they are linted too."""
     from digest.issues import branding
@@ -165,7 +182,11 @@ def _sample_issue(settings: Settings) -> Any:
 
 
 def lint_settings(settings: Settings, report: CheckReport) -> None:
-    """What the settings alone say about deliverability and the footer."""
+    """What the settings alone say about deliverability, the footer and the keys."""
+    from digest.config import key_warnings
+
+    for warning in key_warnings(settings):
+        report.add("warning", "secret-key", warning)
     if settings.postal_address.strip():
         report.add("ok", "postal-address", "the footer carries a postal address")
     else:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from digest.addresses import is_loopback
 from digest.errors import ConfigError
+from digest.tokens import Keyring
 
 DEFAULT_CONFIG_FILE = "digest.toml"
 ENV_PREFIX = "DIGEST_"
@@ -47,11 +48,18 @@ class Settings(BaseModel):
     lookback_days: int = Field(7, ge=1, le=366)
     templates_dir: str | None = None
     language: str = "en"  # lang of the email's <html>; dir follows (rtl for ar, fa, he, ur…)
+    # addresses at .local, .test, .internal, .localhost…: refused unless this is an intranet or
+    # a staging set-up that really delivers there
+    allow_special_use_domains: bool = False
 
     # Branding of the email: a logo (https image), the accent colour, a line in the footer
     logo_url: str | None = None
     accent_colour: str = "#1f3a5f"
     footer_text: str = ""
+
+    # News sources: a feed or page address typed by staff may be private (an intranet feed);
+    # false refuses those too. A redirect to another host must always lead to a public address.
+    allow_private_feeds: bool = True
 
     # DKIM signing (RFC 6376): all three, or none. The key file (PEM RSA, or an Ed25519 key) must
     # be readable by its owner only.
@@ -92,13 +100,23 @@ class Settings(BaseModel):
     # Tokens in unsubscribe links
     secret_key: str | None = None
     secret_key_file: str = "digest.key"  # noqa: S105 (a file name, not a secret)
+    # keys that signed links before the current one (one per line, owner-only): they still
+    # unsubscribe, and still recognise erased addresses; they never sign anything new
+    retired_keys_file: str = "digest.retired-keys"
 
     # The public web endpoints (`digest serve`): subscribe, confirm, unsubscribe, archive
     confirm_token_days: int = Field(7, ge=1, le=90)  # how long a confirmation link works
     # at most one confirmation email per address in this many minutes (0: no limit)
     confirm_cooldown_minutes: int = Field(15, ge=0, le=10080)
+    # at most this many confirmation emails per hour for one client (IPv4 address, IPv6 /64),
+    # and for everyone together: a list-bombing script gets 429s, not our emails (0: no limit)
+    confirm_limit_per_client: int = Field(10, ge=0)
+    confirm_limit_total: int = Field(100, ge=0)
     preview_token: str | None = None  # staff preview at /preview: this password (HTTP Basic)
     preview_loopback: bool = False  # staff preview for direct requests from this machine only
+    # what the consent log records about the client of a web action (subscribe, confirm,
+    # unsubscribe): nothing, or its network (IPv4 /24, IPv6 /48) as a coarse marker
+    consent_client: Literal["off", "network"] = "off"
 
     # What comes back (`digest inbox fetch`, `digest inbox receive`): bounces, complaints and
     # emailed unsubscribes. With bounce_address set, each delivery's envelope sender is
@@ -131,7 +149,8 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} is not an email address (expected 'Name <user@domain>')")
         from digest.addresses import normalise_address
 
-        ascii_addr = normalise_address(addr)  # raises ValueError with the reason
+        # special-use domains are checked with the setting that allows them (_check_special)
+        ascii_addr = normalise_address(addr, allow_special_use=True)  # ValueError: the reason
         # An international domain in its ASCII (xn--) form, which every header and relay takes.
         return value if ascii_addr == addr else value.replace(addr, ascii_addr)
 
@@ -164,6 +183,25 @@ class Settings(BaseModel):
             return None
         _ensure_single_line(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_special(self) -> Settings:
+        from digest.addresses import special_use_suffix
+
+        if self.allow_special_use_domains:
+            return self
+        for key, value in (("from", self.from_address), ("reply_to", self.reply_to),
+                           ("unsubscribe_mailto", self.unsubscribe_mailto)):  # fmt: skip
+            if value is None or value == type(self).model_fields["from_address"].default:
+                continue
+            domain = parseaddr(value)[1].rpartition("@")[2]
+            special = special_use_suffix(domain)
+            if special:
+                raise ValueError(
+                    f"{key}: {domain} is a special-use name (.{special}) that public mail cannot "
+                    "reach; set allow_special_use_domains = true for an intranet or staging set-up"
+                )
+        return self
 
     @field_validator("name", "organisation", "subject", "list_id")
     @classmethod
@@ -306,16 +344,99 @@ class Settings(BaseModel):
         )
 
     def secret_key_bytes(self) -> bytes:
-        """The key that signs unsubscribe tokens; an error when none is configured."""
+        """The key that signs links now; an error when none is configured or it is weak.
+
+        DIGEST_SECRET_KEY wins over the key file (see `key_sources` for a warning when both
+        exist and differ).
+        """
         if self.secret_key:
-            return self.secret_key.encode()
+            return check_key_strength(self.secret_key, "DIGEST_SECRET_KEY").encode()
         key = _read_secret_file(self.secret_key_file, "secret_key_file", missing_ok=True)
         if key:
-            return key.encode()
+            return check_key_strength(key, self.secret_key_file).encode()
         raise ConfigError(
             "no secret key for signing unsubscribe links",
             hint=f"Run `digest init` to create {self.secret_key_file}, or set DIGEST_SECRET_KEY.",
         )
+
+    def keyring(self) -> Keyring:
+        """The signing key and the retired keys (`retired_keys_file`, one per line) that
+        still verify unsubscribe links and suppression entries made with them."""
+        retired = _read_secret_file(self.retired_keys_file, "retired_keys_file", missing_ok=True)
+        lines = [ln.strip() for ln in (retired or "").splitlines()]
+        keys = tuple(ln.encode() for ln in lines if ln and not ln.startswith("#"))
+        return Keyring(self.secret_key_bytes(), keys)
+
+
+def key_warnings(settings: Settings) -> list[str]:
+    """What is wrong with the keys that does not stop digest: DIGEST_SECRET_KEY and the key
+    file both present and different (so `digest send` and `digest serve` can disagree).
+    Raises nothing; a missing or weak key is an error elsewhere."""
+    from digest.tokens import key_id
+
+    warnings = []
+    if settings.secret_key:
+        try:
+            in_file = _read_secret_file(settings.secret_key_file, "secret_key_file", True)
+        except ConfigError:
+            in_file = None
+        if in_file and in_file != settings.secret_key:
+            warnings.append(
+                f"DIGEST_SECRET_KEY and {settings.secret_key_file} are both set and differ: "
+                f"DIGEST_SECRET_KEY signs (key id {key_id(settings.secret_key.encode())}), "
+                f"{settings.secret_key_file} (key id {key_id(in_file.encode())}) is not used. "
+                "A `digest serve` or `digest send` run without the variable uses the file, and "
+                "the links of one do not work on the other: keep one key, in one place (move "
+                "the other to retired_keys_file if mail signed with it is out there)."
+            )
+    return warnings
+
+
+def describe_key(settings: Settings) -> str:
+    """Which key signs, by its public id, for `config show` (never the key itself)."""
+    from digest.tokens import key_id
+
+    try:
+        ring = settings.keyring()
+    except ConfigError as exc:
+        return f"(error: {exc.message})"
+    where = "DIGEST_SECRET_KEY" if settings.secret_key else settings.secret_key_file
+    retired = f"; {len(ring.retired)} retired" if ring.retired else ""
+    return f"key id {key_id(ring.current)} from {where}{retired}"
+
+
+MIN_KEY_CHARS = 32
+MIN_KEY_DISTINCT = 10
+
+
+def check_key_strength(key: str, where: str) -> str:
+    """`key` if it is long and varied enough to sign links; ConfigError otherwise."""
+    if len(key) < MIN_KEY_CHARS or len(set(key)) < MIN_KEY_DISTINCT:
+        raise ConfigError(
+            f"the secret key from {where} is too weak ({len(key)} characters, "
+            f"{len(set(key))} different): it needs at least {MIN_KEY_CHARS} characters "
+            f"and {MIN_KEY_DISTINCT} different ones",
+            hint="Make a new one with `openssl rand -base64 32` (or delete the key file and run "
+            "`digest init`); put the old key in retired_keys_file so links already sent keep "
+            "unsubscribing.",
+        )
+    return key
+
+
+MIN_PASSWORD_CHARS = 16
+MIN_PASSWORD_DISTINCT = 8
+
+
+def check_preview_token(token: str) -> str:
+    """The staff preview password, if it is strong enough to face the internet."""
+    if len(token) < MIN_PASSWORD_CHARS or len(set(token)) < MIN_PASSWORD_DISTINCT:
+        raise ConfigError(
+            f"DIGEST_PREVIEW_TOKEN is too weak ({len(token)} characters, {len(set(token))} "
+            f"different): the staff preview password needs at least {MIN_PASSWORD_CHARS} "
+            f"characters and {MIN_PASSWORD_DISTINCT} different ones",
+            hint="Make one with `openssl rand -base64 18`, or unset it and use preview_loopback.",
+        )
+    return token
 
 
 @dataclass
@@ -401,12 +522,44 @@ def _read_secret_file(path: str | None, setting: str, missing_ok: bool = False) 
         if missing_ok:
             return None
         raise ConfigError(f"{setting}: {path} does not exist") from None
+    except PermissionError:
+        raise permission_error(p, setting) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"{setting}: {path} can be read by other users",
             hint=f"Run `chmod 600 {path}`.",
         )
-    return p.read_text(encoding="utf-8").strip() or None
+    try:
+        return p.read_text(encoding="utf-8").strip() or None
+    except PermissionError:
+        raise permission_error(p, setting) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+
+
+def current_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def permission_error(path: Path, setting: str) -> ConfigError:
+    """A clear error for a secret file this user may not read (e.g. made by root)."""
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        owner = "another user"
+    return ConfigError(
+        f"{setting}: {path} cannot be read by the user {current_user()} (it belongs to {owner})",
+        hint=f"Run digest as {owner}, or `chown {current_user()} {path}` (keep it chmod 600).",
+    )
 
 
 @dataclass(frozen=True)
@@ -441,6 +594,14 @@ def load_settings(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+                f"{exc.start})",
+                hint="Save it as UTF-8: any text editor can, or `iconv -f windows-1252 -t utf-8`.",
+            ) from None
+        except PermissionError:
+            raise permission_error(path, "the config file") from None
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         for key, value in data.items():
@@ -514,8 +675,8 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
             shown = str(value)
         rows.append((key, shown, source))
     key_file = Path(loaded.settings.secret_key_file)
-    if not loaded.settings.secret_key:
-        rows.append(
-            ("secret key", "(from file)" if key_file.exists() else "(missing)", str(key_file))
-        )
+    if not loaded.settings.secret_key and not key_file.exists():
+        rows.append(("secret key", "(missing)", str(key_file)))
+    else:
+        rows.append(("signing key", describe_key(loaded.settings), "derived"))
     return rows

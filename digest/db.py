@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +15,7 @@ from sqlalchemy.engine import Engine as Engine  # re-exported: cli/ and web/ imp
 from sqlalchemy.engine import make_url
 from sqlmodel import Session as Session  # re-exported, as Engine
 
-from digest.errors import DatabaseError
+from digest.errors import DatabaseError, DigestError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -56,6 +58,25 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+OWNER_ONLY = 0o600
+
+
+def owner_only(path: Path) -> None:
+    """Make the SQLite file `path` (created here if missing) and its -wal/-shm files readable
+    by their owner only: they hold personal data. SQLite gives the -wal and -shm files it
+    creates the mode of the database file, so this holds for them from then on."""
+    if not path.exists() and path.parent.is_dir():
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY))
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = f.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(f, st.st_mode & 0o700)
+        except OSError:
+            continue  # not there, or not ours: SQLite reports what matters
+
+
 def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -63,12 +84,15 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def _alembic_config(connection: sa.Connection | None = None) -> Any:
+def _alembic_config(
+    connection: sa.Connection | None = None, secret_key: bytes | None = None
+) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
+    cfg.attributes["secret_key"] = secret_key  # data migrations that re-key (0007)
     return cfg
 
 
@@ -109,10 +133,18 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Create or upgrade the schema in place. Returns (revision before, revision after)."""
+def upgrade(
+    engine: Engine, revision: str = "head", *, secret_key: bytes | None = None
+) -> tuple[str | None, str]:
+    """Create or upgrade the schema in place. Returns (revision before, revision after).
+
+    `secret_key` lets data migrations re-key what needs the key (0007: suppression entries).
+    """
     from alembic import command
 
+    path = sqlite_path(str(engine.url))
+    if path is not None:
+        owner_only(path)
     before = current_revision(engine)
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
@@ -124,7 +156,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
             conn.commit()
         try:
             with conn.begin():
-                command.upgrade(_alembic_config(conn), revision)
+                command.upgrade(_alembic_config(conn, secret_key), revision)
                 if sqlite:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:
@@ -134,6 +166,85 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 conn.commit()
     return before, current_revision(engine) or ""
+
+
+def _can_create_in(folder: Path) -> bool:
+    probe = folder / f".digest-write-test-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY))
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+def _can_write(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+    except OSError:
+        return False
+    return True
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+def explain_database_error(exc: BaseException, url: str | None) -> DigestError | None:
+    """A clear error for what the database driver reported, or None if it is not one we
+    know: a full disk, a read-only file or folder, a file that is not a database."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        text = str(exc.orig)
+    elif _is_driver_error(exc):  # raised by a raw driver connection (the send loop's store)
+        text = str(exc)
+    else:
+        return None
+    lowered = text.lower()
+    path = sqlite_path(url) if url else None
+    where = str(path) if path else "the database"
+    if "database or disk is full" in lowered or "no space left" in lowered:
+        return DatabaseError(
+            f"the disk holding {where} is full ({text}): what was being recorded was not",
+            hint="Free some space (`df -h` shows where), then run the command again. A send "
+            "resumes where it stopped: what is recorded as sent is never sent again, and at "
+            "most the messages in flight go twice, with the same Message-ID.",
+        )
+    if path is not None and any(
+        s in lowered for s in ("readonly database", "unable to open database", "read-only")
+    ):
+        from digest.config import current_user
+
+        user = current_user()
+        folder = path.parent if str(path.parent) else Path(".")
+        if path.exists() and not _can_write(path):
+            return DatabaseError(
+                f"the database {path} is read-only for the user {user}",
+                hint=f"Run digest as the user that owns it, or `chown {user} {path}` "
+                f"(and `chmod 600 {path}`).",
+            )
+        if not _can_create_in(folder):
+            return DatabaseError(
+                f"the folder {folder.resolve()} is read-only for the user {user}: SQLite needs "
+                f"to create {path.name}-wal and {path.name}-shm next to the database "
+                "(write-ahead logging), even to read it",
+                hint=f"Make the folder writable by {user} (`chown {user} {folder.resolve()}`), "
+                "or move the database to a folder that is.",
+            )
+    if "file is not a database" in lowered or "file is encrypted" in lowered:
+        return DatabaseError(
+            f"{where} is not a SQLite database ({text})",
+            hint="Check DIGEST_DATABASE_URL / --db: it names some other file. Give a new path "
+            "and run `digest init` to make a database there.",
+        )
+    return None
 
 
 def check_schema(engine: Engine, url: str) -> None:
@@ -146,7 +257,10 @@ def check_schema(engine: Engine, url: str) -> None:
         )
     try:
         current = current_revision(engine)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
+        known = explain_database_error(exc, url)
+        if known is not None:
+            raise known from None
         raise DatabaseError(
             f"cannot open the database {make_url(url).render_as_string(hide_password=True)}: "
             f"{exc.orig}",

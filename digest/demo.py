@@ -110,7 +110,9 @@ def run_demo(folder: Path, echo: Callable[[str], None] = print) -> DemoResult:
         echo(f"Created the database {db_path.name}")
         now = utcnow()
         with session_scope(engine) as session:
-            report = import_subscribers(session, _data("subscribers.csv"))
+            report = import_subscribers(
+                session, _data("subscribers.csv"), keyring=settings.keyring()
+            )
             for rec in json.loads(_data("news.json").read_text(encoding="utf-8")):
                 upsert_item(
                     session,

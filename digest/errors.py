@@ -37,6 +37,17 @@ class NotFoundError(DigestError):
     http_status = 404
 
 
+class TooManyRequests(DigestError):
+    """A limit on what the public may make us do was reached; try again after `retry_after`
+    seconds."""
+
+    http_status = 429
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after: int = 60) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
 class DatabaseError(DigestError):
     http_status = 503
 
@@ -54,3 +65,31 @@ class TemporaryFailure(DigestError):
 
 class Interrupted(DigestError):
     exit_code = EXIT_INTERRUPTED
+
+
+def explain_os_error(exc: OSError) -> DigestError | None:
+    """A clear error for a failure of the machine: no space, no permission, read-only."""
+    import errno
+    import os
+
+    what = f" {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return DigestError(
+            f"no space left on the disk (writing{what})",
+            hint="Free some space (`df -h` shows where), then run the command again.",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        try:
+            import pwd
+
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            user = f"uid {os.geteuid()}"
+        return DigestError(
+            f"permission denied:{what or ' a file or folder'} (digest runs as {user})",
+            hint=f"Check its owner and mode (`ls -l`): files of digest belong to the user that "
+            f"runs it ({user}), e.g. `chown -R {user} /srv/digest`.",
+        )
+    if exc.errno == errno.EROFS:
+        return DigestError(f"the file system is read-only (writing{what})")
+    return None

@@ -26,6 +26,7 @@ from digest.models import (
     SubscriberStatus,
     utcnow,
 )
+from digest.render.fit import GMAIL_CLIP_BYTES
 from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
 
 
@@ -189,9 +190,40 @@ class IssueRace(DigestError):
     """Another process made the same issue (same number or period) at the same moment."""
 
 
+class TooLarge(DigestError):
+    """An issue Gmail would clip (hiding its footer and unsubscribe link): never sent."""
+
+
+def ensure_fits(draft: Draft) -> None:
+    """Refuse an issue whose HTML is still over Gmail's clipping limit after the size guard
+    (it had nowhere to leave the rest: no base_url, so no web archive to link to)."""
+    size = len(draft.rendered.html.encode("utf-8"))
+    if size <= GMAIL_CLIP_BYTES:
+        return
+    n = len(draft.items)
+    fit = draft.rendered.fit
+    if fit is None or not fit.archived:
+        hint = (
+            "Set base_url (the public address of `digest serve`): the size guard then leaves "
+            "the items that do not fit to the issue's web version and links to it. Or send "
+            "fewer items at a time (`digest send --since … --until …`)."
+        )
+    else:
+        hint = "Send fewer items at a time (`digest send --since … --until …`)."
+    raise TooLarge(
+        f"issue {draft.number} would be {size / 1000:,.0f} KB of HTML ({n} items), over "
+        f"Gmail's clipping limit of about {GMAIL_CLIP_BYTES / 1000:.0f} KB: readers would not "
+        "see the rest, the unsubscribe link included; nothing was sent",
+        hint=hint,
+    )
+
+
 def create_issue(session: Session, draft: Draft, *, period_key: str | None = None) -> Issue:
     """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
-    active subscriber, all in the caller's transaction. Later subscribers are not in it."""
+    active subscriber, all in the caller's transaction. Later subscribers are not in it.
+
+    An issue too large to reach readers whole (`ensure_fits`) is refused first: TooLarge."""
+    ensure_fits(draft)
     issue = Issue(
         number=draft.number,
         uid=secrets.token_hex(8),
@@ -284,16 +316,37 @@ def retrying_issues(session: Session, now: datetime) -> Sequence[Issue]:
     ).all()
 
 
+MAX_ISSUE_NUMBER = 2**31 - 1  # the column is an INTEGER everywhere; beyond it, no issue
+
+
 def get_issue(session: Session, number: int) -> Issue:
-    issue = session.exec(select(Issue).where(Issue.number == number)).first()
+    issue = None
+    if 1 <= number <= MAX_ISSUE_NUMBER:
+        issue = session.exec(select(Issue).where(Issue.number == number)).first()
     if issue is None:
         raise NotFoundError(f"no issue {number}", hint="`digest issues list` shows the issues.")
     return issue
 
 
+def _received_or_sending() -> Any:
+    """Issues that belong in the archive: being sent, or received by someone (a cancelled or
+    stale issue nobody received is not a past issue; one cancelled halfway is)."""
+    return sa.or_(col(Issue.status) == IssueStatus.sending, _with_rows(["sent"]))
+
+
 def archived_issues(session: Session) -> Sequence[Issue]:
     """The issues of the web archive, newest first."""
-    return session.exec(select(Issue).order_by(col(Issue.number).desc())).all()
+    return session.exec(
+        select(Issue).where(_received_or_sending()).order_by(col(Issue.number).desc())
+    ).all()
+
+
+def archived_issue(session: Session, number: int) -> Issue:
+    """Issue `number` if it is in the archive; NotFoundError otherwise."""
+    issue = get_issue(session, number)
+    if session.exec(select(Issue.id).where(Issue.id == issue.id, _received_or_sending())).first():
+        return issue
+    raise NotFoundError(f"no issue {number} in the archive")
 
 
 def delivery_counts(session: Session, issue_id: int) -> dict[str, int]:
@@ -319,6 +372,33 @@ def finish_if_done(session: Session, issue: Issue) -> bool:
     session.add(issue)
     session.flush()
     return True
+
+
+def being_sent(session: Session, issue_id: int, *, now: datetime) -> bool:
+    """Whether some process holds a delivery of the issue with a lease that has not run out
+    (a process that died holds nothing once its leases have run out)."""
+    d = Delivery.__table__  # type: ignore[attr-defined]
+    query = (
+        sa.select(d.c.id)
+        .where(d.c.issue_id == issue_id, d.c.status == DeliveryStatus.sending.value)
+        .where(d.c.lease_expires_at > now)
+        .limit(1)
+    )
+    return session.execute(query).first() is not None
+
+
+def status_words(issue: Issue, counts: dict[str, int], *, active: bool) -> str:
+    """An issue's status for people: "sent, 3 failed" rather than sent_with_failures, and an
+    issue nobody is sending is "unfinished" (or "retrying later"), not "sending"."""
+    if issue.status == IssueStatus.sent_with_failures:
+        return f"sent, {counts.get('failed', 0)} failed"
+    if issue.status == IssueStatus.cancelled:
+        sent = counts.get("sent", 0)
+        return f"cancelled after {sent} sent" if sent else "cancelled"
+    if issue.status == IssueStatus.sending and not active:
+        waiting = counts.get("queued", 0) + counts.get("sending", 0)
+        return "unfinished" if waiting or not counts.get("deferred", 0) else "retrying later"
+    return str(issue.status)
 
 
 def list_issues(session: Session) -> list[tuple[Issue, dict[str, int], int]]:
@@ -398,7 +478,8 @@ def cancel_issue(session: Session, number: int, *, reason: str = "issue cancelle
     """Stop an unfinished issue: deliveries not yet made are skipped, never sent."""
     issue = get_issue(session, number)
     if issue.status != IssueStatus.sending:
-        raise DigestError(f"issue {number} is {issue.status}, not being sent; nothing to cancel")
+        words = status_words(issue, delivery_counts(session, issue.id or 0), active=False)
+        raise DigestError(f"issue {number} is {words}, not being sent; nothing to cancel")
     d = Delivery.__table__  # type: ignore[attr-defined]
     result = session.execute(
         sa.update(d)

@@ -12,6 +12,8 @@ present the result; digest.send.confirm sends the confirmation emails.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -22,10 +24,13 @@ from sqlmodel import Session, col, func, select
 
 from digest.addresses import address_key, normalise_address
 from digest.config import Settings
-from digest.errors import ConfigError, UsageError
+from digest.errors import ConfigError, TooManyRequests, UsageError
 from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, utcnow
-from digest.subscribers import ImportReport, add_subscriber, import_subscribers, set_status
-from digest.tokens import make_timed_token, read_timed_token, read_token
+from digest.subscribers import ImportReport, claim_subscriber, import_subscribers, set_status
+from digest.tokens import Keyring, TokenCheck, check_timed_token, check_token, make_timed_token
+
+log = logging.getLogger("digest.lifecycle")
+
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
@@ -81,12 +86,30 @@ def _last_confirmation(session: Session, subscriber_id: int) -> datetime | None:
     ).one()
 
 
+def client_marker(settings: Settings, host: str | None) -> str:
+    """What the consent log records about a web client: nothing (consent_client = "off"), or
+    its network ("network": IPv4 /24, IPv6 /48), never the address itself."""
+    if settings.consent_client == "off" or not host:
+        return ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
 def _log_confirmation(
-    session: Session, sub: Subscriber, source: str, now: datetime
+    session: Session, sub: Subscriber, source: str, now: datetime, client: str = ""
 ) -> ConfirmationJob:
     assert sub.id is not None
     event = SubscriberEvent(
-        subscriber_id=sub.id, at=now, status=sub.status, source=source, detail=CONFIRMATION_SENT
+        subscriber_id=sub.id,
+        at=now,
+        status=sub.status,
+        source=source,
+        detail=CONFIRMATION_SENT,
+        client=client,
     )
     session.add(event)
     session.flush()
@@ -101,35 +124,29 @@ def request_subscription(
     email: str,
     name: str | None = None,
     now: datetime | None = None,
+    client: str = "",
 ) -> ConfirmationJob | None:
-    """Someone asked (on the web) to subscribe `email`.
+    """Someone asked (on the web) to subscribe `email`; `client` is the consent log's marker
+    of who asked (`client_marker`).
 
     A new address becomes `pending`; a pending, unsubscribed or bounced one keeps its status
     until the link is confirmed (an unverified request must not change anyone's status).
     Returns the confirmation email to send, or None when none is due: the address is already
     active, or one was sent within `confirm_cooldown_minutes`. The caller must answer the same
     whatever this returns, so the page says nothing about who is on the list. Raises UsageError
-    only for an address that is not valid.
+    for an address that is not valid, TooManyRequests (changing nothing) when the web has had
+    `confirm_limit_total` confirmation emails in the last hour.
     """
     now = now or utcnow()
     require_base_url(settings)
     try:
-        normalised = normalise_address(email)
+        normalised = normalise_address(email, allow_special_use=settings.allow_special_use_domains)
     except ValueError as exc:
         raise UsageError(f"{email.strip()!r} is not a valid email address: {exc}") from None
-    sub = _by_email(session, normalised)
-    if sub is None:
-        try:
-            # The person asks themselves, so an earlier removal (suppression) does not stop it;
-            # nothing is sent to them until they confirm.
-            sub = add_subscriber(
-                session, email=normalised, name=name, status=SubscriberStatus.pending,
-                source="web", allow_suppressed=True,
-            )  # fmt: skip
-        except UsageError:
-            sub = _by_email(session, normalised)  # added by a concurrent request
-            if sub is None:
-                raise
+    _check_total_limit(session, settings, now)
+    # The person asks themselves, so an earlier removal (suppression) does not stop it; nothing
+    # is sent to them until they confirm. Concurrent requests for one address take turns here.
+    sub = claim_subscriber(session, email=normalised, name=name, source="web", client=client)
     if sub.status == SubscriberStatus.active:
         return None
     assert sub.id is not None
@@ -137,21 +154,56 @@ def request_subscription(
     cooldown = timedelta(minutes=settings.confirm_cooldown_minutes)
     if last is not None and now - last < cooldown:
         return None
-    return _log_confirmation(session, sub, "web", now)
+    return _log_confirmation(session, sub, "web", now, client)
+
+
+LIMIT_WINDOW = timedelta(hours=1)
+
+
+def _check_total_limit(session: Session, settings: Settings, now: datetime) -> None:
+    """Refuse when the web has had `confirm_limit_total` confirmation emails sent in the last
+    hour (counted in the database, so every `digest serve` process shares it)."""
+    limit = settings.confirm_limit_total
+    if not limit:
+        return
+    since = now - LIMIT_WINDOW
+    recent = session.exec(
+        select(SubscriberEvent.at)
+        .where(SubscriberEvent.detail == CONFIRMATION_SENT, SubscriberEvent.source == "web")
+        .where(col(SubscriberEvent.at) > since)
+        .order_by(col(SubscriberEvent.at))
+        .limit(limit)
+    ).all()
+    if len(recent) >= limit:
+        wait = recent[0] + LIMIT_WINDOW - now
+        raise TooManyRequests(
+            f"more than {limit} confirmation emails were asked for in the last hour",
+            retry_after=max(int(wait.total_seconds()) + 1, 1),
+        )
 
 
 def import_pending(
-    session: Session, path: Path, *, now: datetime | None = None
+    session: Session,
+    path: Path,
+    *,
+    keyring: Keyring,
+    reactivate: bool = False,
+    allow_special_use: bool = False,
+    now: datetime | None = None,
 ) -> tuple[ImportReport, list[ConfirmationJob]]:
     """Import a list whose consent must be re-confirmed: every new row is `pending` and gets
-    a confirmation email (returned as jobs, logged with the source `import`).
+    a confirmation email (returned as jobs, logged with the source `import`). Rows that say
+    `unsubscribed` or `bounced` stay so, and get nothing, unless `reactivate`.
 
     Rows already on the list that are still pending and were never sent a confirmation get
     one too, so running the same import again retries the emails that did not go out.
     """
     now = now or utcnow()
     before = session.exec(select(func.max(Subscriber.id))).one() or 0
-    report = import_subscribers(session, path, status=SubscriberStatus.pending, source="import")
+    report = import_subscribers(
+        session, path, keyring=keyring, status=SubscriberStatus.pending, reactivate=reactivate,
+        source="import", allow_special_use=allow_special_use,
+    )  # fmt: skip
     targets = list(
         session.exec(
             select(Subscriber)
@@ -195,13 +247,16 @@ class ConfirmOutcome(StrEnum):
 def _confirm_target(
     session: Session, settings: Settings, token: str, now: datetime
 ) -> tuple[Subscriber, datetime] | None:
-    found = read_timed_token(
-        settings.secret_key_bytes(), CONFIRM, token,
+    # Only the current key confirms: a retired key may have been retired because it leaked,
+    # and a confirmation widens consent. (Unsubscribe links, which narrow it, take any key.)
+    check, issued = check_timed_token(
+        settings.keyring(), CONFIRM, token,
         max_age=timedelta(days=settings.confirm_token_days), now=now,
     )  # fmt: skip
-    if found is None:
+    _note_key(check, "confirmation")
+    if check.uid is None or issued is None:
         return None
-    uid, issued = found
+    uid = check.uid
     sub = _by_uid(session, uid)
     if sub is None:
         return None
@@ -219,7 +274,12 @@ def check_confirm_token(
 
 
 def confirm_subscription(
-    session: Session, settings: Settings, token: str, *, now: datetime | None = None
+    session: Session,
+    settings: Settings,
+    token: str,
+    *,
+    now: datetime | None = None,
+    client: str = "",
 ) -> ConfirmOutcome | None:
     """Make the subscriber a valid confirm token names `active` (recording when and that it
     came from the web). None for a tampered, expired, foreign or outdated token."""
@@ -232,19 +292,41 @@ def confirm_subscription(
     detail = "confirmed by email link"
     if sub.status != SubscriberStatus.pending:
         detail = f"subscribed again ({sub.status} before), confirmed by email link"
-    set_status(session, sub, SubscriberStatus.active, source="web", detail=detail)
+    set_status(session, sub, SubscriberStatus.active, source="web", detail=detail, client=client)
     return ConfirmOutcome.confirmed
 
 
 # Unsubscribe ------------------------------------------------------------------------------
 
 
+def _note_key(check: TokenCheck, what: str) -> None:
+    """Say in the log when a link names a key we do not have, or a retired one: the first
+    is what a DIGEST_SECRET_KEY that differs between `digest send` and `digest serve` does."""
+    if check.unknown_key:
+        log.warning(
+            "a %s link was signed with key id %s, which this server does not have: is the "
+            "secret key (DIGEST_SECRET_KEY or the key file) the same for `digest send` and "
+            "`digest serve`? Put a retired key in retired_keys_file to honour its links.",
+            what, check.key_id,
+        )  # fmt: skip
+    elif check.retired and not check.valid:
+        log.info("a %s link signed with the retired key %s was refused", what, check.key_id)
+    elif check.retired:
+        log.info("a %s link signed with the retired key %s was honoured", what, check.key_id)
+
+
+def _unsubscribe_check(settings: Settings, token: str) -> TokenCheck:
+    check = check_token(settings.keyring(), UNSUBSCRIBE, token, retired_ok=True)
+    _note_key(check, "unsubscribe")
+    return check
+
+
 def check_unsubscribe_token(settings: Settings, token: str) -> bool:
-    return read_token(settings.secret_key_bytes(), UNSUBSCRIBE, token) is not None
+    return _unsubscribe_check(settings, token).valid
 
 
 def unsubscribe_by_token(
-    session: Session, settings: Settings, token: str, *, source: str = "web"
+    session: Session, settings: Settings, token: str, *, source: str = "web", client: str = ""
 ) -> bool | None:
     """Unsubscribe the person a valid unsubscribe token names, at once.
 
@@ -252,15 +334,16 @@ def unsubscribe_by_token(
     or erased since), None for a tampered or foreign token. `source` is "one-click" for the
     RFC 8058 POST of a mail client, "web" for the button on our page.
     """
-    uid = read_token(settings.secret_key_bytes(), UNSUBSCRIBE, token)
+    uid = _unsubscribe_check(settings, token).uid
     if uid is None:
         return None
     sub = _by_uid(session, uid)
     if sub is None:
         return False  # erased with `subscribers remove`: nothing will be sent to them
     return set_status(
-        session, sub, SubscriberStatus.unsubscribed, source=source, detail="unsubscribe link"
-    )
+        session, sub, SubscriberStatus.unsubscribed, source=source, detail="unsubscribe link",
+        client=client,
+    )  # fmt: skip
 
 
 # Purge ------------------------------------------------------------------------------------

@@ -131,13 +131,21 @@ class SubscriberEvent(SQLModel, table=True):
     status: str = Field(max_length=16)
     source: str = Field(max_length=16)
     detail: str = Field(default="", max_length=500)
+    # a coarse marker of the web client (its network), when consent_client = "network"
+    client: str = Field(default="", max_length=64)
 
 
 class Suppression(SQLModel, table=True):
-    """A removed person, kept only as a hash so a later import cannot silently re-add them."""
+    """A removed person, kept only as a keyed hash so a later import cannot silently re-add
+    them, and someone with a copy of the database but not the key cannot test an address.
+
+    `email_hash` is HMAC-SHA256(key, sha256(address)) with the key named by `key_id`; a row
+    with no key_id is a legacy unkeyed sha256(address) (see migration 0007).
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     email_hash: str = Field(max_length=64, unique=True)
+    key_id: str | None = Field(default=None, max_length=16)
     reason: str = Field(default="removed", max_length=32)
     created_at: datetime = _ts(default_factory=utcnow)
 

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from digest.config import DEFAULT_CONFIG_FILE, Settings, load_settings
-from digest.db import make_engine, sqlite_path, upgrade
+from digest.db import explain_database_error, make_engine, session_scope, sqlite_path, upgrade
 from digest.errors import DigestError
+from digest.subscribers import rekey_legacy_suppressions
 
 STARTER_CONFIG = """\
 # digest configuration. Every setting can also be set with a DIGEST_<NAME> environment variable
@@ -71,11 +72,16 @@ smtp_url = "smtp://localhost:25"
 # max_issue_age_hours = 24                      # an older unfinished issue is never sent late
 
 # The key that signs unsubscribe links: DIGEST_SECRET_KEY, or this file (made by `digest init`).
+# Use one or the other, not both. Old keys go in retired_keys_file (see README, "Secret keys").
 # secret_key_file = "digest.key"
+# retired_keys_file = "digest.retired-keys"
 
 # Public web endpoints (`digest serve`): subscribe, confirm, unsubscribe, archive. Needs base_url.
 # confirm_token_days = 7                        # how long a confirmation link works
 # confirm_cooldown_minutes = 15                 # at most one confirmation email per address in this time
+# confirm_limit_per_client = 10                 # confirmation emails an hour for one client (429 beyond)
+# confirm_limit_total = 100                     # confirmation emails an hour from the web, in all
+# consent_client = "off"                        # or "network": the consent log keeps the visitor's /24
 # preview_loopback = false                      # /preview for requests from this machine (not via a proxy)
 # Staff preview through a proxy: set DIGEST_PREVIEW_TOKEN; /preview then asks for it as a password.
 """
@@ -146,9 +152,15 @@ def _database(settings: Settings) -> Database:
         path = sqlite_path(settings.database_url)
         if path is not None and not path.parent.exists():
             raise DigestError(f"the folder {path.parent} does not exist", hint="Create it first.")
+        keyring = settings.keyring()
         try:
-            before, after = upgrade(engine)
+            before, after = upgrade(engine, secret_key=keyring.current)
+            with session_scope(engine) as session:  # rows an earlier upgrade left unkeyed
+                rekey_legacy_suppressions(session, keyring)
         except (sa.exc.OperationalError, sa.exc.DatabaseError) as exc:
+            known = explain_database_error(exc, settings.database_url)
+            if known is not None:
+                raise known from None
             raise DigestError(
                 f"cannot create the database: {getattr(exc, 'orig', exc)}",
                 hint="Check DIGEST_DATABASE_URL / --db.",

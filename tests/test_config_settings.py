@@ -41,14 +41,14 @@ def test_fixed_environment_names(workdir: Path) -> None:
         "DIGEST_SMTP_PASSWORD": "pw",
         "DIGEST_FROM": "News <news@example.org>",
         "DIGEST_BASE_URL": "https://news.example.org/",
-        "DIGEST_SECRET_KEY": "k",
+        "DIGEST_SECRET_KEY": "k" * 20 + "0123456789abcdef",
     }
     s = load_settings(environ=env).settings
     assert s.database_url == "postgresql+psycopg://u@db.example.org/news"
     assert s.smtp.port == 465 and s.smtp.security == "tls" and s.smtp.password == "pw"
     assert s.from_address == "News <news@example.org>"
     assert s.base_url == "https://news.example.org"
-    assert s.secret_key_bytes() == b"k"
+    assert s.secret_key_bytes() == b"k" * 20 + b"0123456789abcdef"
 
 
 def test_explicit_config_via_environment_must_exist(workdir: Path) -> None:

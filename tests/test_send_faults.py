@@ -314,7 +314,7 @@ def test_three_postgres_workers_one_killed(
     with postgres_schema() as url:
         env = {
             "DIGEST_DATABASE_URL": url, "DIGEST_SMTP_URL": smtp_server.url,
-            "DIGEST_FROM": "News <news@partnership.example.org>", "DIGEST_SECRET_KEY": "k",
+            "DIGEST_FROM": "News <news@partnership.example.org>", "DIGEST_SECRET_KEY": "k" * 20 + "0123456789abcdef",
             "DIGEST_BASE_URL": "https://news.partnership.example.org",
             "DIGEST_SMTP_CONNECTIONS": "2", "DIGEST_LEASE_SECONDS": "3", "DIGEST_SMTP_TIMEOUT": "1.5",
             "DIGEST_RETRY_WAIT_SECONDS": "0",

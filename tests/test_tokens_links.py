@@ -1,5 +1,5 @@
-"""The tokens behind the public links (tokens.py): the unsubscribe format never changes; timed
-confirm tokens expire and are bound to their purpose and key."""
+"""The tokens behind the public links (tokens.py): unsubscribe links of the first format keep
+working; timed confirm tokens expire and are bound to their purpose and key."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ KEY = SECRET.encode()
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
 
-def test_unsubscribe_token_format_is_unchanged() -> None:
+def test_unsubscribe_tokens_of_the_first_format_still_work() -> None:
     """Links in mail already sent must keep working: uid '.' base64url(HMAC-SHA256[:16])."""
     uid = "0123456789abcdef0123456789abcdef"
     mac = hmac.new(KEY, f"digest:unsubscribe:{uid}".encode(), hashlib.sha256).digest()[:16]
-    expected = f"{uid}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-    assert make_token(KEY, "unsubscribe", uid) == expected
-    assert read_token(KEY, "unsubscribe", expected) == uid
+    first_format = f"{uid}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    assert read_token(KEY, "unsubscribe", first_format) == uid
+    assert make_token(KEY, "unsubscribe", uid) != first_format  # new links carry a key id
 
 
 def test_timed_tokens_expire_and_are_bound_to_purpose_and_key() -> None:
@@ -47,7 +47,8 @@ def test_timed_tokens_expire_and_are_bound_to_purpose_and_key() -> None:
         read_timed_token(KEY, "confirm", make_token(KEY, "confirm", uid), max_age=week, now=NOW)
         is None
     )
-    uid_part, stamp, sig = token.split(".")
-    for bad in (f"{uid_part}.{stamp}.{sig[:-1]}", f"{uid_part}.{stamp}", f"{uid_part}.ZZ.{sig}",
-                f"{uid_part}.{stamp}x.{sig}", "", "..", token + "." * 200):  # fmt: skip
+    kid, uid_part, stamp, sig = token.split("_", 3)
+    pre = f"{kid}_{uid_part}"
+    for bad in (f"{pre}_{stamp}_{sig[:-1]}", f"{pre}_{stamp}", f"{pre}_ZZ_{sig}",
+                f"{pre}_{stamp}x_{sig}", "", "___", token + "_" * 200):  # fmt: skip
         assert read_timed_token(KEY, "confirm", bad, max_age=week, now=NOW) is None

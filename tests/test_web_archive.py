@@ -60,14 +60,14 @@ def test_preview_with_a_staff_password(
     cli: Callable[..., Any], settings: Settings, engine: Engine
 ) -> None:
     seed_issue(cli, ["ana@example.org"])
-    staff = settings.model_copy(update={"preview_token": "s3cret-preview"})
+    staff = settings.model_copy(update={"preview_token": "s3cret-preview-of-staff"})
     with TestClient(create_app(staff, engine=engine)) as c:
         r = c.get("/preview")
         assert (
             r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="digest preview"'
         )
         assert c.get("/preview", auth=("staff", "wrong")).status_code == 401
-        ok = c.get("/preview", auth=("staff", "s3cret-preview"))
+        ok = c.get("/preview", auth=("staff", "s3cret-preview-of-staff"))
         assert ok.status_code == 200
         assert "Staff preview: issue 1" in ok.text and "Item 0" in ok.text
         assert PLACEHOLDER_UNSUBSCRIBE not in ok.text

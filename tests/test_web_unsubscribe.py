@@ -125,7 +125,10 @@ def _bad_tokens(engine: Engine) -> dict[str, tuple[str, str]]:
         "unsubscribe tampered": (f"/unsubscribe/{unsub[:-1]}{flip}", ""),
         "unsubscribe truncated": (f"/unsubscribe/{unsub[:-4]}", ""),
         "unsubscribe no signature": (f"/unsubscribe/{act}", ""),
-        "unsubscribe other person": (f"/unsubscribe/{pend}.{unsub.split('.')[1]}", ""),
+        "unsubscribe other person": (
+            f"/unsubscribe/{unsub.split('_')[0]}_{pend}_{unsub.split('_', 2)[2]}",
+            "",
+        ),
         "unsubscribe foreign key": (f"/unsubscribe/{make_token(b'other', 'unsubscribe', act)}", ""),
         "unsubscribe with a confirm token": (f"/unsubscribe/{conf}", ""),
         "unsubscribe test copy": ("/unsubscribe/test-copy", ""),
@@ -137,7 +140,7 @@ def _bad_tokens(engine: Engine) -> dict[str, tuple[str, str]]:
             "",
         ),
         "confirm with a later date": (
-            f"/confirm/{conf.split('.')[0]}.zzzzzz.{conf.split('.')[2]}",
+            f"/confirm/{'_'.join(conf.split('_', 3)[:2])}_zzzzzz_{conf.split('_', 3)[3]}",
             "",
         ),
         "confirm foreign key": (

@@ -37,7 +37,7 @@ def test_init_workspace_makes_what_is_missing_then_keeps_it(workdir: Path) -> No
 def test_init_workspace_takes_the_key_from_the_environment(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "k" * 20 + "0123456789abcdefghij")
     steps = list(init_workspace("newsletter.toml", overrides={"database_url": "sqlite:///n.db"}))
     assert steps[0] == ConfigFile(Path("newsletter.toml"), created=True)
     assert steps[1] == SecretKey(None, created=False)

@@ -7,6 +7,7 @@ stderr, a non-zero exit code, and a traceback only with --verbose.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Annotated, Any
@@ -32,9 +33,42 @@ class _DigestGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("Interrupted.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            ctx.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:  # a bug, or something we did not foresee: say so plainly
+            known = _known_failure(ctx, exc)
+            if known is not None:
+                _report(ctx, exc, known.message, known.hint)
+                ctx.exit(known.exit_code)
             _report(ctx, exc, f"unexpected {type(exc).__name__}: {exc}", None, expected=False)
             ctx.exit(EXIT_ERROR)
+
+
+# `digest … | head` closes the pipe early: stop quietly, as a command killed by SIGPIPE does.
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_broken_pipe() -> None:
+    # Anything still buffered for stdout would raise again at exit: send it nowhere.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file descriptor (tests): nothing buffered to lose
+
+
+def _known_failure(ctx: Any, exc: Exception) -> DigestError | None:
+    """A clear error for a failure of the machine rather than of digest (a full disk, a file
+    or folder we may not write, a database file that is not one), or None."""
+    from digest.db import explain_database_error
+    from digest.errors import explain_os_error
+
+    s = ctx.obj if isinstance(ctx.obj, State) else None
+    url = s._loaded.settings.database_url if s is not None and s._loaded is not None else None
+    if isinstance(exc, OSError):
+        return explain_os_error(exc)
+    return explain_database_error(exc, url)
 
 
 def _report(

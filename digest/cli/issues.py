@@ -25,10 +25,16 @@ from digest.cli.news import fetch_before
 from digest.config import Settings
 from digest.db import session_scope
 from digest.errors import EXIT_ERROR, UsageError
+from digest.models import utcnow
 from digest.text import plural
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from digest.cli._context import State
+    from digest.models import Issue
     from digest.send.outcome import SendOutcome
+    from digest.send.plan import SendPlan
     from digest.send.safe import Copies
 
 commands = sub_app()
@@ -223,6 +229,14 @@ def send(
         str | None,
         typer.Option("--featured", help="The link of one of the new issue's items, shown first."),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print nothing when there is nothing to do (cron mails any output to its owner); errors and sends are still reported.",
+        ),
+    ] = False,
 ) -> None:
     """Send the next issue to every active subscriber, or resume an unfinished one.
 
@@ -236,6 +250,7 @@ def send(
       digest send --to me@example.org    a test copy first
       digest send                        then the whole list
       digest send --scheduled --fetch    the cron/systemd job
+      digest send --scheduled --quiet    from cron: no mail for runs that do nothing
     """
     from digest.send.job import send_next
     from digest.send.safe import send_copies
@@ -252,13 +267,45 @@ def send(
         done = send_copies(engine, settings, shape, to=to or [], folder=out if dry_run else None)
         _present_copies(done)
         return
-    with send_display(ask=not yes and not worker) as display:
-        outcome = send_next(
-            engine, settings, scheduled=scheduled, worker=worker, force=force,
-            notify=typer.echo, confirm=display.confirm, stop=display.stop,
-            progress=display.progress, shape=shape,
-        )  # fmt: skip
+    said = _Said(quiet)
+    try:
+        with send_display(ask=not yes and not worker) as display:
+
+            def confirm(plan: SendPlan) -> None:
+                said.flush()  # something will be sent: say what, then ask
+                display.confirm(plan)
+
+            outcome = send_next(
+                engine, settings, scheduled=scheduled, worker=worker, force=force,
+                notify=said, confirm=confirm, stop=display.stop,
+                progress=display.progress, shape=shape,
+            )  # fmt: skip
+    except BaseException:
+        said.flush()  # what led to the error
+        raise
+    if outcome is not None:
+        said.flush()
     _present_outcome(outcome, settings)
+
+
+class _Said:
+    """What a send says as it goes; with --quiet, kept back until the run turns out to do
+    something (or fails), so a run with nothing to do prints nothing."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.lines = quiet, list[str]()
+
+    def __call__(self, line: str) -> None:
+        if self.quiet:
+            self.lines.append(line)
+        else:
+            typer.echo(line)
+
+    def flush(self) -> None:
+        for line in self.lines:
+            typer.echo(line)
+        self.lines.clear()
+        self.quiet = False
 
 
 def _check_send_options(
@@ -310,6 +357,21 @@ def _present_outcome(outcome: SendOutcome | None, settings: Settings) -> None:
 # issues ----------------------------------------------------------------------------------
 
 
+def _status(session: Session, s: State, issue: Issue, counts: dict[str, int]) -> str:
+    """The issue's status in words; "sending" only while a process is sending it: it holds
+    leases, or (SQLite) the send lock with this issue's deliveries still to go."""
+    from digest.issues import being_sent, status_words
+    from digest.send.lock import send_lock_held
+
+    active = False
+    if issue.status == "sending":
+        to_go = counts["queued"] + counts["sending"] > 0
+        active = being_sent(session, issue.id or 0, now=utcnow()) or (
+            to_go and send_lock_held(s.settings.database_url)
+        )
+    return status_words(issue, counts, active=active)
+
+
 @issues_app.command("list")
 def issues_list(ctx: typer.Context) -> None:
     """List issues, newest first, with delivery counts.
@@ -321,7 +383,7 @@ def issues_list(ctx: typer.Context) -> None:
     s = state(ctx)
     with session_scope(s.engine()) as session:
         rows = [
-            (i.number, local_time(i.created_at, s.settings), i.status, n_items,
+            (i.number, local_time(i.created_at, s.settings), _status(session, s, i, c), n_items,
              c["sent"], c["failed"], c["deferred"], c["queued"] + c["sending"], c["skipped"], i.subject[:50])
             for i, c, n_items in list_issues(session)
         ]  # fmt: skip
@@ -345,12 +407,15 @@ def issues_show(ctx: typer.Context, number: IssueNumber) -> None:
     s = state(ctx)
     with session_scope(s.engine()) as session:
         detail = issue_detail(session, number)
+        status = _status(session, s, detail.issue, detail.counts)
     issue, settings = detail.issue, s.settings
     typer.echo(f"Issue {issue.number}: {issue.subject}")
     typer.echo(
-        f"Status: {issue.status}; created {local_time(issue.created_at, settings)}; "
+        f"Status: {status}; created {local_time(issue.created_at, settings)}; "
         f"completed {local_time(issue.completed_at, settings)}"
     )
+    if status == "unfinished":
+        typer.echo("No process is sending it now: `digest send` resumes it.")
     typer.echo(
         f"Period: {local_time(issue.period_start, settings)} to "
         f"{local_time(issue.period_end, settings)} ({settings.timezone})"

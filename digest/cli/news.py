@@ -28,6 +28,7 @@ from digest.errors import DigestError, UsageError
 from digest.text import plural
 
 if TYPE_CHECKING:
+    from digest.news.fetch import FetchLimits
     from digest.news.sources import SourceResult
 
 news_app = sub_app("Add, list and import news items.")
@@ -126,7 +127,7 @@ def news_import(
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
-        done = import_news(session, source, s.settings.tz)
+        done = import_news(session, source, s.settings.tz, limits=fetch_limits(s))
     if isinstance(done, FeedImport):
         typer.echo(f"{done.feed.version} feed {done.feed.title!r}: {done.report.describe()}.")
         _echo_skipped(done.feed.warnings, done.report.skipped)
@@ -165,7 +166,10 @@ def news_import_page(
     tz = s.settings.tz
     moment = when(published, s.settings, "--published")
     with session_scope(s.engine()) as session:
-        done = import_page(session, url, tz=tz, category=category, title=title, published=moment)
+        done = import_page(
+            session, url, tz=tz, category=category, title=title, published=moment,
+            limits=fetch_limits(s),
+        )  # fmt: skip
     page, item = done.page, done.item
     typer.echo(f"{_VERB[done.outcome]} {item.title!r}")
     typer.echo(f"  Link:      {item.url}{' (the page’s canonical link)' if page.canonical else ''}")
@@ -211,7 +215,7 @@ def feeds_add(
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
-        result = add_source(session, url=url, name=name, category=category)
+        result = add_source(session, url=url, name=name, category=category, limits=fetch_limits(s))
     typer.echo(
         f"Added source {result.name!r}: {result.version} feed {result.feed_title!r}, "
         f"{plural(result.entries, 'item')} ({result.report.describe()})."
@@ -299,6 +303,13 @@ def feeds_fetch(
         )
 
 
+def fetch_limits(s: State) -> FetchLimits:
+    """The limits of a fetch, with what the settings say about private addresses."""
+    from digest.news.fetch import FetchLimits
+
+    return FetchLimits(allow_private=s.settings.allow_private_feeds)
+
+
 def fetch_before(s: State) -> None:
     """`send --fetch` / `preview --fetch`: fetch all sources; a failing source only warns."""
     results = _fetch(s, names=[], verbose=s.verbose)
@@ -317,7 +328,7 @@ def _fetch(s: State, *, names: list[str], verbose: bool) -> list[SourceResult]:
     from digest.news.sources import fetch_sources
 
     with session_scope(s.engine()) as session:
-        results = fetch_sources(session, names=names)
+        results = fetch_sources(session, names=names, limits=fetch_limits(s))
     for r in results:
         if r.failed:
             again = f" ({r.consecutive_failures} failures in a row)"

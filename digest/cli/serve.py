@@ -114,7 +114,7 @@ def subscribers_purge_pending(
             typer.echo(f"  {email}")
 
 
-def import_and_confirm(s: State, file: Path, status: str) -> None:
+def import_and_confirm(s: State, file: Path, status: str | None, reactivate: bool = False) -> None:
     """`subscribers import --send-confirmation`: import as pending, then email each new
     subscriber a link to confirm. Exit 1 if rows were rejected, 75 if emails did not go out."""
     from digest.send.confirm import import_and_confirm as import_and_send
@@ -124,7 +124,7 @@ def import_and_confirm(s: State, file: Path, status: str) -> None:
             "--send-confirmation needs --status pending",
             hint="Subscribers who must confirm are imported as pending.",
         )
-    done = import_and_send(s.engine(), s.settings, file)
+    done = import_and_send(s.engine(), s.settings, file, reactivate=reactivate)
     report, failed = done.report, done.not_sent
     typer.echo(
         f"Imported {plural(report.added, 'subscriber')} as pending; "

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from digest.cli._context import state, sub_app, table
-from digest.config import describe_settings
+from digest.config import describe_settings, key_warnings
 
 commands = sub_app()
 config_app = sub_app("Show the effective settings.")
@@ -55,6 +55,8 @@ def config_show(ctx: typer.Context) -> None:
     else:
         typer.echo("Config file: none (built-in defaults and DIGEST_* environment)")
     typer.echo(table(["setting", "value", "from"], describe_settings(loaded)))
+    for warning in key_warnings(loaded.settings):
+        typer.echo(f"Warning: {warning}", err=True)
 
 
 @commands.command()

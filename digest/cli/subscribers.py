@@ -38,6 +38,11 @@ class NewStatus(StrEnum):
     pending = "pending"
 
 
+class ExportFormat(StrEnum):
+    csv = "csv"
+    excel = "excel"
+
+
 @subscribers_app.command("add")
 def subscribers_add(
     ctx: typer.Context,
@@ -53,8 +58,13 @@ def subscribers_add(
     """
     from digest.subscribers import add_subscriber
 
-    with session_scope(state(ctx).engine()) as session:
-        sub = add_subscriber(session, email=email, name=name, status=SubscriberStatus(status.value))
+    s = state(ctx)
+    with session_scope(s.engine()) as session:
+        sub = add_subscriber(
+            session, email=email, keyring=s.settings.keyring(), name=name,
+            status=SubscriberStatus(status.value),
+            allow_special_use=s.settings.allow_special_use_domains,
+        )  # fmt: skip
         typer.echo(f"Added {sub.email} ({sub.status}).")
 
 
@@ -74,7 +84,7 @@ def subscribers_list(
     with session_scope(s.engine()) as session:
         subs = list_subscribers(session, status)
         if format == OutputFormat.csv:
-            write_csv(subs, sys.stdout)  # type: ignore[arg-type]
+            write_csv(subs, sys.stdout)
         elif format == OutputFormat.json:
             records = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in subscriber_rows(subs)]
             typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
@@ -87,10 +97,29 @@ def subscribers_list(
 @subscribers_app.command("import")
 def subscribers_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV with a header row: email (required), name.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with a header row: email (required), name, and the consent columns of "
+            "an export (status, status_source, created_at, status_changed_at, confirmed_at)."
+        ),
+    ],
     status: Annotated[
-        NewStatus, typer.Option(help="Status of the new subscribers.")
-    ] = NewStatus.active,
+        NewStatus | None,
+        typer.Option(
+            help="Status of the new subscribers (default: each row's own status, else active). "
+            "An unsubscribed or bounced row stays so unless --reactivate.",
+            show_default=False,
+        ),
+    ] = None,
+    reactivate: Annotated[
+        bool,
+        typer.Option(
+            "--reactivate",
+            help="Give unsubscribed and bounced rows the --status too (they withdrew "
+            "consent: prefer --status pending --send-confirmation).",
+        ),
+    ] = False,
     send_confirmation: Annotated[
         bool,
         typer.Option(
@@ -99,24 +128,33 @@ def subscribers_import(
         ),
     ] = False,
 ) -> None:
-    """Import subscribers from a CSV file; report every rejected row.
+    """Import subscribers from a CSV file, or an export back as it was; report every rejected row.
 
     Valid rows are added and duplicates skipped; the exit code is 1 if any row was rejected.
-    With --status pending --send-confirmation (a list whose consent must be re-confirmed),
-    each new subscriber is emailed a link to confirm; exit code 75 if some emails did not go out.
+    A row that says unsubscribed or bounced is imported as such, never active. With --status
+    pending --send-confirmation (a list whose consent must be re-confirmed), each new
+    subscriber is emailed a link to confirm; exit code 75 if some emails did not go out.
 
-    Example: digest subscribers import people.csv --status pending --send-confirmation
+    \b
+    Examples:
+      digest subscribers import people.csv
+      digest subscribers import list.csv                 an export, on a new server
+      digest subscribers import old.csv --status pending --send-confirmation
     """
     from digest.subscribers import import_subscribers
 
     if send_confirmation:
         from digest.cli.serve import import_and_confirm
 
-        import_and_confirm(state(ctx), file, status.value)
+        import_and_confirm(state(ctx), file, status.value if status else None, reactivate)
         return
     s = state(ctx)
     with session_scope(s.engine()) as session:
-        report = import_subscribers(session, file, status=SubscriberStatus(status.value))
+        report = import_subscribers(
+            session, file, keyring=s.settings.keyring(),
+            status=SubscriberStatus(status.value) if status else None, reactivate=reactivate,
+            allow_special_use=s.settings.allow_special_use_domains,
+        )  # fmt: skip
     typer.echo(
         f"Imported {plural(report.added, 'subscriber')}; "
         f"skipped {len(report.duplicates)} already on the list; rejected {len(report.rejected)}."
@@ -124,6 +162,8 @@ def subscribers_import(
     if s.verbose:
         for line, email in report.duplicates:
             typer.echo(f"  line {line}: {email} is already on the list")
+    for line, email, new_status in report.suppressed:
+        typer.echo(f"  line {line}: {email} is now {new_status}, as in the file")
     exit_if_rejected(report.rejected, where="line ")
 
 
@@ -132,18 +172,25 @@ def subscribers_export(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Where to write the CSV ('-' for standard output).")],
     status: Annotated[SubscriberStatus | None, typer.Option(help="Only this status.")] = None,
+    format: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="csv, or excel: UTF-8 with a byte-order mark for Excel."),
+    ] = ExportFormat.csv,
 ) -> None:
-    """Export subscribers to CSV (spreadsheet-safe: formula-like cells are escaped).
+    """Export subscribers with their consent (status, its source and times) to CSV: readable by
+    you only, spreadsheet-safe (formula-like cells are escaped), and `subscribers import` reads
+    it back as it was.
 
-    Example: digest subscribers export list.csv
+    Example: digest subscribers export list.csv --format excel
     """
     from digest.subscribers import export_subscribers, list_subscribers, write_csv
 
+    excel = format == ExportFormat.excel
     with session_scope(state(ctx).engine()) as session:
         if str(file) == "-":
-            write_csv(list_subscribers(session, status), sys.stdout)  # type: ignore[arg-type]
+            write_csv(list_subscribers(session, status), sys.stdout, excel=excel)
             return
-        n = export_subscribers(session, file, status)
+        n = export_subscribers(session, file, status, excel=excel)
     typer.echo(f"Exported {plural(n, 'subscriber')} to {file}.")
 
 
@@ -183,13 +230,15 @@ def subscribers_remove(
     email: Address,
     yes: Yes = False,
 ) -> None:
-    """Erase a person: their details and history go; only a hash stays, so they are not re-added.
+    """Erase a person: their details and history go; only a keyed hash stays, so they are not
+    re-added.
 
     Example: digest subscribers remove ana@example.org --yes
     """
     from digest.subscribers import remove_subscriber
 
     confirm_on_terminal(f"Erase {email.strip()} and their history?", yes=yes)
-    with session_scope(state(ctx).engine()) as session:
-        remove_subscriber(session, email)
+    s = state(ctx)
+    with session_scope(s.engine()) as session:
+        remove_subscriber(session, email, keyring=s.settings.keyring())
     typer.echo(f"Removed {email.strip()}.")

@@ -382,11 +382,13 @@ def summarise_skipped(skipped: Sequence[tuple[str, str]]) -> list[str]:
     return [f"{where}: skipped, {reason}" for where, reason in skipped]
 
 
-def import_news(session: Session, source: str, tz: ZoneInfo) -> FeedImport | ImportReport:
+def import_news(
+    session: Session, source: str, tz: ZoneInfo, *, limits: FetchLimits | None = None
+) -> FeedImport | ImportReport:
     """`digest news import SOURCE`: a feed's URL, an RSS/Atom file, or a JSON or CSV file of
     items (re-importing updates, never duplicates)."""
     if source.strip().lower().startswith(("http://", "https://")):
-        return import_feed_url(session, source)
+        return import_feed_url(session, source, limits=limits)
     path = Path(source)
     if path.is_file() and looks_like_feed(path):
         return import_feed_file(session, path)

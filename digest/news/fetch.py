@@ -7,7 +7,6 @@ raise FetchError with a reason a person can act on; they never raise anything el
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ import httpx
 
 from digest import __version__
 from digest.errors import DigestError, UsageError
+from digest.news import guard
+from digest.news.guard import guarded_transport
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,7 +39,8 @@ class FetchLimits:
     """How long and how much one fetch may take."""
 
     timeout: float = 20.0  # seconds for connecting and between bytes
-    total_timeout: float = 60.0  # seconds for the whole body, against slow trickles
+    total_timeout: float = 60.0  # seconds for the whole request, headers and body: trickles
+    allow_private: bool = True  # the address typed may be private (intranet feeds)
     max_bytes: int = 5 * 1024 * 1024  # after decompression
     max_redirects: int = 5
     workers: int = 8  # concurrent fetches
@@ -81,13 +83,18 @@ def check_fetch_url(url: str) -> str:
 
 
 def make_client(limits: FetchLimits) -> httpx.Client:
-    """One client for a batch of fetches (it pools connections and is thread-safe)."""
+    """One client for a batch of fetches (it pools connections and is thread-safe).
+
+    Redirects are followed by `_get`, one at a time, so each can be checked first; every
+    connection goes through digest.news.guard (the overall deadline, no private addresses
+    reached by a redirect).
+    """
     return httpx.Client(
         timeout=httpx.Timeout(limits.timeout),
-        follow_redirects=True,
-        max_redirects=limits.max_redirects,
+        follow_redirects=False,
         headers={"User-Agent": limits.user_agent, "Accept-Encoding": "gzip, deflate"},
-        limits=httpx.Limits(max_connections=max(limits.workers, 1)),
+        transport=guarded_transport(max(limits.workers, 1)),
+        trust_env=False,  # a proxy from the environment would bypass the checks of guard.py
     )
 
 
@@ -121,49 +128,33 @@ def _get(
     client: httpx.Client, url: str, headers: dict[str, str], limits: FetchLimits
 ) -> FetchResult:
     host = urlsplit(url).hostname or url
-    deadline = time.monotonic() + limits.total_timeout
+    with guard.rules(host, allow_private=limits.allow_private, total_timeout=limits.total_timeout):
+        return _get_checked(client, url, host, headers, limits)
+
+
+def _get_checked(
+    client: httpx.Client, url: str, host: str, headers: dict[str, str], limits: FetchLimits
+) -> FetchResult:
     try:
-        with client.stream("GET", url, headers=headers) as response:
-            final = str(response.url)
-            if response.status_code == 304:
-                return _result(response, final, b"", redirected=bool(response.history))
-            if response.status_code >= 400:
-                raise FetchError(
-                    f"HTTP {response.status_code} {response.reason_phrase or ''}".rstrip()
-                    + (f" from {final}" if final != url else ""),
-                    hint=_status_hint(response.status_code),
-                )
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limits.max_bytes:
-                raise _too_large(limits)
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():  # decompressed
-                size += len(chunk)
-                if size > limits.max_bytes:
-                    raise _too_large(limits)
-                if time.monotonic() > deadline:
-                    raise FetchError(
-                        f"{host} took longer than {limits.total_timeout:g} s to send the body",
-                        hint="The server is too slow; try again later.",
-                    )
-                chunks.append(chunk)
-            return _result(response, final, b"".join(chunks), redirected=bool(response.history))
+        return _follow(client, url, headers, limits)
     except FetchError:
         raise
-    except httpx.TooManyRedirects:
-        raise FetchError(
-            f"too many redirects (more than {limits.max_redirects}) from {url}",
-            hint="The address redirects in a loop or too often; use the final address.",
-        ) from None
     except httpx.UnsupportedProtocol as exc:
         raise FetchError(f"redirected to an address that is not http(s): {exc}") from None
     except httpx.TimeoutException:
+        if _past_deadline():
+            raise FetchError(
+                f"{host} took longer than {limits.total_timeout:g} s in all to answer",
+                hint="The server is too slow (or sends its answer a trickle at a time); it will "
+                "be tried again on the next fetch.",
+            ) from None
         raise FetchError(
             f"{host} did not answer within {limits.timeout:g} s (timeout)",
             hint="The server is down or slow; it will be tried again on the next fetch.",
         ) from None
     except httpx.ConnectError as exc:
+        if isinstance(exc.__cause__, guard.AddressRefused) or "refusing to" in str(exc):
+            raise FetchError(str(exc), hint=_REFUSED_HINT) from None
         raise FetchError(
             _connect_reason(host, exc), hint="Check the address; the site may be down."
         ) from None
@@ -173,6 +164,82 @@ def _get(
         raise FetchError(f"{host} sent a corrupt compressed body") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"network error talking to {host}: {exc or type(exc).__name__}") from None
+
+
+_REFUSED_HINT = (
+    "A feed on the internet must not lead digest into this server's own network (cloud "
+    "metadata, intranet services). Use the final public address, or ask who runs the feed."
+)
+
+
+def _past_deadline() -> bool:
+    return guard.remaining_or_none() is None
+
+
+def _follow(
+    client: httpx.Client, url: str, headers: dict[str, str], limits: FetchLimits
+) -> FetchResult:
+    """GET `url`, following at most `max_redirects` redirects, each checked before it is
+    requested (guard.check_host: where it leads)."""
+    current = url
+    for hop in range(limits.max_redirects + 1):
+        parts = urlsplit(current)
+        if hop:
+            try:
+                guard.check_host(parts.hostname or "", parts.port or _default_port(parts.scheme))
+            except guard.AddressRefused as exc:
+                raise FetchError(str(exc), hint=_REFUSED_HINT) from None
+        request = client.build_request("GET", current, headers=headers)
+        response = client.send(request, stream=True)
+        try:
+            location = response.headers.get("Location")
+            if response.is_redirect and location:
+                current = str(response.url.join(location))
+                if urlsplit(current).scheme.lower() not in ("http", "https"):
+                    raise FetchError(f"redirected to an address that is not http(s): {current}")
+                continue
+            return _read(response, url, limits, redirected=hop > 0)
+        finally:
+            response.close()
+    raise FetchError(
+        f"too many redirects (more than {limits.max_redirects}) from {url}",
+        hint="The address redirects in a loop or too often; use the final address.",
+    )
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme.lower() == "https" else 80
+
+
+def _read(
+    response: httpx.Response, url: str, limits: FetchLimits, *, redirected: bool
+) -> FetchResult:
+    final = str(response.url)
+    host = response.url.host or url
+    if response.status_code == 304:
+        return _result(response, final, b"", redirected=redirected)
+    if response.status_code >= 400:
+        raise FetchError(
+            f"HTTP {response.status_code} {response.reason_phrase or ''}".rstrip()
+            + (f" from {final}" if final != url else ""),
+            hint=_status_hint(response.status_code),
+        )
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise _too_large(limits)
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():  # decompressed
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise _too_large(limits)
+        if _past_deadline():
+            raise FetchError(
+                f"{host} took longer than {limits.total_timeout:g} s in all to answer",
+                hint="The server is too slow; try again later.",
+            )
+        chunks.append(chunk)
+    return _result(response, final, b"".join(chunks), redirected=redirected)
 
 
 def _result(

@@ -48,7 +48,13 @@ class Fit:
             lines.append(
                 f"{self.archived} items are only in the web version (the email links to it)."
             )
-        if self.over_limit:
+        if self.over_limit and self.html_bytes > GMAIL_CLIP_BYTES:
+            lines.append(
+                f"Still {kb}, over Gmail's clipping limit ({GMAIL_CLIP_BYTES / 1000:.0f} KB): "
+                "`digest send` refuses to send it. Set base_url so the rest can go to the web "
+                "archive, or send fewer items."
+            )
+        elif self.over_limit:
             lines.append(
                 f"Still {kb}, over the {self.limit / 1024:.0f} KB target: Gmail may clip it. "
                 "Set base_url so the rest can go to the web archive, or send fewer items."

@@ -82,7 +82,9 @@ class ConfirmedImport:
         return [(job.email, r.reply) for job, r in self.results if r.outcome != "sent"]
 
 
-def import_and_confirm(engine: Engine, settings: Settings, path: Path) -> ConfirmedImport:
+def import_and_confirm(
+    engine: Engine, settings: Settings, path: Path, *, reactivate: bool = False
+) -> ConfirmedImport:
     """`subscribers import --status pending --send-confirmation`: import the list as pending
     (committed first), then email each new subscriber a link to confirm.
 
@@ -91,7 +93,10 @@ def import_and_confirm(engine: Engine, settings: Settings, path: Path) -> Confir
     require_base_url(settings)
     settings.secret_key_bytes()  # before anything is imported
     with session_scope(engine) as session:
-        report, jobs = import_pending(session, path)
+        report, jobs = import_pending(
+            session, path, keyring=settings.keyring(), reactivate=reactivate,
+            allow_special_use=settings.allow_special_use_domains,
+        )  # fmt: skip
     sender = SmtpSender(settings.smtp)
     try:
         return ConfirmedImport(report, send_confirmations(engine, settings, jobs, sender))

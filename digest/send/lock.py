@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -32,7 +33,10 @@ def send_lock(database_url: str) -> Iterator[None]:
     # the same database, and must be the same lock.
     path = path.resolve()
     lock_path = path.with_name(path.name + ".send-lock")
-    fh = lock_path.open("a+")
+    # owner-only, like the database: it names the host and process that sends
+    fh = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
+    with contextlib.suppress(OSError):  # a lock file left by an older digest
+        os.fchmod(fh.fileno(), 0o600)
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -50,3 +54,25 @@ def send_lock(database_url: str) -> Iterator[None]:
         yield
     finally:
         fh.close()
+
+
+def send_lock_held(database_url: str) -> bool:
+    """Whether a `digest send` holds the lock of this SQLite database now (never on PostgreSQL).
+
+    A shared lock tried without waiting: it fails only while a sender holds its exclusive one.
+    """
+    path = sqlite_path(database_url)
+    if path is None:
+        return False
+    path = path.resolve()
+    try:
+        fd = os.open(path.with_name(path.name + ".send-lock"), os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: no send ever ran here, or it is not ours to read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing it lets go of the shared lock at once
+    return False

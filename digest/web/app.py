@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, FastAPI, Form, Request
@@ -33,14 +33,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import lifecycle
 from digest.addresses import is_loopback
-from digest.config import Settings
+from digest.config import Settings, check_preview_token
 from digest.db import Engine, check_schema, make_engine, session_scope
-from digest.errors import DigestError, UsageError
+from digest.errors import DigestError, TooManyRequests, UsageError
 from digest.models import utcnow
 from digest.send.confirm import send_confirmations
 from digest.send.mailer import Sender, SmtpSender
 from digest.send.pacing import Pacer
 from digest.web.archive import archive_page, list_archive, preview_page
+from digest.web.limits import ClientLimiter, client_key
 from digest.web.pages import Pages
 
 log = logging.getLogger("digest.web")
@@ -67,6 +68,9 @@ DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 PUBLIC_CACHE = "public, max-age=300"
 ROBOTS_TXT = "User-agent: *\nDisallow: /confirm/\nDisallow: /unsubscribe/\nDisallow: /preview\n"
+PREVIEW_WINDOW = timedelta(minutes=15)
+PREVIEW_FAILURES_PER_CLIENT = 5
+PREVIEW_FAILURES_TOTAL = 50
 _TOKEN_PATH = re.compile(r"/(unsubscribe|confirm)/[^\s?\"]+")
 
 
@@ -135,6 +139,8 @@ def create_app(
     """
     lifecycle.require_base_url(settings)
     settings.secret_key_bytes()  # a missing key is a startup error, not a 500 per request
+    if settings.preview_token is not None:
+        check_preview_token(settings.preview_token)
     owns_engine = engine is None
     db = engine if engine is not None else make_engine(settings.database_url)
     new_sender = sender_factory or (lambda: SmtpSender(settings.smtp))
@@ -218,8 +224,23 @@ def create_app(
     def subscribe_form() -> HTMLResponse:
         return page("subscribe.html", email="", person_name="", error=None)
 
+    def client_of(request: Request) -> str:
+        return lifecycle.client_marker(settings, request.client.host if request.client else None)
+
+    per_client = ClientLimiter(settings.confirm_limit_per_client, lifecycle.LIMIT_WINDOW, clock)
+
+    def too_many(wait_seconds: float, who: str) -> HTMLResponse:
+        minutes = max(1, round(wait_seconds / 60))
+        return error_page(
+            429, "Too many sign-ups",
+            f"There have been too many sign-up requests {who} just now. Please try again in "
+            f"{minutes} minute{'s' if minutes != 1 else ''}.",
+            headers={"Retry-After": str(max(1, int(wait_seconds)))},
+        )  # fmt: skip
+
     @app.post("/subscribe", response_class=HTMLResponse)
     def subscribe(
+        request: Request,
         background: BackgroundTasks,
         email: Annotated[str, Form(max_length=1000)] = "",
         name: Annotated[str, Form(max_length=1000)] = "",
@@ -229,15 +250,25 @@ def create_app(
         sent = page("subscribe_sent.html", email=email.strip())
         if website:
             return sent
+        who = client_key(request.client.host if request.client else None)
+        wait = per_client.wait(who)
+        if wait is not None:
+            log.warning("confirmation limit for one client reached (%s)", who)
+            return too_many(wait.total_seconds(), "from your network")
         try:
             with session_scope(db) as session:
                 job = lifecycle.request_subscription(
-                    session, settings, email=email, name=name, now=clock()
-                )
+                    session, settings, email=email, name=name, now=clock(),
+                    client=client_of(request),
+                )  # fmt: skip
         except UsageError as exc:
             return page("subscribe.html", status=400, email=email.strip(), person_name=name,
                         error=exc.message)  # fmt: skip
+        except TooManyRequests as exc:
+            log.warning("confirmation limit for everyone reached: %s", exc.message)
+            return too_many(exc.retry_after, "to this newsletter")
         if job is not None:
+            per_client.record(who)
             background.add_task(deliver_confirmation, job)
         return sent
 
@@ -256,9 +287,11 @@ def create_app(
         return page("confirm.html", token=token, noindex=True)
 
     @app.post("/confirm/{token}", response_class=HTMLResponse)
-    def confirm(token: str) -> HTMLResponse:
+    def confirm(request: Request, token: str) -> HTMLResponse:
         with session_scope(db) as session:
-            outcome = lifecycle.confirm_subscription(session, settings, token, now=clock())
+            outcome = lifecycle.confirm_subscription(
+                session, settings, token, now=clock(), client=client_of(request)
+            )
         if outcome is None:
             return invalid_link()
         return page("confirmed.html", already=outcome == lifecycle.ConfirmOutcome.already,
@@ -278,6 +311,7 @@ def create_app(
 
     @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe(
+        request: Request,
         token: str,
         one_click: Annotated[str | None, Form(alias="List-Unsubscribe", max_length=100)] = None,
     ) -> HTMLResponse:
@@ -285,7 +319,9 @@ def create_app(
         # earlier visit. Act on it alone and answer 200 without a redirect.
         source = "one-click" if one_click == "One-Click" else "web"
         with session_scope(db) as session:
-            outcome = lifecycle.unsubscribe_by_token(session, settings, token, source=source)
+            outcome = lifecycle.unsubscribe_by_token(
+                session, settings, token, source=source, client=client_of(request)
+            )
         if outcome is None:
             return invalid_link()
         return page("unsubscribed.html", noindex=True)
@@ -306,13 +342,31 @@ def create_app(
             body, headers={"Content-Security-Policy": ISSUE_CSP, "Cache-Control": PUBLIC_CACHE}
         )
 
+    # Wrong staff passwords: a few per client, and not many in all, per PREVIEW_WINDOW; then
+    # every attempt is refused (429) until the window has passed, even a right one.
+    guesses = ClientLimiter(PREVIEW_FAILURES_PER_CLIENT, PREVIEW_WINDOW, clock)
+    all_guesses = ClientLimiter(PREVIEW_FAILURES_TOTAL, PREVIEW_WINDOW, clock)
+
     @app.get("/preview", response_class=HTMLResponse)
     def preview(request: Request) -> HTMLResponse:
         token = settings.preview_token
         password = _basic_password(request.headers.get("authorization"))
-        allowed = (token is not None and password is not None
-                   and hmac.compare_digest(password.encode(), token.encode())) or (
-            settings.preview_loopback and _direct_from_loopback(request))  # fmt: skip
+        who = client_key(request.client.host if request.client else None)
+        if token is not None and password is not None:
+            wait = guesses.wait(who) or all_guesses.wait("*")
+            if wait is not None:
+                log.warning("staff preview: too many wrong passwords (%s)", who)
+                return error_page(
+                    429, "Too many attempts",
+                    "Too many wrong passwords. Please try again later.",
+                    headers={"Retry-After": str(max(1, int(wait.total_seconds())))},
+                )  # fmt: skip
+        right = (token is not None and password is not None
+                 and hmac.compare_digest(password.encode(), token.encode()))  # fmt: skip
+        if token is not None and password is not None and not right:
+            guesses.record(who)
+            all_guesses.record("*")
+        allowed = right or (settings.preview_loopback and _direct_from_loopback(request))
         if not allowed:
             if token is None:  # preview is off: the page does not exist
                 return error_page(404, "Page not found", "There is no page at this address.")

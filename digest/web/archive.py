@@ -15,7 +15,7 @@ from datetime import datetime
 from digest.config import Settings
 from digest.dates import human_date
 from digest.db import Session
-from digest.issues import archived_issues, get_issue
+from digest.issues import archived_issue, archived_issues
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.send.plan import plan_send
 
@@ -60,8 +60,8 @@ def _banner(text: str, link_url: str, link_text: str) -> str:
 
 
 def archive_page(session: Session, number: int, *, root: str) -> str:
-    """The web version of issue `number`; NotFoundError when there is none."""
-    issue = get_issue(session, number)
+    """The web version of issue `number`; NotFoundError when there is none, or nobody got it."""
+    issue = archived_issue(session, number)
     return web_version(
         issue.html,
         unsubscribe_help_url=f"{root}/unsubscribe",

@@ -17,6 +17,9 @@ class Clock:
     def __call__(self) -> datetime:
         return utcnow() + self.offset
 
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
 
 class FakeClock:
     """A monotonic clock (seconds) that moves only when told to."""
