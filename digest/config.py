@@ -10,22 +10,18 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tomllib
-from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from digest.addresses import is_loopback
 from digest.errors import ConfigError
+from digest.smtp_url import SmtpConfig, parse_smtp_url
 from digest.tokens import Keyring
 
-DEFAULT_CONFIG_FILE = "digest.toml"
-ENV_PREFIX = "DIGEST_"
 SECRET_KEYS = frozenset({"smtp_password", "secret_key", "preview_token", "inbox_password"})
 
 
@@ -319,7 +315,7 @@ class Settings(BaseModel):
     @property
     def smtp(self) -> SmtpConfig:
         cfg = parse_smtp_url(self.smtp_url)
-        cfg.password = self.smtp_password or _read_secret_file(
+        cfg.password = self.smtp_password or read_secret_file(
             self.smtp_password_file, "smtp_password_file"
         )
         cfg.ca_file = self.smtp_ca_file
@@ -339,7 +335,7 @@ class Settings(BaseModel):
 
     def inbox_secret(self) -> str | None:
         """The IMAP password (DIGEST_INBOX_PASSWORD or inbox_password_file), if any."""
-        return self.inbox_password or _read_secret_file(
+        return self.inbox_password or read_secret_file(
             self.inbox_password_file, "inbox_password_file"
         )
 
@@ -351,7 +347,7 @@ class Settings(BaseModel):
         """
         if self.secret_key:
             return check_key_strength(self.secret_key, "DIGEST_SECRET_KEY").encode()
-        key = _read_secret_file(self.secret_key_file, "secret_key_file", missing_ok=True)
+        key = read_secret_file(self.secret_key_file, "secret_key_file", missing_ok=True)
         if key:
             return check_key_strength(key, self.secret_key_file).encode()
         raise ConfigError(
@@ -362,50 +358,15 @@ class Settings(BaseModel):
     def keyring(self) -> Keyring:
         """The signing key and the retired keys (`retired_keys_file`, one per line) that
         still verify unsubscribe links and suppression entries made with them."""
-        retired = _read_secret_file(self.retired_keys_file, "retired_keys_file", missing_ok=True)
+        retired = read_secret_file(self.retired_keys_file, "retired_keys_file", missing_ok=True)
         lines = [ln.strip() for ln in (retired or "").splitlines()]
         keys = tuple(ln.encode() for ln in lines if ln and not ln.startswith("#"))
         return Keyring(self.secret_key_bytes(), keys)
 
 
-def key_warnings(settings: Settings) -> list[str]:
-    """What is wrong with the keys that does not stop digest: DIGEST_SECRET_KEY and the key
-    file both present and different (so `digest send` and `digest serve` can disagree).
-    Raises nothing; a missing or weak key is an error elsewhere."""
-    from digest.tokens import key_id
-
-    warnings = []
-    if settings.secret_key:
-        try:
-            in_file = _read_secret_file(settings.secret_key_file, "secret_key_file", True)
-        except ConfigError:
-            in_file = None
-        if in_file and in_file != settings.secret_key:
-            warnings.append(
-                f"DIGEST_SECRET_KEY and {settings.secret_key_file} are both set and differ: "
-                f"DIGEST_SECRET_KEY signs (key id {key_id(settings.secret_key.encode())}), "
-                f"{settings.secret_key_file} (key id {key_id(in_file.encode())}) is not used. "
-                "A `digest serve` or `digest send` run without the variable uses the file, and "
-                "the links of one do not work on the other: keep one key, in one place (move "
-                "the other to retired_keys_file if mail signed with it is out there)."
-            )
-    return warnings
-
-
-def describe_key(settings: Settings) -> str:
-    """Which key signs, by its public id, for `config show` (never the key itself)."""
-    from digest.tokens import key_id
-
-    try:
-        ring = settings.keyring()
-    except ConfigError as exc:
-        return f"(error: {exc.message})"
-    where = "DIGEST_SECRET_KEY" if settings.secret_key else settings.secret_key_file
-    retired = f"; {len(ring.retired)} retired" if ring.retired else ""
-    return f"key id {key_id(ring.current)} from {where}{retired}"
-
-
 MIN_KEY_CHARS = 32
+
+
 MIN_KEY_DISTINCT = 10
 
 
@@ -424,6 +385,8 @@ def check_key_strength(key: str, where: str) -> str:
 
 
 MIN_PASSWORD_CHARS = 16
+
+
 MIN_PASSWORD_DISTINCT = 8
 
 
@@ -437,61 +400,6 @@ def check_preview_token(token: str) -> str:
             hint="Make one with `openssl rand -base64 18`, or unset it and use preview_loopback.",
         )
     return token
-
-
-@dataclass
-class SmtpConfig:
-    url: str
-    security: Literal["plain", "starttls", "tls"]
-    host: str
-    port: int
-    user: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    timeout: float = 30.0  # one read
-    transaction_seconds: float = 120.0  # connecting and logging in, or one transaction up to "."
-    final_reply_seconds: float = 600.0  # the reply to the final "."
-
-    @property
-    def display(self) -> str:
-        """The URL without credentials, for messages."""
-        scheme = {"plain": "smtp", "starttls": "smtp+starttls", "tls": "smtps"}[self.security]
-        return f"{scheme}://{self.host}:{self.port}"
-
-
-_SMTP_SCHEMES: dict[str, tuple[Literal["plain", "starttls", "tls"], int]] = {
-    "smtp": ("plain", 25),
-    "smtp+starttls": ("starttls", 587),
-    "smtps": ("tls", 465),
-}
-
-
-def parse_smtp_url(url: str) -> SmtpConfig:
-    """Parse smtp://, smtp+starttls:// or smtps:// URLs; raises ValueError on a bad one."""
-    parts = urlsplit(url)
-    if parts.scheme not in _SMTP_SCHEMES:
-        raise ValueError(
-            f"{url!r} must start with smtp://, smtp+starttls:// or smtps:// "
-            "(e.g. smtp+starttls://user@mail.example.org:587)"
-        )
-    if parts.password is not None:
-        raise ValueError(
-            "do not put the password in smtp_url; set DIGEST_SMTP_PASSWORD or smtp_password_file"
-        )
-    if not parts.hostname:
-        raise ValueError(f"{url!r} has no host name")
-    security, default_port = _SMTP_SCHEMES[parts.scheme]
-    try:
-        port = parts.port or default_port
-    except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
-    user = unquote(parts.username) if parts.username else None
-    if user and security == "plain" and not is_loopback(parts.hostname):
-        raise ValueError(
-            f"refusing to send credentials over a plain connection to {parts.hostname}; "
-            "use smtp+starttls:// or smtps://"
-        )
-    return SmtpConfig(url=url, security=security, host=parts.hostname, port=port, user=user)
 
 
 def normalise_database_url(value: str) -> str:
@@ -512,7 +420,7 @@ def _ensure_single_line(value: str) -> None:
         raise ValueError("must be a single line")
 
 
-def _read_secret_file(path: str | None, setting: str, missing_ok: bool = False) -> str | None:
+def read_secret_file(path: str | None, setting: str, missing_ok: bool = False) -> str | None:
     if not path:
         return None
     p = Path(path)
@@ -560,123 +468,3 @@ def permission_error(path: Path, setting: str) -> ConfigError:
         f"{setting}: {path} cannot be read by the user {current_user()} (it belongs to {owner})",
         hint=f"Run digest as {owner}, or `chown {current_user()} {path}` (keep it chmod 600).",
     )
-
-
-@dataclass(frozen=True)
-class LoadedSettings:
-    settings: Settings
-    sources: dict[str, str]  # setting key -> where its value came from
-    config_path: Path | None
-
-
-def _field_keys() -> dict[str, str]:
-    """Map of digest.toml key -> model field name."""
-    return {(f.alias or name): name for name, f in Settings.model_fields.items()}
-
-
-def load_settings(
-    config_path: str | Path | None = None,
-    *,
-    environ: dict[str, str] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> LoadedSettings:
-    """Build the settings. `config_path` (or DIGEST_CONFIG) must exist when given explicitly."""
-    env = dict(os.environ if environ is None else environ)
-    keys = _field_keys()
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = dict.fromkeys(keys, "default")
-
-    explicit = config_path or env.get("DIGEST_CONFIG")
-    path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
-    loaded_path: Path | None = None
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
-                f"{exc.start})",
-                hint="Save it as UTF-8: any text editor can, or `iconv -f windows-1252 -t utf-8`.",
-            ) from None
-        except PermissionError:
-            raise permission_error(path, "the config file") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-        for key, value in data.items():
-            if key not in keys:
-                raise ConfigError(
-                    f"{path}: unknown setting {key!r}",
-                    hint="`digest config show` lists every setting.",
-                )
-            if key in SECRET_KEYS:
-                raise ConfigError(
-                    f"{path}: {key} must not be written in the config file",
-                    hint=f"Set {ENV_PREFIX}{key.upper()} or {key}_file instead.",
-                )
-            values[key] = value
-            sources[key] = str(path)
-        loaded_path = path
-    elif explicit:
-        raise ConfigError(
-            f"config file {path} does not exist", hint="Run `digest init` to create one."
-        )
-
-    for key in keys:
-        env_name = ENV_PREFIX + key.upper()
-        if env_name in env and env[env_name] != "":
-            values[key] = env[env_name]
-            sources[key] = f"env {env_name}"
-
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
-            sources[key] = "command line"
-
-    try:
-        settings = Settings.model_validate(values)
-    except ValidationError as exc:
-        raise _config_error(exc, sources) from None
-    return LoadedSettings(settings=settings, sources=sources, config_path=loaded_path)
-
-
-def _config_error(exc: ValidationError, sources: dict[str, str]) -> ConfigError:
-    lines = []
-    for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        if not err["loc"]:  # a rule about several settings together
-            lines.append(msg)
-            continue
-        key = str(err["loc"][0])
-        where = sources.get(key, "")
-        lines.append(f"setting {key!r} ({where}): {msg}" if where else f"{key}: {msg}")
-    return ConfigError(
-        "invalid settings: " + "; ".join(lines),
-        hint="Fix digest.toml or the DIGEST_* environment variable named above.",
-    )
-
-
-def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
-    """(key, display value, source) for every setting, secrets redacted."""
-    from sqlalchemy.engine import make_url
-
-    rows = []
-    dumped = loaded.settings.model_dump(by_alias=True)
-    for key, value in dumped.items():
-        source = loaded.sources.get(key, "default")
-        if key in SECRET_KEYS:
-            shown = "(set, hidden)" if value else "(not set)"
-        elif key == "database_url":
-            shown = make_url(value).render_as_string(hide_password=True)
-        elif value is None:
-            shown = "(not set)"
-        else:
-            shown = str(value)
-        rows.append((key, shown, source))
-    key_file = Path(loaded.settings.secret_key_file)
-    if not loaded.settings.secret_key and not key_file.exists():
-        rows.append(("secret key", "(missing)", str(key_file)))
-    else:
-        rows.append(("signing key", describe_key(loaded.settings), "derived"))
-    return rows

@@ -3,89 +3,26 @@
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
-import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest.addresses import address_key, normalise_address
-from digest.errors import DigestError, NotFoundError, UsageError
+from digest.errors import NotFoundError, UsageError
 from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
-from digest.tokens import Keyring, key_id
+from digest.suppression import find_suppression, suppression_hash
+from digest.tokens import Keyring
 
 MAX_NAME = 200
+
+
 SUPPRESSED = (SubscriberStatus.unsubscribed, SubscriberStatus.bounced)
-
-
-def legacy_suppression_hash(email: str) -> str:
-    """The unkeyed sha256 that suppression entries were until schema 0007."""
-    return hashlib.sha256(address_key(email).encode()).hexdigest()
-
-
-def suppression_hash(key: bytes, email: str) -> str:
-    """HMAC-SHA256 with the secret key over the unkeyed hash (so legacy rows can be re-keyed
-    without their address; migration 0007 uses the same formula)."""
-    legacy = legacy_suppression_hash(email).encode()
-    return hmac.new(key, b"digest:suppression:" + legacy, hashlib.sha256).hexdigest()
-
-
-def find_suppression(session: Session, keyring: Keyring, email: str) -> Suppression | None:
-    """The suppression entry for `email`, made with any key of the keyring or (legacy) none.
-
-    An entry found under a retired key or no key is re-keyed with the current one on the
-    way: rows are upgraded as their addresses are seen.
-    """
-    hashes = {suppression_hash(k, email): key_id(k) for k in keyring.all_keys()}
-    legacy = legacy_suppression_hash(email)
-    found = session.exec(
-        select(Suppression).where(col(Suppression.email_hash).in_([*hashes, legacy]))
-    ).all()
-    found = [r for r in found if hashes.get(r.email_hash) == r.key_id or r.key_id is None]
-    if not found:
-        return None
-    keep, *extra = sorted(found, key=lambda r: r.key_id != keyring.current_id)
-    for row in extra:
-        session.delete(row)
-    if keep.key_id != keyring.current_id:
-        keep.email_hash = suppression_hash(keyring.current, email)
-        keep.key_id = keyring.current_id
-        session.add(keep)
-    session.flush()
-    return keep
-
-
-def rekey_legacy_suppressions(session: Session, keyring: Keyring) -> int:
-    """Re-key every legacy (unkeyed) suppression entry with the current key; how many."""
-    rows = session.exec(select(Suppression).where(col(Suppression.key_id).is_(None))).all()
-    for row in rows:
-        row.email_hash = hmac.new(
-            keyring.current, b"digest:suppression:" + row.email_hash.encode(), hashlib.sha256
-        ).hexdigest()
-        row.key_id = keyring.current_id
-        session.add(row)
-    session.flush()
-    return len(rows)
-
-
-def suppressions_without_key(session: Session, keyring: Keyring) -> int:
-    """Entries made with a key that is neither current nor retired: they no longer match."""
-    known = [key_id(k) for k in keyring.all_keys()]
-    return len(
-        session.exec(
-            select(Suppression.id)
-            .where(col(Suppression.key_id).is_not(None))
-            .where(col(Suppression.key_id).not_in(known))
-        ).all()
-    )
 
 
 def _clean_name(name: str | None) -> str:
@@ -508,58 +445,8 @@ def remove_subscriber(session: Session, email: str, *, keyring: Keyring) -> None
 # A cell starting with = + - @ (or tab/CR) is a formula to a spreadsheet (CSV injection); the
 # export puts an apostrophe in front, and the import takes it off again. A value that already
 # starts with an apostrophe gets one more, so the round trip is exact.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_safe(value: str) -> str:
-    return "'" + value if value[:1] in (*_FORMULA_START, "'") else value
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv_unescape(value: str) -> str:
-    return value[1:] if value[:1] == "'" and value[1:2] in (*_FORMULA_START, "'") else value
-
-
-def _time(moment: datetime | None) -> str:
-    return moment.isoformat() if moment else ""
-
-
-def subscriber_rows(subs: Iterable[Subscriber]) -> Iterable[list[str]]:
-    for s in subs:
-        yield [s.email, s.name, s.status, s.status_source, _time(s.created_at),
-               _time(s.status_changed_at), _time(s.confirmed_at)]  # fmt: skip
-
-
-EXPORT_HEADER = list(IMPORT_COLUMNS)
-BOM = "\ufeff"  # Excel reads a CSV as UTF-8 only when it starts with one
-
-
-def write_csv(subs: Iterable[Subscriber], out: IO[str], *, excel: bool = False) -> int:
-    """The list as CSV (spreadsheet-safe); `excel`: with a byte-order mark for Excel."""
-    if excel:
-        out.write(BOM)
-    writer = csv.writer(out)
-    writer.writerow(EXPORT_HEADER)
-    n = 0
-    for row in subscriber_rows(subs):
-        writer.writerow([_csv_safe(v) for v in row])
-        n += 1
-    return n
-
-
-def export_subscribers(
-    session: Session, path: Path, status: SubscriberStatus | None = None, *, excel: bool = False
-) -> int:
-    """Write the list to `path` atomically (a temporary file renamed into place), readable by
-    its owner only: it is personal data."""
-    subs = list_subscribers(session, status)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # an old temporary file keeps its mode otherwise
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            n = write_csv(subs, fh, excel=excel)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DigestError(f"cannot write {path}: {exc.strerror}") from None
-    return n
+    return value[1:] if value[:1] == "'" and value[1:2] in (*FORMULA_START, "'") else value

@@ -17,10 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from digest.config import DEFAULT_CONFIG_FILE, Settings, load_settings
+from digest.config import Settings
+from digest.config_load import DEFAULT_CONFIG_FILE, load_settings
 from digest.db import explain_database_error, make_engine, session_scope, sqlite_path, upgrade
 from digest.errors import DigestError
-from digest.subscribers import rekey_legacy_suppressions
+from digest.suppression import rekey_legacy_suppressions
 
 STARTER_CONFIG = """\
 # digest configuration. Every setting can also be set with a DIGEST_<NAME> environment variable

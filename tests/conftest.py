@@ -16,7 +16,8 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from digest.cli import app
-from digest.config import Settings, load_settings
+from digest.config import Settings
+from digest.config_load import load_settings
 from digest.db import make_engine, upgrade
 from digest.web.app import create_app
 

@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from digest.addresses import normalise_address
-from digest.config import ConfigError, load_settings
+from digest.config import ConfigError
+from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.web.app import create_app
 

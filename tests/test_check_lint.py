@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from digest.check import CheckReport, contrast_ratio, lint_message
+from digest.check import contrast_ratio
 from digest.compose.dkim import DkimSigner, parse_key
-from digest.config import load_settings
+from digest.config_load import load_settings
+from digest.lint import CheckReport, lint_message
 
 from .helpers.keys import rsa_pem, signed_message
 

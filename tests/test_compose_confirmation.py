@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from digest.compose.dkim import load_signer
-from digest.config import Settings, load_settings
+from digest.config import Settings
+from digest.config_load import load_settings
 from digest.db import Engine, session_scope
 from digest.lifecycle import request_subscription
 from digest.send.confirm import send_confirmations

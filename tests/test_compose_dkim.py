@@ -14,7 +14,7 @@ import dkim
 import pytest
 
 from digest.compose.dkim import ED25519, RSA, DkimSigner, load_signer, parse_key
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.errors import ConfigError
 
 from .helpers.keys import dns_for, ed25519_pem, rsa_pem, signed_message

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 
 from .helpers.smtp import SmtpServer
 

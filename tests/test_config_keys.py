@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from digest.config import ConfigError, load_settings
+from digest.config import ConfigError
+from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.models import utcnow
 from digest.tokens import key_id, make_timed_token, make_token

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import load_settings, parse_smtp_url
+from digest.config_load import load_settings
 from digest.errors import ConfigError
+from digest.smtp_url import parse_smtp_url
 
 
 def test_defaults_without_a_config_file(workdir: Path) -> None:

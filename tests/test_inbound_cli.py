@@ -133,7 +133,7 @@ def test_bounces_list_table_json_and_since(
     env: dict[str, str], cli: Callable[..., Any], engine: Engine
 ) -> None:
     [ana, bo] = reports.make_world(engine, ["ana@example.com", "bo@example.com"])
-    from digest.config import load_settings
+    from digest.config_load import load_settings
     from digest.inbound.act import process_message
 
     settings = load_settings().settings
@@ -158,7 +158,7 @@ def test_subscribers_reactivate(
     env: dict[str, str], cli: Callable[..., Any], engine: Engine
 ) -> None:
     [ana, bo] = reports.make_world(engine, ["ana@example.com", "bo@example.com"])
-    from digest.config import load_settings
+    from digest.config_load import load_settings
     from digest.inbound.act import process_message
 
     settings = load_settings().settings

@@ -324,7 +324,7 @@ def test_bad_mailbox_urls(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_source(url)
     with pytest.raises(ConfigError, match=message):
-        from digest.config import load_settings
+        from digest.config_load import load_settings
 
         load_settings(environ={"DIGEST_INBOX_URL": url})
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.web.app import create_app
 
 from .helpers.newsletter import SECRET

@@ -325,7 +325,7 @@ def test_three_postgres_workers_one_killed(
         seed(cli, subscribers=0, items=1)
         bulk_subscribers(env, 5000)
         # Freeze the issue without sending it: the workers do all the sending.
-        from digest.config import load_settings
+        from digest.config_load import load_settings
         from digest.db import session_scope
         from digest.send.plan import plan_send, start_issue
 

@@ -122,7 +122,7 @@ def test_worker_without_an_issue_does_nothing(cli, env, smtp_server: SmtpServer)
 
 
 def _scheduled(env: dict[str, str], now: datetime, force: bool = False):
-    from digest.config import load_settings
+    from digest.config_load import load_settings
     from digest.db import session_scope
     from digest.send.plan import plan_scheduled
 

@@ -15,17 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.db import make_engine, session_scope, upgrade
+from digest.export import BOM, write_csv
 from digest.models import Subscriber, SubscriberStatus
 from digest.subscribers import (
-    BOM,
     add_subscriber,
     get_subscriber,
     import_subscribers,
     list_subscribers,
     set_status,
-    write_csv,
 )
 
 from .helpers.db import postgres_schema

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.web.app import create_app
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.demo import free_port
 from digest.tokens import make_token
 from digest.web.app import create_app

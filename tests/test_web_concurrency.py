@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.web.app import create_app
 

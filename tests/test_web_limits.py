@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.web.app import create_app
 

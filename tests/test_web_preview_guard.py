@@ -10,7 +10,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from digest.config import ConfigError, load_settings
+from digest.config import ConfigError
+from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.web.app import create_app
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from digest.config import load_settings
+from digest.config_load import load_settings
 from digest.db import head_revision
 from digest.demo import free_port
 from digest.errors import ConfigError, DigestError

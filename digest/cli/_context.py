@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from digest.config import LoadedSettings, Settings, load_settings
+from digest.config import Settings
+from digest.config_load import LoadedSettings, load_settings
 from digest.dates import parse_when
 from digest.db import Engine, check_schema, make_engine
 from digest.errors import EXIT_ERROR, UsageError

@@ -29,9 +29,8 @@ from digest.models import utcnow
 from digest.text import plural
 
 if TYPE_CHECKING:
-    from sqlmodel import Session
-
     from digest.cli._context import State
+    from digest.db import Session
     from digest.models import Issue
     from digest.send.outcome import SendOutcome
     from digest.send.plan import SendPlan

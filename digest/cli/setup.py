@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from digest.cli._context import state, sub_app, table
-from digest.config import describe_settings, key_warnings
+from digest.config_load import describe_settings, key_warnings
 
 commands = sub_app()
 config_app = sub_app("Show the effective settings.")

@@ -78,7 +78,8 @@ def subscribers_list(
 
     Example: digest subscribers list --status active --format csv
     """
-    from digest.subscribers import EXPORT_HEADER, list_subscribers, subscriber_rows, write_csv
+    from digest.export import EXPORT_HEADER, subscriber_rows, write_csv
+    from digest.subscribers import list_subscribers
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
@@ -183,7 +184,8 @@ def subscribers_export(
 
     Example: digest subscribers export list.csv --format excel
     """
-    from digest.subscribers import export_subscribers, list_subscribers, write_csv
+    from digest.export import export_subscribers, write_csv
+    from digest.subscribers import list_subscribers
 
     excel = format == ExportFormat.excel
     with session_scope(state(ctx).engine()) as session:

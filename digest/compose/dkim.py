@@ -170,10 +170,10 @@ def load_signer(settings: Settings) -> DkimSigner | None:
     """
     if not (settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key_file):
         return None
-    from digest.config import _read_secret_file
+    from digest.config import read_secret_file
 
     path = settings.dkim_private_key_file
-    text = _read_secret_file(path, "dkim_private_key_file")
+    text = read_secret_file(path, "dkim_private_key_file")
     if not text:
         raise ConfigError(f"dkim_private_key_file: {path} is empty")
     algorithm, key = parse_key(

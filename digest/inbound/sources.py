@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from digest.config import Settings, _read_secret_file
+from digest.config import Settings, read_secret_file
 from digest.errors import ConfigError, DigestError, TemporaryFailure, UsageError
 from digest.inbound.classify import MAX_MESSAGE_BYTES
 from digest.inbound.spec import SourceSpec
@@ -269,7 +269,7 @@ def oauth2_token(settings: Settings) -> str | None:
     """An XOAUTH2 access token: from inbox_oauth2_token_file, or printed by
     inbox_oauth2_token_command (run without a shell); None when neither is set."""
     if settings.inbox_oauth2_token_file:
-        token = _read_secret_file(settings.inbox_oauth2_token_file, "inbox_oauth2_token_file")
+        token = read_secret_file(settings.inbox_oauth2_token_file, "inbox_oauth2_token_file")
         if not token:
             raise ConfigError(
                 f"inbox_oauth2_token_file {settings.inbox_oauth2_token_file} is empty"

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from digest.config import SmtpConfig
 from digest.errors import ConfigError, DigestError, SmtpUnavailable
+from digest.smtp_url import SmtpConfig
 
 Outcome = Literal["sent", "temporary", "permanent"]
 # Replies that mean "slow down" rather than "this recipient is a problem".
