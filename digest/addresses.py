@@ -1,6 +1,8 @@
-"""Email address validation and normalisation (email-validator, no DNS)."""
+"""Email address validation and normalisation (email-validator, no DNS); loopback hosts."""
 
 from __future__ import annotations
+
+import ipaddress
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -54,3 +56,13 @@ def normalise_address(address: str, *, allow_special_use: bool = False) -> str:
 def address_key(address: str) -> str:
     """The case-insensitive key that makes one subscriber per mailbox."""
     return address.casefold()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -217,6 +217,56 @@ def lint_settings(settings: Settings, report: CheckReport) -> None:
             f"accent_colour {settings.accent_colour} on white has a contrast of {ratio:.1f}:1; "
             "white masthead text needs at least 4.5:1 (WCAG AA): choose a darker colour",
         )  # fmt: skip
+    lint_return_path(settings, report)
+
+
+def lint_return_path(settings: Settings, report: CheckReport) -> None:
+    """Where bounces, complaints and emailed unsubscribes come back to (VERP, inbound/)."""
+    if not settings.bounce_address:
+        report.add(
+            "warning", "return-path",
+            "bounce_address is not set: bounces go to the From address, a report can only be "
+            "matched by the address it quotes, and a forged one cannot be told apart; set "
+            "bounce_address (e.g. bounces@" + settings.from_domain + ") for VERP",
+        )  # fmt: skip
+        return
+    domain = settings.bounce_address.rpartition("@")[2]
+    local = settings.bounce_address.rpartition("@")[0]
+    report.add(
+        "ok", "return-path",
+        f"each delivery's envelope sender is {local}+TOKEN@{domain} (VERP); that mailbox must "
+        f"accept plus-addressing (Postfix: recipient_delimiter = +)",
+    )  # fmt: skip
+    from_domain = settings.from_domain
+    if not (domain == from_domain or domain.endswith("." + from_domain)
+            or from_domain.endswith("." + domain)):  # fmt: skip
+        report.add(
+            "warning", "return-path",
+            f"bounce_address is on {domain}, From on {from_domain}: for DMARC's SPF alignment "
+            "the return path should be on the From domain or a subdomain of it",
+        )  # fmt: skip
+    if settings.unsubscribe_mailto:
+        from email.utils import parseaddr
+
+        mailto = parseaddr(settings.unsubscribe_mailto)[1].lower()
+        if mailto != settings.bounce_address.lower():
+            report.add(
+                "warning", "unsubscribe-mail",
+                f"emailed unsubscribes go to {mailto}, not to bounce_address: digest acts on "
+                "them only if `digest inbox fetch` reads that mailbox too",
+            )  # fmt: skip
+    if settings.inbox_url:
+        from digest.inbound.spec import parse_source
+
+        report.add(
+            "ok", "inbox", f"`digest inbox fetch` reads {parse_source(settings.inbox_url).display}"
+        )
+    else:
+        report.add(
+            "ok", "inbox",
+            "inbox_url is not set: `digest inbox fetch` needs a mailbox named, or the MTA pipes "
+            "bounces to `digest inbox receive`",
+        )  # fmt: skip
 
 
 def lint_message(

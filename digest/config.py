@@ -7,7 +7,6 @@ its owner can read; they are never printed.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
@@ -21,12 +20,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from digest.addresses import is_loopback
 from digest.errors import ConfigError
 from digest.tokens import Keyring
 
 DEFAULT_CONFIG_FILE = "digest.toml"
 ENV_PREFIX = "DIGEST_"
-SECRET_KEYS = frozenset({"smtp_password", "secret_key", "preview_token"})
+SECRET_KEYS = frozenset({"smtp_password", "secret_key", "preview_token", "inbox_password"})
 
 
 class Settings(BaseModel):
@@ -118,6 +118,26 @@ class Settings(BaseModel):
     # unsubscribe): nothing, or its network (IPv4 /24, IPv6 /48) as a coarse marker
     consent_client: Literal["off", "network"] = "off"
 
+    # What comes back (`digest inbox fetch`, `digest inbox receive`): bounces, complaints and
+    # emailed unsubscribes. With bounce_address set, each delivery's envelope sender is
+    # bounces+TOKEN@domain (VERP), so a report names its delivery and cannot be forged.
+    bounce_address: str | None = None
+    inbox_url: str | None = None  # imaps://user@host/INBOX, imap+starttls://…, a Maildir, mbox:…
+    inbox_password: str | None = None
+    inbox_password_file: str | None = None
+    inbox_ca_file: str | None = None
+    inbox_done_folder: str | None = None  # IMAP: processed reports are moved here
+    inbox_oauth2_token_file: str | None = None  # XOAUTH2 (Microsoft 365, Google Workspace)
+    inbox_oauth2_token_command: str | None = None  # prints an access token for XOAUTH2
+    inbox_timeout: float = Field(60.0, gt=0)
+    # GNU Mailman's bounce score: a permanent bounce adds bounce_hard_score, a temporary one
+    # bounce_soft_score (at most one a day counts); at bounce_threshold the subscriber is
+    # `bounced`; bounce_reset_days without a bounce and the score starts again from zero.
+    bounce_hard_score: float = Field(1.0, ge=0, le=100)
+    bounce_soft_score: float = Field(0.25, ge=0, le=100)
+    bounce_threshold: float = Field(1.0, gt=0, le=1000)
+    bounce_reset_days: int = Field(30, ge=1, le=3650)
+
     @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod
     def _check_address(cls, value: str | None) -> str | None:
@@ -141,7 +161,8 @@ class Settings(BaseModel):
         if self.allow_special_use_domains:
             return self
         for key, value in (("from", self.from_address), ("reply_to", self.reply_to),
-                           ("unsubscribe_mailto", self.unsubscribe_mailto)):  # fmt: skip
+                           ("unsubscribe_mailto", self.unsubscribe_mailto),
+                           ("bounce_address", self.bounce_address)):  # fmt: skip
             if value is None or value == type(self).model_fields["from_address"].default:
                 continue
             domain = parseaddr(value)[1].rpartition("@")[2]
@@ -152,6 +173,37 @@ class Settings(BaseModel):
                     "reach; set allow_special_use_domains = true for an intranet or staging set-up"
                 )
         return self
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _check_bounce_address(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        _ensure_single_line(value)
+        from digest.addresses import normalise_address
+        from digest.inbound.verp import check_bounce_address
+
+        # special-use domains: checked with the setting that allows them (_check_special)
+        normalise_address(parseaddr(value)[1], allow_special_use=True)  # ValueError: why
+        return check_bounce_address(value)
+
+    @field_validator("inbox_url")
+    @classmethod
+    def _check_inbox_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        from digest.inbound.spec import parse_source
+
+        parse_source(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("inbox_done_folder", "inbox_oauth2_token_command")
+    @classmethod
+    def _one_line_or_none(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        _ensure_single_line(value)
+        return value
 
     @field_validator("name", "organisation", "subject", "list_id")
     @classmethod
@@ -286,6 +338,12 @@ class Settings(BaseModel):
     @property
     def from_domain(self) -> str:
         return parseaddr(self.from_address)[1].rpartition("@")[2].lower()
+
+    def inbox_secret(self) -> str | None:
+        """The IMAP password (DIGEST_INBOX_PASSWORD or inbox_password_file), if any."""
+        return self.inbox_password or _read_secret_file(
+            self.inbox_password_file, "inbox_password_file"
+        )
 
     def secret_key_bytes(self) -> bytes:
         """The key that signs links now; an error when none is configured or it is weak.
@@ -436,15 +494,6 @@ def parse_smtp_url(url: str) -> SmtpConfig:
             "use smtp+starttls:// or smtps://"
         )
     return SmtpConfig(url=url, security=security, host=parts.hostname, port=port, user=user)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalise_database_url(value: str) -> str:

@@ -134,7 +134,7 @@ def run_demo(folder: Path, echo: Callable[[str], None] = print) -> DemoResult:
         outcome = run_issue(
             engine, settings, issue.id or 0, subject=issue.subject, html=issue.html,
             text=issue.text, issue_uid=issue.uid, domain=issue.message_id_domain,
-            stop=threading.Event(),
+            stop=threading.Event(), issue_number=issue.number,
         )  # fmt: skip
         engine.dispose()
         c = outcome.counts

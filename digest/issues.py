@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -438,6 +438,7 @@ class IssueDetail:
     counts: dict[str, int]
     items: Sequence[IssueItem]
     problems: list[tuple[str, str, int, str]]  # see problem_deliveries
+    feedback: dict[str, int] = field(default_factory=dict)  # bounce events by kind (inbound/)
 
 
 def issue_detail(session: Session, number: int) -> IssueDetail:
@@ -445,9 +446,11 @@ def issue_detail(session: Session, number: int) -> IssueDetail:
     deferred deliveries with the server's last reply."""
     issue = get_issue(session, number)
     issue_id = issue.id or 0
+    from digest.inbound.act import issue_feedback_counts
+
     return IssueDetail(
         issue, delivery_counts(session, issue_id), issue_items(session, issue_id),
-        problem_deliveries(session, issue_id),
+        problem_deliveries(session, issue_id), issue_feedback_counts(session, issue_id),
     )  # fmt: skip
 
 

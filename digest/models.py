@@ -112,6 +112,10 @@ class Subscriber(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow)
     status_changed_at: datetime = _ts(default_factory=utcnow)
     confirmed_at: datetime | None = _ts(nullable=True, default=None)
+    # Mailman's bounce score (digest/inbound/act.py): the sum of the counted bounce events,
+    # back to zero after `bounce_reset_days` without one; `bounced` at `bounce_threshold`.
+    bounce_score: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    bounce_counted_at: datetime | None = _ts(nullable=True, default=None)
 
 
 class SubscriberEvent(SQLModel, table=True):
@@ -136,7 +140,7 @@ class Suppression(SQLModel, table=True):
     them, and someone with a copy of the database but not the key cannot test an address.
 
     `email_hash` is HMAC-SHA256(key, sha256(address)) with the key named by `key_id`; a row
-    with no key_id is a legacy unkeyed sha256(address) (see migration 0007).
+    with no key_id is a legacy unkeyed sha256(address) (see migration 0008).
     """
 
     id: int | None = Field(default=None, primary_key=True)
@@ -278,3 +282,69 @@ class SourceEntry(SQLModel, table=True):
     news_item_id: int = Field(
         sa_column_args=[sa.ForeignKey("news_item.id", ondelete="CASCADE")], index=True
     )
+
+
+class InboundKind(StrEnum):
+    """What a message read from the bounce mailbox turned out to be."""
+
+    bounce = "bounce"
+    complaint = "complaint"
+    unsubscribe = "unsubscribe"
+    auto_reply = "auto_reply"
+    person = "person"  # not a report we act on: left where it is for a person to read
+
+
+class InboundMessage(SQLModel, table=True):
+    """Every message read from a mailbox, once: its fingerprint is UNIQUE, so reading the same
+    mailbox twice, or one message arriving by two routes, is processed only once."""
+
+    __tablename__ = "inbound_message"
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64, unique=True)  # sha256 of Message-ID and body
+    message_id: str = Field(default="", max_length=500)
+    received_at: datetime = _ts(default_factory=utcnow, index=True)
+    source: str = Field(default="", max_length=500)  # the mailbox it came from (no password)
+    kind: str = Field(max_length=16)
+    detail: str = Field(default="", max_length=500)
+
+
+class BounceKind(StrEnum):
+    permanent = "permanent"
+    temporary = "temporary"
+    complaint = "complaint"
+    unsubscribe = "unsubscribe"
+
+
+class BounceEvent(SQLModel, table=True):
+    """A bounce, complaint or emailed unsubscribe about one subscriber, with the score after it.
+
+    `origin` is UNIQUE: one event per (message, subscriber), or per delivery for a 5xx
+    recorded during the SMTP conversation, however often the mailbox is read.
+    """
+
+    __tablename__ = "bounce_event"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(default_factory=utcnow, index=True)
+    origin: str = Field(max_length=100, unique=True)
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="SET NULL")],
+        index=True,
+    )
+    email: str = Field(default="", max_length=320)
+    issue_id: int | None = Field(
+        default=None,
+        sa_column_args=[sa.ForeignKey("issue.id", ondelete="SET NULL")],
+        index=True,
+    )
+    delivery_id: int | None = Field(
+        default=None, sa_column_args=[sa.ForeignKey("delivery.id", ondelete="SET NULL")]
+    )
+    inbound_message_id: int | None = Field(
+        default=None, sa_column_args=[sa.ForeignKey("inbound_message.id", ondelete="SET NULL")]
+    )
+    kind: str = Field(max_length=16)
+    status: str = Field(default="", max_length=32)  # enhanced status (5.1.1) or SMTP code
+    diagnostic: str = Field(default="", max_length=500)
+    counted: bool = Field(default=False)  # added to the score (at most one event a day)
+    score_after: float = Field(default=0.0)

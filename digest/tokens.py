@@ -139,7 +139,8 @@ _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _CLOCK_SKEW = timedelta(minutes=5)  # several web workers may disagree a little about the time
 
 
-def _b36(n: int) -> str:
+def b36(n: int) -> str:
+    """A whole number in lowercase base 36 (short, case-insensitive-safe)."""
     out = ""
     while True:
         n, r = divmod(n, 36)
@@ -150,7 +151,7 @@ def _b36(n: int) -> str:
 
 def make_timed_token(key: bytes, purpose: str, uid: str, *, now: datetime) -> str:
     """A token for `purpose` that also records when it was made (whole seconds, UTC)."""
-    payload = f"{uid}_{_b36(int(now.timestamp()))}"
+    payload = f"{uid}_{b36(int(now.timestamp()))}"
     return f"{key_id(key)}_{payload}_{_sign(key, purpose + '@timed', payload)}"
 
 

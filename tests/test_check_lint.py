@@ -44,6 +44,7 @@ def test_clean_configuration_passes(
 ) -> None:
     _news(cli)
     _dkim(workdir, monkeypatch)
+    monkeypatch.setenv("DIGEST_BOUNCE_ADDRESS", "bounces@partnership.example.org")
     r = cli("check")
     assert r.exit_code == 0, r.output
     assert "Checked issue 1, the next send (2 items)." in r.output
@@ -66,7 +67,8 @@ def test_no_items_checks_a_sample_issue(env: dict[str, str], cli: Callable[..., 
     assert r.exit_code == 0, r.output
     assert "Checked a sample issue: there are no new items for the next send." in r.output
     assert "warning  dkim            messages are not DKIM-signed" in r.output
-    assert "0 errors, 1 warning: ready to send." in r.output
+    assert "warning  return-path     bounce_address is not set" in r.output
+    assert "0 errors, 2 warnings: ready to send." in r.output
 
 
 def test_missing_postal_address_and_base_url(

@@ -9,9 +9,9 @@ Subject, Date and Message-ID, and a message that parses back (email, policy.defa
 subject, To name and address, and text and HTML bodies that went in, the unsubscribe link in
 place of its placeholder.
 
-The properties marked xfail are defects of wire.py that these tests found; each names the
-smallest counter-example, pinned with @example so that it fails every run. When wire.py is
-fixed they pass, and strict=True makes them fail until the mark is removed.
+The @example cases are defects of wire.py that these properties found (a subject that looks
+like an encoded-word, spaces lost or doubled by the email package's folder, an unfolded long
+To name, an 81-character Content-Type line), pinned so that they are tried on every run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 
-import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -222,18 +221,10 @@ def _unfolded_lines(data: bytes, *, skip: tuple[bytes, ...] = ()) -> list[list[b
     ]
 
 
-def _long_ascii_to(case: Case) -> bool:
-    """An ASCII name too long for one line with its address: wire.py does not fold it."""
-    name = header_text(case.name)
-    return name.isascii() and len(f'To: "{name}" <{case.email}>') > 78
-
-
 @PROPERTY
 @given(cases)
 def test_headers_from_the_input_are_folded_at_78(case: Case) -> None:
-    data = case.render()
-    skip = (b"Content-Type:",) + ((b"To:",) if _long_ascii_to(case) else ())
-    assert not _unfolded_lines(data, skip=skip)
+    assert not _unfolded_lines(case.render())
 
 
 long_ascii_names = st.lists(
@@ -243,12 +234,6 @@ long_ascii_names = st.lists(
 ).map(" ".join)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire.to_header folds an ASCII name only before its <address>: the name "
-    "'Ana Jones ' * 10 gives 'To: Ana Jones Ana Jones …' as one line of 103 characters, "
-    "though it could fold between the words (RFC 5322 §2.1.1: SHOULD be at most 78)",
-)
 @PROPERTY
 @example(name="Ana Jones " * 10, email="reader1@example.net")
 @given(name=long_ascii_names, email=addresses)
@@ -257,12 +242,6 @@ def test_to_with_a_long_ascii_name_is_folded_at_78(name: str, email: str) -> Non
     assert not _unfolded_lines(case.render())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MessageTemplate writes Content-Type: multipart/alternative; "
-    'boundary="=_digest_<24 hex digits>" on one line of 81 characters in every message, '
-    "though it could fold before boundary= (RFC 5322 §2.1.1: SHOULD be at most 78)",
-)
 @PROPERTY
 @example(Case(MSG, "s", "", "reader1@example.net", "t", "h", MSG.mailto_unsubscribe))
 @given(cases)
@@ -346,16 +325,6 @@ def _subject(subject: str) -> Case:
     return Case(MSG, subject, "", "reader1@example.net", "t", "h", MSG.mailto_unsubscribe)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="(1) a subject that looks like an encoded-word is written as it is (wire._fold's "
-    "ASCII path), so the reader decodes it: '=?utf-8?q?hi?=' reads back as 'hi'; "
-    "(2) wire._fold leaves long subjects to the email package's folder (policy.SMTP), which "
-    "loses a space when it folds between two encoded-words: the Chinese subject "
-    "'儿童 保护 会议 在 学校 举行 家长 老师 社会 工作者 参加 儿童 保护 会议 在' reads back "
-    "with '保护会议' for '保护 会议'; (3) and doubles one when it folds before an encoded-word: "
-    "'0' * 58 + ' \\x80' reads back with two spaces before '\\x80'",
-)
 @PROPERTY
 @example(_subject("=?utf-8?q?hi?="))
 @example(_subject(CHINESE))
@@ -389,11 +358,6 @@ def test_to_parses_back(case: Case) -> None:
     assert _display_name(data) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ASCII To name that looks like an encoded-word is written as it is (wire."
-    "to_header), so the reader decodes it: '=?utf-8?q?Eve?=' reads back as 'Eve'",
-)
 @PROPERTY
 @example(name="=?utf-8?q?Eve?=")
 @given(name=texts("=?utf-8?q?Eve?=", max_pieces=6).filter(lambda n: "=?" in header_text(n)))

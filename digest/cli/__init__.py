@@ -1,6 +1,6 @@
 """The `digest` command line: parse, call one library function, present the result.
 
-One module per noun (setup, subscribers, news, issues, serve); `_context` holds what they
+One module per noun (setup, subscribers, news, issues, serve, inbox); `_context` holds what they
 share. Errors are translated in one place (`_DigestGroup.invoke`): `Error: …` and a hint on
 stderr, a non-zero exit code, and a traceback only with --verbose.
 """
@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from digest import __version__
-from digest.cli import issues, news, serve, setup, subscribers
+from digest.cli import inbox, issues, news, serve, setup, subscribers
 from digest.cli._context import State
 from digest.errors import EXIT_ERROR, EXIT_INTERRUPTED, DigestError
 
@@ -101,6 +101,9 @@ app.add_typer(news.news_app, name="news")
 app.add_typer(issues.issues_app, name="issues")
 app.add_typer(setup.config_app, name="config")
 app.add_typer(news.feeds_app, name="feeds")
+app.add_typer(inbox.inbox_app, name="inbox")
+app.add_typer(inbox.bounces_app, name="bounces")
+subscribers.subscribers_app.add_typer(inbox.reactivate_commands)  # reactivate
 
 
 def _version(value: bool) -> None:

@@ -397,8 +397,8 @@ def issues_list(ctx: typer.Context) -> None:
 
 @issues_app.command("show")
 def issues_show(ctx: typer.Context, number: IssueNumber) -> None:
-    """Show one issue: its items, delivery counts, and failed or deferred addresses with the
-    server's last reply.
+    """Show one issue: its items, delivery counts, bounces and complaints about it, and failed
+    or deferred addresses with the server's last reply.
 
     Example: digest issues show 3
     """
@@ -421,6 +421,11 @@ def issues_show(ctx: typer.Context, number: IssueNumber) -> None:
         f"{local_time(issue.period_end, settings)} ({settings.timezone})"
     )
     typer.echo("Deliveries: " + ", ".join(f"{n} {k}" for k, n in detail.counts.items()))
+    fb = detail.feedback
+    typer.echo(
+        f"Bounces: {fb.get('permanent', 0)} permanent, {fb.get('temporary', 0)} temporary; "
+        f"complaints: {fb.get('complaint', 0)}; unsubscribed by email: {fb.get('unsubscribe', 0)}"
+    )
     typer.echo(f"\nItems ({len(detail.items)}):")
     for it in detail.items:
         typer.echo(f"  {it.position}. [{it.category or 'News'}] {it.title}\n     {it.url}")

@@ -33,14 +33,21 @@ def message_settings(settings: Settings, *, domain: str | None = None) -> Messag
     domain frozen in an issue (a retry keeps its Message-ID even if `from` changed since)."""
     from_domain = settings.from_domain
     slug = re.sub(r"[^a-z0-9]+", "-", settings.name.lower()).strip("-") or "digest"
-    unsub = settings.unsubscribe_mailto or settings.from_address
     return MessageSettings(
         from_address=settings.from_address,
         reply_to=settings.reply_to,
         list_id=settings.list_id or f"{settings.name} <{slug}.{from_domain}>",
-        mailto_unsubscribe=f"mailto:{parseaddr(unsub)[1]}?subject=unsubscribe",
+        mailto_unsubscribe=f"mailto:{mailto_address(settings)}?subject=unsubscribe",
         message_id_domain=domain or from_domain,
     )
+
+
+def mailto_address(settings: Settings) -> str:
+    """Where List-Unsubscribe's mailto: goes: unsubscribe_mailto, else the bounce mailbox that
+    `digest inbox fetch` reads (bounce_address), else the From address."""
+    return parseaddr(
+        settings.unsubscribe_mailto or settings.bounce_address or settings.from_address
+    )[1]
 
 
 def configured_signer(settings: Settings) -> DkimSigner | None:
@@ -88,6 +95,12 @@ class Recipients:
     envelope_from: str  # MAIL FROM: the From address (bounces come back to it)
     issue_uid: str = "draft"
     key: bytes | None = None  # signs unsubscribe tokens; None: nobody real is addressed
+    # A real issue's deliveries (issue_number set) carry delivery tokens (inbound/verp.py):
+    # MAIL FROM bounces+TOKEN@domain when bounce_address is set (VERP), and a mailto: whose
+    # subject holds a token, so a bounce or an emailed unsubscribe names its one delivery.
+    issue_number: int | None = None
+    bounce_address: str | None = None
+    mailto: str = ""  # the bare address of the mailto:
 
     @classmethod
     def of(
@@ -97,12 +110,14 @@ class Recipients:
         issue_uid: str = "draft",
         key: bytes | None = None,
         domain: str | None = None,
+        issue_number: int | None = None,
     ) -> Recipients:
         msg = message_settings(settings, domain=domain)
         return cls(
             base_url=settings.base_url, mailto_unsubscribe=msg.mailto_unsubscribe,
             domain=msg.message_id_domain, envelope_from=parseaddr(settings.from_address)[1],
-            issue_uid=issue_uid, key=key,
+            issue_uid=issue_uid, key=key, issue_number=issue_number,
+            bounce_address=settings.bounce_address, mailto=mailto_address(settings),
         )  # fmt: skip
 
     def _link(self, token: str) -> str:
@@ -114,10 +129,29 @@ class Recipients:
     def subscriber(self, uid: str, email: str, name: str) -> Recipient:
         """A subscriber's message: their unsubscribe token and the issue's stable Message-ID."""
         assert self.key is not None, "a subscriber's link needs the secret key"
-        token = make_token(self.key, "unsubscribe", uid)
-        return self._for(
-            email, name, message_id(self.issue_uid, uid, self.domain), self._link(token)
-        )
+        link = make_token(self.key, "unsubscribe", uid)
+        mid = message_id(self.issue_uid, uid, self.domain)
+        envelope_from, mailto = self.envelope_from, ""
+        if self.issue_number is not None:
+            from digest.inbound import verp
+
+            def token(purpose: str) -> str:
+                assert self.key is not None and self.issue_number is not None
+                return verp.make_delivery_token(self.key, purpose, self.issue_number, uid)
+
+            try:
+                mailto = f"mailto:{self.mailto}?subject=unsubscribe%20{token(verp.UNSUBSCRIBE)}"
+                if self.bounce_address:
+                    envelope_from = verp.verp_address(self.bounce_address, token(verp.BOUNCE))
+            except ValueError:  # a uid that is not digest's own (32 hex): no delivery token
+                mailto = ""
+        if not mailto:
+            return self._for(email, name, mid, self._link(link))
+        return Recipient(
+            email, name, mid,
+            f"{self.base_url}/unsubscribe/{link}" if self.base_url else mailto,
+            envelope_from=envelope_from, mailto_unsubscribe=mailto,
+        )  # fmt: skip
 
     def test_copy(self, email: str) -> Recipient:
         """A test copy: a fresh Message-ID, and a link that cannot unsubscribe anyone."""

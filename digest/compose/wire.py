@@ -36,6 +36,7 @@ class Recipient:
     message_id: str  # with angle brackets
     unsubscribe_url: str  # https link, or the mailto: link when there is no base URL
     envelope_from: str = ""  # SMTP MAIL FROM (the return path); not a header
+    mailto_unsubscribe: str = ""  # this recipient's mailto: (with a token); '' for the issue's
 
 
 def header_text(value: str) -> str:
@@ -48,11 +49,69 @@ def header_text(value: str) -> str:
     return " ".join(_CTRL.sub(" ", value).split())
 
 
+def _encoded_words(text: str) -> list[str]:
+    """RFC 2047 encoded-words of UTF-8 for `text`: base64, at most 45 bytes of text each, so
+    every word is at most 75 characters; a character is never split."""
+    words, chunk = [], b""
+    for ch in text:
+        b = ch.encode("utf-8")
+        if len(chunk) + len(b) > 45:
+            words.append(chunk)
+            chunk = b""
+        chunk += b
+    if chunk or not words:
+        words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
+
+
+def _plain(word: str) -> bool:
+    """A word that can stand as it is: ASCII, printable, and not like an encoded-word (a
+    reader would decode it: '=?utf-8?q?hi?=' must read back as itself, not as 'hi')."""
+    return word.isascii() and word.isprintable() and "=?" not in word
+
+
+def _fold_words(prefix: str, words: list[str]) -> bytes:
+    """`prefix` and the words, one space apart, folded before any word that would take the
+    line past 78 characters (RFC 5322 §2.1.1: only a single long word may run longer)."""
+    parts, width = [prefix], len(prefix)
+    for n, word in enumerate(words):
+        if n and width + 1 + len(word) > 78:
+            parts.append("\r\n")
+            width = 0
+        parts.append(" " + word)
+        width += 1 + len(word)
+    parts.append("\r\n")
+    return "".join(parts).encode("ascii")
+
+
 def _fold(name: str, value: str) -> bytes:
-    """A header field, RFC 2047-encoded when not ASCII and folded at 78, ending in CRLF."""
+    """An unstructured header field (Subject, List-Id): words that are not plain ASCII are
+    RFC 2047-encoded, a run of them together with the spaces between them (the space between
+    two encoded-words is not shown), and the field is folded at 78; it ends in CRLF."""
     value = header_text(value)
     line = f"{name}: {value}"
-    if line.isascii() and len(line) <= 78:
+    if line.isascii() and len(line) <= 78 and "=?" not in value:
+        return line.encode("ascii") + b"\r\n"
+    words: list[str] = []
+    run: list[str] = []
+    for token in value.split(" "):
+        if _plain(token):
+            if run:
+                words += _encoded_words(" ".join(run))
+                run = []
+            words.append(token)
+        else:
+            run.append(token)
+    if run:
+        words += _encoded_words(" ".join(run))
+    return _fold_words(f"{name}:", words)
+
+
+def _address_field(name: str, value: str) -> bytes:
+    """From and Reply-To ("Name <address>", from the settings), by the email package."""
+    value = header_text(value)
+    line = f"{name}: {value}"
+    if line.isascii() and len(line) <= 78 and "=?" not in value:
         return line.encode("ascii") + b"\r\n"
     header = policy.SMTP.header_factory(name, value)
     return str(header.fold(policy=policy.SMTP)).encode("ascii")
@@ -68,22 +127,15 @@ def to_header(name: str, email: str) -> bytes:
     name = header_text(name) if name else ""
     if not name:
         return f"To: {email}\r\n".encode("ascii")
-    if name.isascii():
+    if _plain(name):
         if not _ATOMS.fullmatch(name):
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         line = f"To: {name} <{email}>"
         if len(line) <= 78:
             return line.encode("ascii") + b"\r\n"
-        return f"To: {name}\r\n <{email}>\r\n".encode("ascii")
-    words, chunk = [], b""
-    for ch in name:
-        b = ch.encode("utf-8")
-        if len(chunk) + len(b) > 45:
-            words.append(chunk)
-            chunk = b""
-        chunk += b
-    words.append(chunk)
-    encoded = [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
+        # folding white space may stand between the words, inside quotes too (RFC 5322 §3.2.4)
+        return _fold_words("To:", [*name.split(" "), f"<{email}>"])
+    encoded = _encoded_words(name)
     line = "To: " + " ".join(encoded) + f" <{email}>"
     if len(encoded) == 1 and len(line) <= 78:
         return line.encode("ascii") + b"\r\n"
@@ -152,13 +204,14 @@ class MessageTemplate:
         self.list_headers = list_headers
         self.signer = signer  # DKIM: signs each finished message, once (see digest.dkim)
         self.subject = header_text(subject)
-        boundary = boundary or f"=_digest_{secrets.token_hex(12)}"
+        # 16 hex digits keep the Content-Type line under 78 characters
+        boundary = boundary or f"=_digest_{secrets.token_hex(8)}"
         # "=_" cannot occur in quoted-printable text, so the boundary never collides.
         self.boundary = boundary
 
-        head = [_fold("From", settings.from_address)]
+        head = [_address_field("From", settings.from_address)]
         if settings.reply_to:
-            head.append(_fold("Reply-To", settings.reply_to))
+            head.append(_address_field("Reply-To", settings.reply_to))
         self._head_before_to = b"".join(head)
         self._head_after_to = _fold("Subject", self.subject) + _fold("Date", format_datetime(date))
         self._list_id = _fold("List-Id", settings.list_id) if list_headers else b""  # RFC 2919
@@ -200,7 +253,7 @@ class MessageTemplate:
 
     def _list_unsubscribe(self, r: Recipient) -> bytes:
         # RFC 2369 List-Unsubscribe, and RFC 8058 one-click when the link is https.
-        mailto = self.settings.mailto_unsubscribe
+        mailto = r.mailto_unsubscribe or self.settings.mailto_unsubscribe
         if r.unsubscribe_url.startswith("https://"):
             return (
                 f"List-Unsubscribe: <{header_text(r.unsubscribe_url)}>,\r\n <{mailto}>\r\n"

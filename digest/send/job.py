@@ -158,7 +158,8 @@ def _deliver(
     return run_issue(
         engine, settings, issue.id or 0, subject=issue.subject, html=issue.html,
         text=issue.text, issue_uid=issue.uid, domain=issue.message_id_domain, stop=stop,
-        first_sender=first, on_progress=on_progress, on_wait=on_wait, retry_wait=retry_wait,
+        issue_number=issue.number, first_sender=first, on_progress=on_progress,
+        on_wait=on_wait, retry_wait=retry_wait,
     )  # fmt: skip
 
 
@@ -203,6 +204,7 @@ def run_issue(
     issue_uid: str,
     domain: str | None,
     stop: threading.Event,
+    issue_number: int | None = None,  # delivery tokens (VERP, mailto:) name the issue by it
     first_sender: Sender | None = None,
     on_progress: Callable[[SendProgress], None] | None = None,
     on_wait: Callable[[datetime, int], None] | None = None,
@@ -214,8 +216,9 @@ def run_issue(
     pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
     template = compose_issue(settings, subject=subject, html=html, text=text, domain=domain)
     recipients = Recipients.of(
-        settings, issue_uid=issue_uid, key=settings.secret_key_bytes(), domain=domain
-    )
+        settings, issue_uid=issue_uid, key=settings.secret_key_bytes(), domain=domain,
+        issue_number=issue_number,
+    )  # fmt: skip
     try:
         template.render(recipients.check_sample())  # a composer error is fatal before anything
     except (UnicodeError, ValueError) as exc:

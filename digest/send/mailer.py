@@ -150,6 +150,7 @@ class SmtpSender:
         self._deadline: float | None = None
         self._stoppable_until: float | None = None
         self.timed_out = False
+        self.aborted = False
 
     # The watchdog --------------------------------------------------------------------------
 
@@ -163,7 +164,7 @@ class SmtpSender:
             now = time.monotonic()
             self._deadline = now + seconds
             self._stoppable_until = now + grace if stoppable else None
-            self.timed_out = False
+            self.timed_out = self.aborted = False
 
     def _disarm(self) -> None:
         with self._guard:
@@ -183,6 +184,7 @@ class SmtpSender:
             )
             if late or stopping:
                 self.timed_out = late
+                self.aborted = True  # what smtplib reads from now on is not a reply
                 self._deadline = None
                 with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_RDWR)
@@ -343,9 +345,17 @@ class SmtpSender:
             # The message is already in wire form: send it as is, then the lone dot.
             smtp.send(message + b".\r\n")
             dot_sent = True
-            # From here the server may have taken it: a stop waits a little for the reply.
+            # From here the server may have taken it: a stop waits a little for the reply,
+            # which may take up to final_reply_seconds (not only smtp_timeout) to come.
             self._arm(self.cfg.final_reply_seconds, stoppable=True, grace=STOP_GRACE_SECONDS)
-            code, resp = smtp.getreply()
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.cfg.final_reply_seconds)
+            try:
+                code, resp = smtp.getreply()
+            finally:
+                if smtp.sock is not None:
+                    smtp.sock.settimeout(self.cfg.timeout)
+            self._check_aborted()
         except (smtplib.SMTPException, OSError) as exc:  # lost, or a reply line we cannot read
             timed_out = self.timed_out
             self._drop()
@@ -367,8 +377,14 @@ class SmtpSender:
             return SendResult("permanent", code, _reply(code, resp), fatal=True)
         return SendResult(classify(code), code, _reply(code, resp), connection_lost=code < 0)
 
+    def _check_aborted(self) -> None:
+        """The watchdog cut the connection: a partial line smtplib read is no reply."""
+        if self.aborted:
+            raise smtplib.SMTPServerDisconnected("the connection was cut")
+
     def _judge(self, stage: str, code: int, resp: bytes) -> SendResult | None:
         """The result when `code` ends the transaction at `stage`; None when it goes on."""
+        self._check_aborted()
         expected = {"mail": (250,), "rcpt": (250, 251), "data": (354,)}[stage]
         if code in expected:
             return None

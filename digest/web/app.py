@@ -32,7 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import lifecycle
-from digest.config import Settings, check_preview_token, is_loopback
+from digest.addresses import is_loopback
+from digest.config import Settings, check_preview_token
 from digest.db import Engine, check_schema, make_engine, session_scope
 from digest.errors import DigestError, TooManyRequests, UsageError
 from digest.models import utcnow

@@ -1,16 +1,16 @@
 """Consent log: a coarse marker of the web client of an action (its network), recorded when
 the organisation turns it on (setting consent_client; off by default). Older rows have none.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
