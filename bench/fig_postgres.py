@@ -41,7 +41,7 @@ def _admin(sql: str) -> None:
 
 
 def _create_issue(env: dict[str, str]) -> int:
-    from digest.config import load_settings
+    from digest.config_load import load_settings
     from digest.db import make_engine, session_scope
     from digest.send.plan import plan_send, start_issue
 

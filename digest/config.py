@@ -150,6 +150,26 @@ class Settings(BaseModel):
         # An international domain in its ASCII (xn--) form, which every header and relay takes.
         return value if ascii_addr == addr else value.replace(addr, ascii_addr)
 
+    @model_validator(mode="after")
+    def _check_special(self) -> Settings:
+        from digest.addresses import special_use_suffix
+
+        if self.allow_special_use_domains:
+            return self
+        for key, value in (("from", self.from_address), ("reply_to", self.reply_to),
+                           ("unsubscribe_mailto", self.unsubscribe_mailto),
+                           ("bounce_address", self.bounce_address)):  # fmt: skip
+            if value is None or value == type(self).model_fields["from_address"].default:
+                continue
+            domain = parseaddr(value)[1].rpartition("@")[2]
+            special = special_use_suffix(domain)
+            if special:
+                raise ValueError(
+                    f"{key}: {domain} is a special-use name (.{special}) that public mail cannot "
+                    "reach; set allow_special_use_domains = true for an intranet or staging set-up"
+                )
+        return self
+
     @field_validator("bounce_address")
     @classmethod
     def _check_bounce_address(cls, value: str | None) -> str | None:
@@ -159,7 +179,8 @@ class Settings(BaseModel):
         from digest.addresses import normalise_address
         from digest.inbound.verp import check_bounce_address
 
-        normalise_address(parseaddr(value)[1])  # raises ValueError with the reason
+        # special-use domains: checked with the setting that allows them (_check_special)
+        normalise_address(parseaddr(value)[1], allow_special_use=True)  # ValueError: why
         return check_bounce_address(value)
 
     @field_validator("inbox_url")
@@ -179,25 +200,6 @@ class Settings(BaseModel):
             return None
         _ensure_single_line(value)
         return value
-
-    @model_validator(mode="after")
-    def _check_special(self) -> Settings:
-        from digest.addresses import special_use_suffix
-
-        if self.allow_special_use_domains:
-            return self
-        for key, value in (("from", self.from_address), ("reply_to", self.reply_to),
-                           ("unsubscribe_mailto", self.unsubscribe_mailto)):  # fmt: skip
-            if value is None or value == type(self).model_fields["from_address"].default:
-                continue
-            domain = parseaddr(value)[1].rpartition("@")[2]
-            special = special_use_suffix(domain)
-            if special:
-                raise ValueError(
-                    f"{key}: {domain} is a special-use name (.{special}) that public mail cannot "
-                    "reach; set allow_special_use_domains = true for an intranet or staging set-up"
-                )
-        return self
 
     @field_validator("name", "organisation", "subject", "list_id")
     @classmethod

@@ -92,7 +92,7 @@ def _alembic_config(
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
-    cfg.attributes["secret_key"] = secret_key  # data migrations that re-key (0007)
+    cfg.attributes["secret_key"] = secret_key  # data migrations that re-key (0008)
     return cfg
 
 
@@ -138,7 +138,7 @@ def upgrade(
 ) -> tuple[str | None, str]:
     """Create or upgrade the schema in place. Returns (revision before, revision after).
 
-    `secret_key` lets data migrations re-key what needs the key (0007: suppression entries).
+    `secret_key` lets data migrations re-key what needs the key (0008: suppression entries).
     """
     from alembic import command
 

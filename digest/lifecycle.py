@@ -253,7 +253,7 @@ def _confirm_target(
         settings.keyring(), CONFIRM, token,
         max_age=timedelta(days=settings.confirm_token_days), now=now,
     )  # fmt: skip
-    _note_key(check, "confirmation")
+    _note_key(check, "a confirmation")
     if check.uid is None or issued is None:
         return None
     uid = check.uid
@@ -304,20 +304,20 @@ def _note_key(check: TokenCheck, what: str) -> None:
     is what a DIGEST_SECRET_KEY that differs between `digest send` and `digest serve` does."""
     if check.unknown_key:
         log.warning(
-            "a %s link was signed with key id %s, which this server does not have: is the "
+            "%s link was signed with key id %s, which this server does not have: is the "
             "secret key (DIGEST_SECRET_KEY or the key file) the same for `digest send` and "
             "`digest serve`? Put a retired key in retired_keys_file to honour its links.",
             what, check.key_id,
         )  # fmt: skip
     elif check.retired and not check.valid:
-        log.info("a %s link signed with the retired key %s was refused", what, check.key_id)
+        log.info("%s link signed with the retired key %s was refused", what, check.key_id)
     elif check.retired:
-        log.info("a %s link signed with the retired key %s was honoured", what, check.key_id)
+        log.info("%s link signed with the retired key %s was honoured", what, check.key_id)
 
 
 def _unsubscribe_check(settings: Settings, token: str) -> TokenCheck:
     check = check_token(settings.keyring(), UNSUBSCRIBE, token, retired_ok=True)
-    _note_key(check, "unsubscribe")
+    _note_key(check, "an unsubscribe")
     return check
 
 

@@ -140,7 +140,7 @@ class Suppression(SQLModel, table=True):
     them, and someone with a copy of the database but not the key cannot test an address.
 
     `email_hash` is HMAC-SHA256(key, sha256(address)) with the key named by `key_id`; a row
-    with no key_id is a legacy unkeyed sha256(address) (see migration 0007).
+    with no key_id is a legacy unkeyed sha256(address) (see migration 0008).
     """
 
     id: int | None = Field(default=None, primary_key=True)

@@ -15,13 +15,13 @@ from digest.tokens import Keyring, key_id
 
 
 def legacy_suppression_hash(email: str) -> str:
-    """The unkeyed sha256 that suppression entries were until schema 0007."""
+    """The unkeyed sha256 that suppression entries were until schema 0008."""
     return hashlib.sha256(address_key(email).encode()).hexdigest()
 
 
 def suppression_hash(key: bytes, email: str) -> str:
     """HMAC-SHA256 with the secret key over the unkeyed hash (so legacy rows can be re-keyed
-    without their address; migration 0007 uses the same formula)."""
+    without their address; migration 0008 uses the same formula)."""
     legacy = legacy_suppression_hash(email).encode()
     return hmac.new(key, b"digest:suppression:" + legacy, hashlib.sha256).hexdigest()
 

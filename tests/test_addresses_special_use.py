@@ -16,6 +16,7 @@ from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.web.app import create_app
 
+from .helpers.smtp import SmtpServer
 from .helpers.web import rows
 
 SPECIAL = ["ana@intranet.local", "bo@council.internal", "cy@staging.test", "di@host.localhost"]
@@ -63,3 +64,19 @@ def test_the_rest_of_an_allowed_address_is_still_checked() -> None:
         with pytest.raises(ValueError):
             normalise_address(bad, allow_special_use=True)
     assert normalise_address("ana@example.org") == "ana@example.org"
+
+
+def test_a_test_copy_follows_the_setting(
+    cli: Callable[..., Any],
+    env: dict[str, str],
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = cli("news", "add", "--title", "An item", "--url", "https://example.org/n/1")
+    assert r.exit_code == 0, r.output
+    r = cli("send", "--to", "staff@intranet.local")
+    assert r.exit_code == 2 and "allow_special_use_domains = true" in r.stderr
+    monkeypatch.setenv("DIGEST_ALLOW_SPECIAL_USE_DOMAINS", "true")
+    r = cli("send", "--to", "staff@intranet.local")
+    assert r.exit_code == 0, r.output
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["staff@intranet.local"]]

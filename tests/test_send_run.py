@@ -111,7 +111,7 @@ def test_permanent_and_temporary_failures(cli, env, smtp_server: SmtpServer, mon
     }
     assert rows(env, "SELECT status FROM issue") == [("sent_with_failures",)]
     r = cli("issues", "list")
-    assert "sent_with_failures" in r.stdout
+    assert "sent, 1 failed" in r.stdout  # people's words for sent_with_failures
 
 
 def test_unsubscribed_during_send_is_skipped(cli, env, smtp_server: SmtpServer) -> None:

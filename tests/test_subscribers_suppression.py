@@ -56,9 +56,9 @@ def test_removed_address_is_kept_as_a_keyed_hash_only(
 
 
 def _legacy_database(url: str) -> None:
-    """A database at schema 0006 with one erased address, stored the old (unkeyed) way."""
+    """A database at schema 0007 with one erased address, stored the old (unkeyed) way."""
     engine = make_engine(url)
-    upgrade(engine, "0006")
+    upgrade(engine, "0007")
     with engine.begin() as c:
         c.execute(
             sa.text(
@@ -74,7 +74,7 @@ def _upgraded_by_init(cli: Callable[..., Any], url: str) -> None:
     _legacy_database(url)
     r = cli("--db", url, "init")
     assert r.exit_code == 0, r.output
-    assert "from schema 0006 to" in r.stdout
+    assert "from schema 0007 to" in r.stdout
     assert _suppressions(url) == [(_keyed(KEY, "ana@example.org"), key_id(KEY))]
     r = cli("--db", url, "subscribers", "add", "ana@example.org")
     assert r.exit_code == 2 and "suppressed" in r.stderr

@@ -35,7 +35,8 @@ def test_send(
 ) -> list[tuple[str, SendResult]]:
     """A copy of the next issue to each address, subject marked [TEST]; nothing is recorded."""
     try:
-        targets = [normalise_address(a) for a in addresses]
+        allow = settings.allow_special_use_domains
+        targets = [normalise_address(a, allow_special_use=allow) for a in addresses]
     except ValueError as exc:
         raise UsageError(f"--to: {exc}") from None
     template = draft_template(settings, draft, test=True)

@@ -1,7 +1,7 @@
 """Suppression entries become a keyed hash, so a copy of the database does not tell whether
 an address was erased.
 
-Until 0006 an erased address was kept as sha256(address): anyone with the database could hash
+Until 0007 an erased address was kept as sha256(address): anyone with the database could hash
 an address and look it up. From now on it is HMAC-SHA256(secret key, sha256(address)), with
 `key_id` naming the key. Because the keyed hash is taken over the old unkeyed one, every
 existing row can be re-keyed without knowing the address it came from: no erased person is
@@ -56,4 +56,4 @@ def rekey(conn: sa.Connection, key: bytes) -> int:
 def downgrade() -> None:
     # A keyed hash cannot be turned back into the unkeyed one, and an older digest would not
     # recognise it: downgrading would let erased people be imported again. Refuse.
-    raise RuntimeError("0007 cannot be downgraded: suppression entries are keyed hashes now")
+    raise RuntimeError("0008 cannot be downgraded: suppression entries are keyed hashes now")
