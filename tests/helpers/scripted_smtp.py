@@ -87,6 +87,7 @@ class ScriptedSmtp:
         self.active = 0  # connections open now
         self.peak = 0  # most connections open at once
         self.accepted_tcp = threading.Event()  # set when the first connection is accepted
+        self.data_read = threading.Event()  # set when a whole message (up to ".") was read
         self.stopped = threading.Event()
         self._socks: list[socket.socket] = []
         self.listener = socket.socket()
@@ -225,6 +226,7 @@ class ScriptedSmtp:
                     data = _read_message(reader)
                     if data is None:
                         return
+                    self.data_read.set()
                     dot = self._answer(conn, "dot", rcpts[0] if rcpts else "", DEFAULT["dot"])
                     sent = self._say(sock, dot)
                     accepted = dot.text[:1] == "2" and not dot.silent and (sent or dot.close)
