@@ -3,6 +3,7 @@ CLI in a subprocess, and an issue frozen without sending it (for `send --worker`
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -92,14 +93,30 @@ def sent_emails(database_url: str, issue_number: int = 1) -> list[str]:
 
 
 def digest(env: dict[str, str], *args: str, faketime: str | None = None) -> subprocess.Popen[bytes]:
-    """`digest ARGS…` in a subprocess with `env` over this process's environment (optionally
-    under Debian's libfaketime: `faketime -f +120s`)."""
+    """`digest ARGS…` in a subprocess with `env` over this process's environment.
+
+    `faketime` ("+120s"): its wall clock skewed by that much with Debian's libfaketime,
+    preloaded directly (the `faketime` wrapper forks, so killing it would leave the child).
+    The monotonic clock stays true: timed waits (threading, queue) take absolute monotonic
+    deadlines, and a faked one would make every wait that much longer; a skewed machine's
+    wall clock is what the test is about."""
     cmd = [sys.executable, "-m", "digest", *args]
+    extra: dict[str, str] = {}
     if faketime:
-        cmd = ["faketime", "-f", faketime, *cmd]
+        extra = {
+            "LD_PRELOAD": faketime_library(),
+            "FAKETIME": faketime,
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
     return subprocess.Popen(
-        cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, env={**os.environ, **env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+
+
+def faketime_library() -> str:
+    """The path of libfaketime (Debian: apt-get install faketime); '' when it is missing."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    return found[0] if found else ""
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, str, str]:
