@@ -1,6 +1,7 @@
 """Issue #10 and #9: the send policy without a database, the send loop without SMTP.
 
-The pure parts (RetryPolicy, CircuitBreaker, the Pacer on a fake clock) are tested directly;
+The pure parts (RetryPolicy, CircuitBreaker) are tested directly (the Pacer in
+test_send_pacing.py);
 the loop (DeliveryRun) is driven with an in-memory Store (tests/helpers/memstore.py) and a
 scripted Sender, and, for an exception inside a connection thread, with the real SqlStore
 on a SQLite file. These are the one place a sender without SMTP is right: the issue asks that
@@ -30,68 +31,6 @@ from .helpers.newsletter import FROM, SECRET
 from .helpers.sending import freeze_issue, rows, seed
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class RecordingStop(threading.Event):
-    """Records how long the pacer asked to wait, and moves the fake clock on by that much."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.waits.append(round(timeout, 6))
-        self.clock.now += timeout
-        return False
-
-
-# The pacer ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("per_hour", [100.0, 60.0, 359.0])
-def test_a_throttle_never_makes_an_hourly_cap_faster_than_configured(per_hour: float) -> None:
-    """A per-hour limit slower than 360/h stayed raised to 360/h for good after one 4xx."""
-    clock = FakeClock()
-    stop = RecordingStop(clock)
-    pacer = Pacer(0, per_hour, clock=clock)
-    interval = 3600.0 / per_hour
-    for _ in range(3):
-        pacer.wait(stop)
-    assert stop.waits == [pytest.approx(interval)] * 2
-    pacer.throttled()  # a 421/45x
-    before = len(stop.waits)
-    for _ in range(5):
-        pacer.wait(stop)
-    assert all(w >= interval - 1e-6 for w in stop.waits[before:]), stop.waits
-    assert pacer.interval >= interval
-    for _ in range(200):  # the server is happy again: back to the configured rate, no faster
-        pacer.ok()
-    before = len(stop.waits)
-    for _ in range(5):
-        pacer.wait(stop)
-    assert stop.waits[before:] == [pytest.approx(interval)] * 5
-
-
-def test_repeated_throttles_never_go_below_the_configured_interval() -> None:
-    clock = FakeClock()
-    stop = RecordingStop(clock)
-    pacer = Pacer(0.05, 0, clock=clock)  # one every 20 s, slower than the 10 s floor of a throttle
-    for _ in range(6):
-        pacer.throttled()
-        assert pacer.interval >= 20.0
-    pacer.wait(stop)
-    pacer.wait(stop)
-    assert all(w >= 20.0 for w in stop.waits[1:])
 
 
 # The policy: a reply -> the delivery's next state ------------------------------------------
