@@ -462,3 +462,18 @@ def test_the_summary_names_the_failed_addresses_and_exits_65(
     assert "failed permanently" in r.stderr
     shown = cli("issues", "show", "1")
     assert all(a in shown.stdout for a in bad) and "550 5.1.1 User unknown" in shown.stdout
+
+
+# A lease cannot be shorter than the waits of one transaction --------------------------------
+
+
+def test_a_lease_shorter_than_two_reply_waits_is_refused_before_anything(
+    cli, env, smtp_server: SmtpServer, monkeypatch
+) -> None:
+    seed(cli, subscribers=2)
+    monkeypatch.setenv("DIGEST_LEASE_SECONDS", "5")  # the issue's case: 5 s, smtp_timeout 30 s
+    r = cli("send", "--yes")
+    assert r.exit_code == 3, r.output  # a settings error
+    assert "lease_seconds (5) must be at least twice smtp_timeout (30)" in r.stderr
+    assert smtp_server.messages == []
+    assert rows(env["DIGEST_DATABASE_URL"], "SELECT count(*) FROM issue") == [(0,)]

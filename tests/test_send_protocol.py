@@ -12,12 +12,30 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .helpers.db import postgres_schema
 from .helpers.scripted_smtp import Conn, Say, ScriptedSmtp
 from .helpers.sending import digest, finish, rows, seed, sent_emails, statuses
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
+    """SQLite, or PostgreSQL for a test parametrised with BOTH (where the store matters:
+    rows handed back to the queue after a refusal)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{workdir / 'subscribers.db'}"
+    else:
+        with postgres_schema() as url:
+            yield url
+
+
+BOTH = pytest.mark.parametrize(
+    "database_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 @pytest.fixture
@@ -94,6 +112,7 @@ def test_refusal_at_mail_from_stops_the_run_and_keeps_everyone_queued(
     assert _issue_status(env) == "sent"
 
 
+@BOTH
 def test_552_at_the_end_of_data_is_about_the_message_and_stops_the_run(cli, env, scripted) -> None:
     seed(cli, subscribers=5)
     server = scripted(
@@ -111,6 +130,7 @@ def test_552_at_the_end_of_data_is_about_the_message_and_stops_the_run(cli, env,
     assert _issue_status(env) == "sending"
 
 
+@BOTH
 def test_the_same_5xx_for_many_recipients_in_a_row_trips_the_breaker(
     cli, env, scripted, monkeypatch
 ) -> None:
