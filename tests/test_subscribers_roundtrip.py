@@ -251,3 +251,25 @@ def test_bad_consent_columns_are_reported_per_row(
     assert "line 2: ana@example.org: unknown status 'subscribed'" in r.stderr
     assert "line 3: bo@example.org: confirmed_at 'yesterday' is not a date and time" in r.stderr
     assert r.stdout.startswith("Imported 1 subscriber;")
+
+
+def test_the_cli_flags_excel_and_reactivate(
+    cli: Callable[..., Any], source: Engine, workdir: Path
+) -> None:
+    r = cli("subscribers", "export", "excel.csv", "--format", "excel")
+    assert r.exit_code == 0, r.output
+    data = (workdir / "excel.csv").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfemail,name,status") and b"\r\n" in data
+    r = cli("subscribers", "export", "-", "--format", "excel")
+    assert r.stdout.startswith(BOM + "email,name,status")
+    url = f"sqlite:///{workdir / 'new.db'}"
+    target = _fresh(url)
+    r = cli("--db", url, "subscribers", "import", "excel.csv", "--reactivate")
+    assert r.exit_code == 2 and "Error: --reactivate needs --status" in r.stderr
+    r = cli("--db", url, "subscribers", "import", "excel.csv", "--status", "pending",
+            "--reactivate")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    with Session(target) as session:
+        statuses = {s.email: s.status for s in list_subscribers(session)}
+    target.dispose()
+    assert set(statuses.values()) == {"pending"}  # everyone asked again, nobody made active
