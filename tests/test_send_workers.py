@@ -184,14 +184,14 @@ def test_three_workers_one_sigkilled_duplicates_only_its_messages_in_flight(
         started = [start_smtp() for _ in range(3)]
         servers = [s for s, _ in started]
         victim_server = servers[1]
-        kill_at = 30 + 15 * run  # a different moment each time (of ~150 each)
+        kill_at = 40 + 50 * run  # messages sent by all three: a different moment each time
         workers: list[subprocess.Popen[bytes]] = []
         killed = threading.Event()
 
         sent_at_kill: set[str] = set()
 
         def on_data(rec: object) -> None:
-            if len(victim_server.messages) >= kill_at and not killed.is_set():
+            if sum(len(s.messages) for s in servers) >= kill_at and not killed.is_set():
                 killed.set()
                 workers[1].kill()
                 workers[1].wait()
