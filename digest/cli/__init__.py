@@ -100,6 +100,7 @@ subscribers.subscribers_app.add_typer(serve.subscribers_commands)  # purge-pendi
 app.add_typer(news.news_app, name="news")
 app.add_typer(issues.issues_app, name="issues")
 app.add_typer(setup.config_app, name="config")
+app.add_typer(setup.db_app, name="db")
 app.add_typer(news.feeds_app, name="feeds")
 app.add_typer(inbox.inbox_app, name="inbox")
 app.add_typer(inbox.bounces_app, name="bounces")

@@ -9,9 +9,11 @@ import typer
 
 from digest.cli._context import state, sub_app, table
 from digest.config_load import describe_settings, key_warnings
+from digest.text import plural
 
 commands = sub_app()
 config_app = sub_app("Show the effective settings.")
+db_app = sub_app("Move the whole database to another one.")
 
 
 @commands.command()
@@ -78,3 +80,23 @@ def demo(
     typer.echo(f"Maildir:   {result.maildir} ({result.delivered} messages)")
     typer.echo(f"Database:  {result.database}")
     typer.echo(f"Open the preview in a browser, or read a message: {result.sample_message}")
+
+
+@db_app.command("copy")
+def db_copy(
+    source: Annotated[str, typer.Argument(help="The database to copy: a URL or a SQLite file.")],
+    target: Annotated[
+        str, typer.Argument(help="An empty database to copy it into (created or upgraded).")
+    ],
+) -> None:
+    """Copy a whole database, deliveries and consent log included, into an empty one.
+
+    Example: digest db copy subscribers.db postgresql+psycopg://digest@db.example.org/digest
+    """
+    from digest.dbcopy import copy_database
+
+    report = copy_database(source, target)
+    for name, n in report.rows.items():
+        typer.echo(f"  {name}: {plural(n, 'row')}")
+    total = sum(report.rows.values())
+    typer.echo(f"Copied {plural(total, 'row')} from {report.source} to {report.target}.")
