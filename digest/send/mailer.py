@@ -323,10 +323,13 @@ class SmtpSender:
                 mail = smtp.getreply()
                 answered = True
                 rcpt, data = smtp.getreply(), smtp.getreply()
-                if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
-                    smtp.send(b".\r\n")  # a server that opened DATA anyway: send nothing
-                    smtp.getreply()
+                # A server that opened DATA although MAIL or RCPT was not accepted: a lone "."
+                # could deliver an empty message, so the connection is dropped instead (the
+                # transaction dies with it).
+                abandon = data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251))
                 for stage, (code, resp) in (("mail", mail), ("rcpt", rcpt), ("data", data)):
+                    if abandon:
+                        self._drop()
                     refused = self._judge(stage, code, resp)
                     if refused is not None:
                         return refused
@@ -403,12 +406,12 @@ class SmtpSender:
             return SendResult(
                 "temporary", code, f"protocol error at {stage.upper()}: {reply}", True
             )
-        if code == 421:
+        if code == 421 or self._smtp is None:
             self._drop()
         else:
             try:
                 self._arm(self.cfg.timeout, stoppable=True)
-                self._smtp.rset()  # type: ignore[union-attr]
+                self._smtp.rset()
             except (smtplib.SMTPException, OSError):
                 self._drop()
             finally:

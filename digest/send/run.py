@@ -125,6 +125,9 @@ class DeliveryRun:
         self.first_sender = first_sender
         self.on_progress = on_progress
         self.clock = clock
+        # set when the run stops or ends: a refused connection resting before it tries again
+        # wakes at once (stop is set from outside; the loop sets this one too)
+        self.wake = threading.Event()
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         self.breaker = CircuitBreaker(options.max_consecutive_failures)
@@ -161,7 +164,7 @@ class DeliveryRun:
                     self.done.put(_Done(job, "unreachable", error=exc.message, connection=index))
                     # This connection was refused (a relay allowing fewer connections than
                     # smtp_connections, say): rest before trying again; the others carry on.
-                    self.stop.wait(min(30.0, 1.0 + 2.0 * index))
+                    self.wake.wait(min(30.0, 1.0 + 2.0 * index))
                     continue
                 except DigestError as exc:  # a setup problem (login, certificate)
                     self.done.put(_Done(job, "fatal", error=exc.message, hint=exc.hint))
@@ -249,6 +252,7 @@ class DeliveryRun:
                     leftover.append(job.claim.delivery_id)
             for _ in threads:
                 self.jobs.put(None)
+            self.wake.set()
             for t in threads:
                 t.join(timeout=5.0)
             while True:
