@@ -4,35 +4,11 @@ for time; nothing here measures time."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from digest.send.pacing import Pacer
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class RecordingStop(threading.Event):
-    """Records how long the pacer asked to wait, and moves the fake clock on by that much."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.waits.append(round(timeout, 6))
-        self.clock.now += timeout
-        return False
-
+from .helpers.clock import FakeClock, RecordingStop
 
 # The pacer ---------------------------------------------------------------------------------
 
