@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from digest.db import make_engine
 
@@ -22,6 +21,7 @@ from .helpers.db import postgres_schema, rows
 from .helpers.faults import FaultProxy
 from .helpers.process import digest_process
 from .helpers.seed import seed
+from .helpers.sending import bulk_subscribers
 from .helpers.smtp import SmtpServer
 
 
@@ -39,24 +39,6 @@ def waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     """One run waits for due retries (as a long-running send would), with short delays."""
     monkeypatch.setenv("DIGEST_RETRY_WAIT_SECONDS", "30")
     monkeypatch.setenv("DIGEST_RETRY_BASE_SECONDS", "0.1")
-
-
-def bulk_subscribers(env: dict[str, str], n: int) -> None:
-    """n active subscribers, inserted directly (the CLI path is tested elsewhere)."""
-    engine = make_engine(env["DIGEST_DATABASE_URL"])
-    with engine.begin() as c:
-        c.execute(
-            sa.text(
-                "INSERT INTO subscriber (uid, email, email_key, name, status, status_source, "
-                "created_at, status_changed_at) VALUES (:uid, :e, :e, '', 'active', 'import', "
-                ":t, :t)"
-            ),
-            [
-                {"uid": f"{i:032x}", "e": f"r{i}@example.net", "t": "2026-11-01 00:00:00"}
-                for i in range(n)
-            ],
-        )
-    engine.dispose()
 
 
 def copies(server: SmtpServer) -> Counter[str]:
@@ -241,7 +223,7 @@ def test_sigkill_at_several_points_of_a_2000_send(cli, env, smtp_server, monkeyp
         "DIGEST_SMTP_TIMEOUT": "1",
     }
     seed(cli, subscribers=0, items=1)
-    bulk_subscribers(env, 2000)
+    bulk_subscribers(env["DIGEST_DATABASE_URL"], 2000)
     kill_at = [150, 700, 1300]
     proc: list[subprocess.Popen[bytes]] = []
     lock = threading.Lock()
@@ -282,7 +264,7 @@ def test_sigkill_at_several_points_of_a_2000_send(cli, env, smtp_server, monkeyp
 @pytest.mark.slow
 def test_two_overlapping_scheduled_runs_make_one_issue(cli, env, smtp_server) -> None:
     seed(cli, subscribers=0, items=2)
-    bulk_subscribers(env, 300)
+    bulk_subscribers(env["DIGEST_DATABASE_URL"], 300)
     a = digest_process(env, "send", "--scheduled")
     b = digest_process(env, "send", "--scheduled")
     outs = [p.communicate(timeout=120) for p in (a, b)]
@@ -323,7 +305,7 @@ def test_three_postgres_workers_one_killed(
             monkeypatch.setenv(k, v)
         assert cli("init").exit_code == 0
         seed(cli, subscribers=0, items=1)
-        bulk_subscribers(env, 5000)
+        bulk_subscribers(env["DIGEST_DATABASE_URL"], 5000)
         # Freeze the issue without sending it: the workers do all the sending.
         from digest.config_load import load_settings
         from digest.db import session_scope
@@ -372,7 +354,7 @@ def test_sigterm_stops_after_the_messages_in_flight_and_the_next_run_resumes(
 ) -> None:
     env = {**env, "DIGEST_SMTP_CONNECTIONS": "3"}
     seed(cli, subscribers=0, items=1)
-    bulk_subscribers(env, 300)
+    bulk_subscribers(env["DIGEST_DATABASE_URL"], 300)
     proc: list[subprocess.Popen[bytes]] = []
 
     def on_data(rec) -> None:

@@ -39,12 +39,13 @@ def postgres_schema() -> Iterator[str]:
         admin.dispose()
 
 
-def rows(where: Engine | Mapping[str, str], sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    """The rows of `sql`, from an engine or from the test environment's DIGEST_DATABASE_URL."""
+def rows(where: Engine | Mapping[str, str] | str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows of `sql`, from an engine, a database URL, or the test environment's
+    DIGEST_DATABASE_URL."""
     if isinstance(where, Engine):
         with where.connect() as c:
             return [tuple(r) for r in c.execute(sa.text(sql), params)]
-    engine = make_engine(where["DIGEST_DATABASE_URL"])
+    engine = make_engine(where if isinstance(where, str) else where["DIGEST_DATABASE_URL"])
     try:
         return rows(engine, sql, **params)
     finally:

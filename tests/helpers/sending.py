@@ -17,6 +17,8 @@ import sqlalchemy as sa
 
 from digest.db import make_engine
 
+from .db import rows  # re-exported for the send tests: one copy, in helpers/db.py
+
 
 def seed(cli: Callable[..., Any], subscribers: int = 5, items: int = 1) -> None:
     """`subscribers` active readers (reader0@example.net…) and `items` news items, by the CLI."""
@@ -54,15 +56,6 @@ def bulk_subscribers(database_url: str, n: int) -> None:
             ],
         )
     engine.dispose()
-
-
-def rows(database_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as c:
-            return [tuple(r) for r in c.execute(sa.text(sql), params)]
-    finally:
-        engine.dispose()
 
 
 def execute(database_url: str, sql: str, **params: Any) -> None:
