@@ -1,4 +1,4 @@
-"""T5: queuing an issue for N subscribers on SQLite: digest.issues.create_issue (and its commit)
+"""T5: queuing an issue for N subscribers on SQLite: digest.issues.freeze.create_issue (and its commit)
 against a raw sqlite3 INSERT … SELECT of the same delivery rows, each on its own fresh copy of
 one seeded database, alternating which goes first.
 
@@ -41,7 +41,8 @@ def time_create_issue(db: Path, rendered: Any) -> tuple[float, dict[str, Any], i
     from sqlmodel import Session, select
 
     from digest.db import make_engine
-    from digest.issues import Draft, create_issue
+    from digest.issues.freeze import create_issue
+    from digest.issues.select import Draft
     from digest.models import NewsItem
 
     engine = make_engine(f"sqlite:///{db}")

@@ -19,7 +19,7 @@ from digest.compose.dkim import DkimSigner, load_signer
 from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
 from digest.errors import DigestError
-from digest.issues import NextIssue
+from digest.issues.select import NextIssue
 from digest.lint import CheckReport, lint_message
 from digest.models import utcnow
 from digest.render.issue import ItemView
@@ -106,7 +106,7 @@ def _lint_suppressions(session: Session, settings: Settings, report: CheckReport
 
 def _sample_issue(settings: Settings) -> Any:
     """Three made-up items through the configured templates, so they are linted too."""
-    from digest.issues import branding
+    from digest.issues.select import branding
     from digest.render.issue import render_issue
 
     now = utcnow()

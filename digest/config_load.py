@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from digest.config import SECRET_KEYS, Settings, permission_error, read_secret_file
+from digest.config import SECRET_KEYS, Settings
 from digest.errors import ConfigError
+from digest.secret_files import permission_error, read_secret_file
 
 DEFAULT_CONFIG_FILE = "digest.toml"
 

@@ -220,7 +220,7 @@ def explain_database_error(exc: BaseException, url: str | None) -> DigestError |
     if path is not None and any(
         s in lowered for s in ("readonly database", "unable to open database", "read-only")
     ):
-        from digest.config import current_user
+        from digest.secret_files import current_user
 
         user = current_user()
         folder = path.parent if str(path.parent) else Path(".")

@@ -24,7 +24,7 @@ from digest.db import Engine, check_schema, make_engine
 from digest.errors import EXIT_ERROR, UsageError
 
 if TYPE_CHECKING:
-    from digest.issues import NextIssue
+    from digest.issues.select import NextIssue
     from digest.send.outcome import SendProgress
     from digest.send.plan import SendPlan
 
@@ -115,7 +115,7 @@ def next_issue(
     featured: str | None = None,
 ) -> NextIssue:
     """What the options say about the next issue: its period, note and featured item."""
-    from digest.issues import NextIssue, read_note
+    from digest.issues.select import NextIssue, read_note
 
     return NextIssue(
         since=when(since, settings, "--since"), until=when(until, settings, "--until"),

@@ -83,7 +83,7 @@ def preview(
 
     Example: digest preview --note note.md --featured https://example.org/news/1 --serve
     """
-    from digest.issues import draft_issue
+    from digest.issues.select import draft_issue
     from digest.send.safe import preview_files
 
     s = state(ctx)
@@ -359,7 +359,7 @@ def _present_outcome(outcome: SendOutcome | None, settings: Settings) -> None:
 def _status(session: Session, s: State, issue: Issue, counts: dict[str, int]) -> str:
     """The issue's status in words; "sending" only while a process is sending it: it holds
     leases, or (SQLite) the send lock with this issue's deliveries still to go."""
-    from digest.issues import being_sent, status_words
+    from digest.issues.state import being_sent, status_words
     from digest.send.lock import send_lock_held
 
     active = False
@@ -377,7 +377,7 @@ def issues_list(ctx: typer.Context) -> None:
 
     Example: digest issues list
     """
-    from digest.issues import list_issues
+    from digest.issues.state import list_issues
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
@@ -401,7 +401,7 @@ def issues_show(ctx: typer.Context, number: IssueNumber) -> None:
 
     Example: digest issues show 3
     """
-    from digest.issues import issue_detail
+    from digest.issues.state import issue_detail
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
@@ -440,7 +440,7 @@ def issues_retry(ctx: typer.Context, number: IssueNumber) -> None:
 
     Example: digest issues retry 3 && digest send
     """
-    from digest.issues import retry_issue
+    from digest.issues.manage import retry_issue
 
     with session_scope(state(ctx).engine()) as session:
         n = retry_issue(session, number)
@@ -465,7 +465,7 @@ def issues_cancel(
 
     Example: digest issues cancel 3 --yes
     """
-    from digest.issues import cancel_issue
+    from digest.issues.manage import cancel_issue
 
     confirm_on_terminal(f"Cancel the rest of issue {number}?", yes=yes)
     with session_scope(state(ctx).engine()) as session:

@@ -170,7 +170,7 @@ def load_signer(settings: Settings) -> DkimSigner | None:
     """
     if not (settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key_file):
         return None
-    from digest.config import read_secret_file
+    from digest.secret_files import read_secret_file
 
     path = settings.dkim_private_key_file
     text = read_secret_file(path, "dkim_private_key_file")

@@ -25,10 +25,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from digest.config import Settings, read_secret_file
+from digest.config import Settings
 from digest.errors import ConfigError, DigestError, TemporaryFailure, UsageError
 from digest.inbound.classify import MAX_MESSAGE_BYTES
 from digest.inbound.spec import SourceSpec
+from digest.secret_files import read_secret_file
 
 
 @dataclass(frozen=True)

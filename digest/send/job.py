@@ -17,7 +17,9 @@ from digest.errors import (
     SmtpUnavailable,
     UsageError,
 )
-from digest.issues import IssueRace, NextIssue, delivery_counts, retrying_issues
+from digest.issues.freeze import IssueRace
+from digest.issues.select import NextIssue
+from digest.issues.state import delivery_counts, retrying_issues
 from digest.models import Issue, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import Sender, SmtpSender

@@ -10,16 +10,10 @@ from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
-from digest.issues import (
-    Draft,
-    NextIssue,
-    active_count,
-    cancel_issue,
-    create_issue,
-    delivery_counts,
-    draft_issue,
-    unfinished_issue,
-)
+from digest.issues.freeze import active_count, create_issue
+from digest.issues.manage import cancel_issue
+from digest.issues.select import Draft, NextIssue, draft_issue
+from digest.issues.state import delivery_counts, unfinished_issue
 from digest.models import Issue, IssueStatus
 from digest.text import plural
 

@@ -15,7 +15,7 @@ from digest.compose.wire import MessageTemplate
 from digest.config import Settings
 from digest.db import Engine, session_scope
 from digest.errors import UsageError
-from digest.issues import Draft, NextIssue, draft_issue
+from digest.issues.select import Draft, NextIssue, draft_issue
 from digest.models import Subscriber, SubscriberStatus
 from digest.send.mailer import FileSender, Sender, SendResult, SmtpSender
 

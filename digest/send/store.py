@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from digest.db import make_engine
-from digest.issues import delivery_counts, finish_if_done
+from digest.issues.state import delivery_counts, finish_if_done
 from digest.models import Issue, from_db_time, to_db_time, utcnow
 from digest.send.policy import Update
 

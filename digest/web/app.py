@@ -33,10 +33,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import lifecycle
 from digest.addresses import is_loopback
-from digest.config import Settings, check_preview_token
+from digest.config import Settings
 from digest.db import Engine, check_schema, make_engine, session_scope
 from digest.errors import DigestError, TooManyRequests, UsageError
 from digest.models import utcnow
+from digest.secret_files import check_preview_token
 from digest.send.confirm import send_confirmations
 from digest.send.mailer import Sender, SmtpSender
 from digest.send.pacing import Pacer

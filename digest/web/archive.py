@@ -15,7 +15,7 @@ from datetime import datetime
 from digest.config import Settings
 from digest.dates import human_date
 from digest.db import Session
-from digest.issues import archived_issue, archived_issues
+from digest.issues.state import archived_issue, archived_issues
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.send.plan import plan_send
 

@@ -1,0 +1,93 @@
+"""Freeze a draft into an issue with its recipients, one issue at a time."""
+
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+from sqlmodel import Session, func, select
+
+from digest.errors import DigestError
+from digest.issues.select import Draft, ensure_fits
+from digest.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    IssueItem,
+    IssueStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+
+
+def active_count(session: Session) -> int:
+    return session.exec(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(Subscriber.status == SubscriberStatus.active)
+    ).one()
+
+
+class IssueRace(DigestError):
+    """Another process made the same issue (same number or period) at the same moment."""
+
+
+def create_issue(session: Session, draft: Draft, *, period_key: str | None = None) -> Issue:
+    """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
+    active subscriber, all in the caller's transaction. Later subscribers are not in it.
+
+    An issue too large to reach readers whole (`ensure_fits`) is refused first: TooLarge."""
+    ensure_fits(draft)
+    issue = Issue(
+        number=draft.number,
+        uid=secrets.token_hex(8),
+        status=IssueStatus.sending,
+        subject=draft.rendered.subject,
+        period_start=draft.period_start,
+        period_end=draft.period_end,
+        html=draft.rendered.html,
+        text=draft.rendered.text,
+        period_key=period_key,
+        message_id_domain=draft.message_id_domain or None,
+    )
+    session.add(issue)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:
+        raise IssueRace(
+            f"issue {draft.number} was created by another digest process at the same time",
+            hint="Run `digest send` again: it resumes that issue.",
+        ) from None
+    assert issue.id is not None
+    for position, item in enumerate(draft.items, 1):
+        session.add(
+            IssueItem(
+                issue_id=issue.id,
+                news_item_id=item.id,
+                position=position,
+                title=item.title,
+                url=item.url,
+                summary_html=item.summary_html,
+                summary_text=item.summary_text,
+                category=item.category,
+                published_at=item.published_at,
+            )
+        )
+    delivery = Delivery.__table__  # type: ignore[attr-defined]
+    subscriber = Subscriber.__table__  # type: ignore[attr-defined]
+    session.execute(
+        sa.insert(delivery).from_select(
+            ["issue_id", "subscriber_id", "status", "attempts", "last_reply"],
+            sa.select(
+                sa.literal(issue.id),
+                subscriber.c.id,
+                sa.literal(DeliveryStatus.queued.value),
+                sa.literal(0),
+                sa.literal(""),
+            )
+            .where(subscriber.c.status == SubscriberStatus.active.value)
+            .order_by(subscriber.c.id),
+        )
+    )
+    session.flush()
+    return issue

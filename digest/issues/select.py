@@ -1,0 +1,198 @@
+"""Choose the items of the next issue and render its draft (nothing is stored here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from digest.config import Settings
+from digest.errors import DigestError, UsageError
+from digest.models import (
+    Issue,
+    IssueItem,
+    NewsItem,
+    utcnow,
+)
+from digest.render.fit import GMAIL_CLIP_BYTES
+from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
+
+
+def branding(settings: Settings) -> Branding:
+    return Branding(
+        name=settings.name,
+        organisation=settings.organisation,
+        postal_address=settings.postal_address,
+        base_url=settings.base_url,
+        timezone=settings.tz,
+        subject_template=settings.subject,
+        logo_url=settings.logo_url,
+        accent_colour=settings.accent_colour,
+        footer_text=settings.footer_text,
+        language=settings.language,
+    )
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What the next issue would be: its number, period, items and rendered content."""
+
+    number: int
+    period_start: datetime
+    period_end: datetime
+    items: Sequence[NewsItem]
+    rendered: RenderedIssue
+    message_id_domain: str = ""  # frozen into the issue: its Message-IDs never change
+
+
+def read_note(path: str | Path) -> str:
+    """The Markdown of an editor's note file (`--note FILE.md`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--note: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--note: cannot read {path}: {exc}") from None
+    if len(text) > 20_000:
+        raise UsageError(f"--note: {path} is {len(text)} characters; keep a note under 20,000")
+    return text
+
+
+def last_issue(session: Session) -> Issue | None:
+    return session.exec(select(Issue).order_by(col(Issue.number).desc())).first()
+
+
+def default_window(
+    session: Session, settings: Settings, now: datetime
+) -> tuple[datetime, datetime]:
+    """Since the end of the last issue, or `lookback_days` back on the first run; until now."""
+    last = last_issue(session)
+    since = last.period_end if last else now - timedelta(days=settings.lookback_days)
+    return since, now
+
+
+def select_items(
+    session: Session, since: datetime, until: datetime, *, late: timedelta = timedelta(0)
+) -> Sequence[NewsItem]:
+    """Items no earlier issue carried, published before `until`, newest first: those published
+    since `since`, and those that arrived since then with a date up to `late` earlier (a feed
+    fetched after the last issue went out must not lose its items)."""
+    already = select(IssueItem.news_item_id).where(col(IssueItem.news_item_id).is_not(None))
+    query = (
+        select(NewsItem)
+        .where(NewsItem.published_at < until)
+        .where(
+            sa.or_(
+                col(NewsItem.published_at) >= since,
+                sa.and_(
+                    col(NewsItem.created_at) >= since, col(NewsItem.published_at) >= since - late
+                ),
+            )
+        )
+        .where(col(NewsItem.id).not_in(already))
+        .order_by(col(NewsItem.published_at).desc(), col(NewsItem.id))
+    )
+    return session.exec(query).all()
+
+
+def _views(items: Sequence[NewsItem]) -> list[ItemView]:
+    return [
+        ItemView(
+            title=i.title,
+            url=i.url,
+            summary_html=i.summary_html,
+            category=i.category,
+            published_at=i.published_at,
+            source=i.source,
+        )
+        for i in items
+    ]
+
+
+@dataclass(frozen=True)
+class NextIssue:
+    """What staff may say about the next issue: its period (default: since the last issue)
+    and an editor's note (Markdown) and featured item (the link of one of its items)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    note_markdown: str | None = None
+    featured_url: str | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """A note or a featured item: only a new issue can have them."""
+        return bool(self.note_markdown or self.featured_url)
+
+
+def draft_issue(
+    session: Session,
+    settings: Settings,
+    shape: NextIssue | None = None,
+    *,
+    now: datetime | None = None,
+) -> Draft | None:
+    """Render the next issue without storing anything; None when there are no new items.
+
+    The note and the featured item are rendered into the issue here, so they are frozen with it.
+    """
+    shape = shape or NextIssue()
+    now = now or utcnow()
+    d_since, d_until = default_window(session, settings, now)
+    since, until = shape.since or d_since, shape.until or d_until
+    if since >= until:
+        raise DigestError(
+            f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
+            f"--until {until:%Y-%m-%d %H:%M} (UTC)"
+        )
+    items = select_items(session, since, until, late=timedelta(days=settings.lookback_days))
+    if not items:
+        return None
+    last = last_issue(session)
+    number = (last.number + 1) if last else 1
+    rendered = render_issue(
+        branding(settings),
+        _views(items),
+        period_start=since,
+        period_end=until,
+        number=number,
+        templates_dir=settings.templates_dir,
+        note_markdown=shape.note_markdown,
+        featured_url=shape.featured_url,
+    )
+    return Draft(
+        number=number, period_start=since, period_end=until, items=items, rendered=rendered,
+        message_id_domain=settings.from_domain,
+    )  # fmt: skip
+
+
+class TooLarge(DigestError):
+    """An issue Gmail would clip (hiding its footer and unsubscribe link): never sent."""
+
+
+def ensure_fits(draft: Draft) -> None:
+    """Refuse an issue whose HTML is still over Gmail's clipping limit after the size guard
+    (it had nowhere to leave the rest: no base_url, so no web archive to link to)."""
+    size = len(draft.rendered.html.encode("utf-8"))
+    if size <= GMAIL_CLIP_BYTES:
+        return
+    n = len(draft.items)
+    fit = draft.rendered.fit
+    if fit is None or not fit.archived:
+        hint = (
+            "Set base_url (the public address of `digest serve`): the size guard then leaves "
+            "the items that do not fit to the issue's web version and links to it. Or send "
+            "fewer items at a time (`digest send --since … --until …`)."
+        )
+    else:
+        hint = "Send fewer items at a time (`digest send --since … --until …`)."
+    raise TooLarge(
+        f"issue {draft.number} would be {size / 1000:,.0f} KB of HTML ({n} items), over "
+        f"Gmail's clipping limit of about {GMAIL_CLIP_BYTES / 1000:.0f} KB: readers would not "
+        "see the rest, the unsubscribe link included; nothing was sent",
+        hint=hint,
+    )
