@@ -90,6 +90,10 @@ class Settings(BaseModel):
     # The scheduled job (`digest send --scheduled`)
     schedule: Literal["weekly", "daily"] = "weekly"
     max_issue_age_hours: float = Field(24.0, gt=0)  # an older unfinished issue needs --force
+    # "required": `send --scheduled` makes the period's issue a draft, sends a review copy to
+    # review_to, and sends to the list only after `digest issues approve` (issues/review.py)
+    review: Literal["none", "required"] = "none"
+    review_to: tuple[str, ...] = ()  # addresses; in the environment, separated by commas
 
     # Tokens in unsubscribe links
     secret_key: str | None = None
@@ -148,6 +152,27 @@ class Settings(BaseModel):
         # An international domain in its ASCII (xn--) form, which every header and relay takes.
         return value if ascii_addr == addr else value.replace(addr, ascii_addr)
 
+    @field_validator("review_to", mode="before")
+    @classmethod
+    def _check_review_to(cls, value: object) -> object:
+        from digest.addresses import normalise_address
+
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value  # pydantic says what is wrong with it
+        # ValueError: the reason (special-use domains with allow_special_use_domains, below)
+        return tuple(normalise_address(str(a), allow_special_use=True) for a in value)
+
+    @model_validator(mode="after")
+    def _check_review(self) -> Settings:
+        if self.review == "required" and not self.review_to:
+            raise ValueError(
+                "review = 'required' needs review_to: the addresses that get the review copy "
+                "(e.g. review_to = ['comms@example.org'])"
+            )
+        return self
+
     @model_validator(mode="after")
     def _check_special(self) -> Settings:
         from digest.addresses import special_use_suffix
@@ -156,7 +181,8 @@ class Settings(BaseModel):
             return self
         for key, value in (("from", self.from_address), ("reply_to", self.reply_to),
                            ("unsubscribe_mailto", self.unsubscribe_mailto),
-                           ("bounce_address", self.bounce_address)):  # fmt: skip
+                           ("bounce_address", self.bounce_address),
+                           *(("review_to", a) for a in self.review_to)):  # fmt: skip
             if value is None or value == type(self).model_fields["from_address"].default:
                 continue
             domain = parseaddr(value)[1].rpartition("@")[2]

@@ -81,6 +81,12 @@ class SubscriberStatus(StrEnum):
 
 
 class IssueStatus(StrEnum):
+    # review = "required" (digest/issues/review.py): draft -> approved -> sending; a draft
+    # not sent within max_issue_age_hours is stale, one cancelled before sending discarded
+    draft = "draft"
+    approved = "approved"
+    stale = "stale"
+    discarded = "discarded"
     sending = "sending"
     sent = "sent"
     sent_with_failures = "sent_with_failures"
@@ -183,6 +189,11 @@ class Issue(SQLModel, table=True):
     # The domain of its Message-IDs, frozen when it is made: a retry after `from` changed
     # keeps the same Message-ID (NULL for issues made before: the From domain then).
     message_id_domain: str | None = Field(default=None, max_length=253)
+    # Review (review = "required"): who approved the draft and when, and when its review copy
+    # was sent (a scheduled run sends it once, not every 30 minutes).
+    approved_at: datetime | None = _ts(nullable=True, default=None)
+    approved_by: str | None = Field(default=None, max_length=100)
+    review_sent_at: datetime | None = _ts(nullable=True, default=None)
     # Rendered once, CSS inlined, with per-recipient placeholders (see render.py).
     html: str = Field(sa_type=sa.Text)
     text: str = Field(sa_type=sa.Text)

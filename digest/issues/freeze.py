@@ -32,16 +32,25 @@ class IssueRace(DigestError):
     """Another process made the same issue (same number or period) at the same moment."""
 
 
-def create_issue(session: Session, draft: Draft, *, period_key: str | None = None) -> Issue:
+def create_issue(
+    session: Session,
+    draft: Draft,
+    *,
+    period_key: str | None = None,
+    for_review: bool = False,
+    uid: str | None = None,
+) -> Issue:
     """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
     active subscriber, all in the caller's transaction. Later subscribers are not in it.
 
+    `for_review`: a draft issue waiting for approval (issues/review.py), its items frozen but
+    no deliveries yet: its recipients are frozen when sending starts (`queue_deliveries`).
     An issue too large to reach readers whole (`ensure_fits`) is refused first: TooLarge."""
     ensure_fits(draft)
     issue = Issue(
         number=draft.number,
-        uid=secrets.token_hex(8),
-        status=IssueStatus.sending,
+        uid=uid or secrets.token_hex(8),
+        status=IssueStatus.draft if for_review else IssueStatus.sending,
         subject=draft.rendered.subject,
         period_start=draft.period_start,
         period_end=draft.period_end,
@@ -73,6 +82,13 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
                 published_at=item.published_at,
             )
         )
+    if not for_review:
+        queue_deliveries(session, issue)
+    return issue
+
+
+def queue_deliveries(session: Session, issue: Issue) -> None:
+    """One queued delivery of `issue` for every active subscriber now."""
     delivery = Delivery.__table__  # type: ignore[attr-defined]
     subscriber = Subscriber.__table__  # type: ignore[attr-defined]
     session.execute(
@@ -90,4 +106,3 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
         )
     )
     session.flush()
-    return issue

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from digest.errors import DigestError
+from digest.issues.review import release
 from digest.issues.state import delivery_counts, get_issue, status_words
 from digest.models import (
     Delivery,
@@ -36,8 +37,12 @@ def retry_issue(session: Session, number: int) -> int:
 
 
 def cancel_issue(session: Session, number: int, *, reason: str = "issue cancelled") -> int:
-    """Stop an unfinished issue: deliveries not yet made are skipped, never sent."""
+    """Stop an unfinished issue: deliveries not yet made are skipped, never sent. A draft
+    not sent yet is discarded, its items left for the next issue."""
     issue = get_issue(session, number)
+    if issue.status in (IssueStatus.draft, IssueStatus.approved):
+        release(session, issue, IssueStatus.discarded, now=utcnow())  # its items go back
+        return 0
     if issue.status != IssueStatus.sending:
         words = status_words(issue, delivery_counts(session, issue.id or 0), active=False)
         raise DigestError(f"issue {number} is {words}, not being sent; nothing to cancel")

@@ -15,6 +15,7 @@ from digest.errors import DigestError, UsageError
 from digest.models import (
     Issue,
     IssueItem,
+    IssueStatus,
     NewsItem,
     utcnow,
 )
@@ -69,8 +70,13 @@ def last_issue(session: Session) -> Issue | None:
 def default_window(
     session: Session, settings: Settings, now: datetime
 ) -> tuple[datetime, datetime]:
-    """Since the end of the last issue, or `lookback_days` back on the first run; until now."""
-    last = last_issue(session)
+    """Since the end of the last issue, or `lookback_days` back on the first run; until now.
+    A draft that was never sent (stale or discarded: issues/review.py) does not count."""
+    last = session.exec(
+        select(Issue)
+        .where(col(Issue.status).not_in([IssueStatus.stale, IssueStatus.discarded]))
+        .order_by(col(Issue.number).desc())
+    ).first()
     since = last.period_end if last else now - timedelta(days=settings.lookback_days)
     return since, now
 

@@ -18,14 +18,23 @@ from digest.errors import (
     UsageError,
 )
 from digest.issues.freeze import IssueRace
+from digest.issues.review import ensure_sendable
 from digest.issues.select import NextIssue
 from digest.issues.state import delivery_counts, retrying_issues
-from digest.models import Issue, utcnow
+from digest.models import Issue, IssueStatus, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import Sender, SmtpSender
 from digest.send.outcome import SendOutcome, SendProgress
 from digest.send.pacing import Pacer
-from digest.send.plan import SendPlan, join_plan, plan_scheduled, plan_send, start_issue
+from digest.send.plan import (
+    ScheduledPlan,
+    SendPlan,
+    join_plan,
+    plan_scheduled,
+    plan_send,
+    start_issue,
+)
+from digest.send.review import after_review_step
 from digest.send.run import DeliveryRun, RunOptions
 from digest.send.store import SqlStore
 from digest.text import plural
@@ -54,6 +63,7 @@ def send_next(
     stop = stop or threading.Event()
     with send_lock(settings.database_url):
         key: str | None = None
+        decision: ScheduledPlan | None = None
         with session_scope(engine) as session:
             if worker:
                 plan = join_plan(session)
@@ -69,6 +79,8 @@ def send_next(
                 if plan is None:
                     notify("No new items since the last issue; nothing to send.")
             retrying = [] if worker else [i.number for i in retrying_issues(session, now)]
+        if decision is not None:
+            after_review_step(engine, settings, decision, notify=notify, now=now)
         if plan is None:
             if not retrying:
                 return None
@@ -79,7 +91,14 @@ def send_next(
             finally:
                 first.close()
         if plan.resume is not None:
-            if not scheduled:
+            ensure_sendable(plan.resume)  # a draft waits for `digest issues approve`
+            if plan.resume.status == IssueStatus.approved:
+                notify(f"Issue {plan.resume.number}: {plan.resume.subject} (approved by "
+                       f"{plan.resume.approved_by}) to {plural(plan.recipients, 'subscriber')}.")  # fmt: skip
+                if plan.recipients == 0:
+                    raise UsageError("there are no active subscribers",
+                                     hint="Add some with `digest subscribers add`.")  # fmt: skip
+            elif not scheduled:
                 notify(f"Resuming issue {plan.resume.number} ({plan.resume.subject}): "
                        f"{plan.recipients} to go.")  # fmt: skip
         else:

@@ -12,6 +12,7 @@ from digest.config import Settings
 from digest.errors import DigestError, UsageError
 from digest.issues.freeze import active_count, create_issue
 from digest.issues.manage import cancel_issue
+from digest.issues.review import make_review_draft, pending_issues, review_step, start_approved
 from digest.issues.select import Draft, NextIssue, draft_issue
 from digest.issues.state import delivery_counts, unfinished_issue
 from digest.models import Issue, IssueStatus
@@ -44,6 +45,14 @@ def plan_send(
                 hint="Run `digest send` without them to finish it first.",
             )
         return resume_plan(session, unfinished)
+    pending = pending_issues(session)
+    if pending:  # a draft (`digest send` refuses it) or an approved issue: sent before any new
+        if shape and shape.shaped:
+            raise UsageError(
+                f"issue {pending[0].number} is already made (a draft for review); --note and "
+                "--featured only shape a new issue"
+            )
+        return SendPlan(resume=pending[0], draft=None, recipients=active_count(session))
     draft = draft_issue(session, settings, shape)
     if draft is None:
         return None
@@ -53,6 +62,8 @@ def plan_send(
 def start_issue(session: Session, plan: SendPlan, *, period_key: str | None = None) -> Issue:
     """The issue to send: the unfinished one, or the draft frozen now with its recipients."""
     if plan.resume is not None:
+        if plan.resume.status == IssueStatus.approved:
+            return start_approved(session, plan.resume)  # its recipients are frozen now
         return plan.resume
     assert plan.draft is not None
     return create_issue(session, plan.draft, period_key=period_key)
@@ -79,6 +90,8 @@ class ScheduledPlan:
     key: str
     plan: SendPlan | None
     message: str  # what the scheduled run decided, in a sentence or two
+    review: Issue | None = None  # review = "required": a draft whose review copy is due
+    error: DigestError | None = None  # raised once the planning transaction is committed
 
 
 def plan_scheduled(
@@ -131,6 +144,12 @@ def plan_scheduled(
             f"its {dropped} remaining deliveries were dropped, not sent late."
         )
     prefix = " ".join(notes) + (" " if notes else "")
+    step = review_step(session, settings, key=key, now=now, force=force)
+    if step is not None:
+        start = step.start and SendPlan(resume=step.start, draft=None,
+                                        recipients=active_count(session))  # fmt: skip
+        return ScheduledPlan(key, start or None, prefix + step.message, review=step.review,
+                             error=step.error)  # fmt: skip
     if current is not None and current.status == IssueStatus.sending:
         age = now - current.created_at
         if age > max_age and not force:
@@ -157,6 +176,11 @@ def plan_scheduled(
     draft = draft_issue(session, settings, now=now)
     if draft is None:
         return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
+    if settings.review == "required":
+        issue = make_review_draft(session, draft, period_key=key, now=now)
+        return ScheduledPlan(key, None, prefix + f"Issue {draft.number} for {key}: "
+                             f"{plural(len(draft.items), 'item')}, drafted for review.",
+                             review=issue)  # fmt: skip
     plan = SendPlan(resume=None, draft=draft, recipients=active_count(session))
     return ScheduledPlan(
         key, plan, prefix + f"Issue {draft.number} for {key}: {plural(len(draft.items), 'item')}."
