@@ -19,6 +19,7 @@ from digest.compose.dkim import DkimSigner, load_signer
 from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
 from digest.errors import DigestError
+from digest.issues.review import PENDING
 from digest.issues.select import NextIssue
 from digest.lint import CheckReport, lint_message
 from digest.models import utcnow
@@ -46,6 +47,8 @@ def check_next_send(
     if plan is not None and plan.resume is not None:
         issue = plan.resume
         report.source = f"issue {issue.number}, unfinished: the next send resumes it"
+        if issue.status in PENDING:
+            report.source = f"issue {issue.number} ({issue.status}): the next issue sent"
         subject, html_body, text_body = issue.subject, issue.html, issue.text
     elif plan is not None and plan.draft is not None:
         draft = plan.draft

@@ -22,6 +22,7 @@ from digest.cli._context import (
     table,
 )
 from digest.cli.news import fetch_before
+from digest.cli.review import check_relay_command
 from digest.config import Settings
 from digest.db import session_scope
 from digest.errors import EXIT_ERROR, UsageError
@@ -143,6 +144,13 @@ def check(
     featured: Annotated[
         str | None, typer.Option("--featured", help="The featured item you will send with.")
     ] = None,
+    smtp: Annotated[
+        bool,
+        typer.Option(
+            "--smtp",
+            help="Check the relay instead: connect, TLS, EHLO, login, MAIL FROM then RSET; sends nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Lint the message the next send would produce; exit code 1 if anything must be fixed.
 
@@ -151,11 +159,15 @@ def check(
     leftover placeholders, DKIM alignment and signature, the postal address and base URL.
     Sends nothing and stores nothing.
 
-    Example: digest check   or: digest check --json
+    With --smtp, check the relay instead, as a send would reach it (exit 1 on failure).
+
+    Example: digest check   or: digest check --json   or: digest check --smtp
     """
     from digest.check import check_next_send, format_report
 
     s = state(ctx)
+    if smtp:
+        return check_relay_command(s)
     shape = next_issue(s.settings, note=note, featured=featured)
     with session_scope(s.engine()) as session:
         report = check_next_send(session, s.settings, shape)
@@ -324,7 +336,10 @@ def _present_copies(done: Copies | None) -> None:
     """`send --dry-run` and `send --to`: what was written or sent; exit 1 if a copy was refused."""
     if done is None:
         typer.echo("No new items for the next issue; nothing to send.")
-    elif done.folder is not None:
+        return
+    if done.about != "the next issue":
+        typer.echo(f"A copy of {done.about}.")
+    if done.folder is not None:
         typer.echo(
             f"Dry run: wrote {plural(done.written, 'message')} to {done.folder}/; "
             "nothing was sent or recorded."
@@ -359,9 +374,12 @@ def _present_outcome(outcome: SendOutcome | None, settings: Settings) -> None:
 def _status(session: Session, s: State, issue: Issue, counts: dict[str, int]) -> str:
     """The issue's status in words; "sending" only while a process is sending it: it holds
     leases, or (SQLite) the send lock with this issue's deliveries still to go."""
+    from digest.issues.review import NEVER_SENT, PENDING, draft_words
     from digest.issues.state import being_sent, status_words
     from digest.send.lock import send_lock_held
 
+    if issue.status in PENDING or issue.status in NEVER_SENT:
+        return draft_words(issue, s.settings)
     active = False
     if issue.status == "sending":
         to_go = counts["queued"] + counts["sending"] > 0

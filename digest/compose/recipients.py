@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from digest.compose.wire import MessageSettings, MessageTemplate, Recipient
 from digest.config import Settings
 from digest.models import utcnow
-from digest.tokens import make_token
+from digest.tokens import TEST_COPY_TOKEN, make_token
 
 if TYPE_CHECKING:
     from digest.compose.dkim import DkimSigner
@@ -156,7 +156,7 @@ class Recipients:
     def test_copy(self, email: str) -> Recipient:
         """A test copy: a fresh Message-ID, and a link that cannot unsubscribe anyone."""
         mid = f"<digest.test.{secrets.token_hex(8)}@{self.domain}>"
-        return self._for(email, "", mid, self._link("test-copy"))
+        return self._for(email, "", mid, self._link(TEST_COPY_TOKEN))
 
     def preview(self) -> Recipient:
         """The sample reader of `digest preview`."""

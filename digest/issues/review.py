@@ -163,9 +163,11 @@ def start_approved(session: Session, issue: Issue) -> Issue:
     )
     if not done.rowcount:  # type: ignore[attr-defined]
         raise IssueRace(f"issue {issue.number} was started by another run at the same time")
-    session.refresh(issue)
-    queue_deliveries(session, issue)
-    return issue
+    started = session.get(Issue, issue.id)
+    assert started is not None
+    session.refresh(started)
+    queue_deliveries(session, started)
+    return started
 
 
 def ensure_sendable(issue: Issue) -> None:

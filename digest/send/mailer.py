@@ -200,10 +200,7 @@ class SmtpSender:
     # Connecting ----------------------------------------------------------------------------
 
     def _tls_context(self) -> ssl.SSLContext:
-        try:
-            return ssl.create_default_context(cafile=self.cfg.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"smtp_ca_file {self.cfg.ca_file}: {exc}") from None
+        return tls_context(self.cfg)
 
     def connect(self) -> None:
         """Open the connection; raises SmtpUnavailable (temporary) or DigestError (setup)."""
@@ -435,6 +432,15 @@ class SmtpSender:
                 self._smtp.quit()
             self._disarm()
             self._drop()
+
+
+def tls_context(cfg: SmtpConfig) -> ssl.SSLContext:
+    """Certificates verified against the system's CAs, or smtp_ca_file (`digest check --smtp`
+    uses the same)."""
+    try:
+        return ssl.create_default_context(cafile=cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"smtp_ca_file {cfg.ca_file}: {exc}") from None
 
 
 def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:

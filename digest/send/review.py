@@ -116,8 +116,8 @@ def send_review_copy(
         copy = copy_of_issue(issue, f"issue {number}", archived=False)
     banner = [
         f"REVIEW COPY of issue {number}: not sent to subscribers yet.",
-        f"It goes to the list only after `digest issues approve {number}`; "
-        f"`digest issues refresh {number}` first takes in items added or removed since.",
+        f"To send it to the list: digest issues approve {number}",
+        f"To take in items added or removed since: digest issues refresh {number}",
     ]
     template = copy_template(settings, copy, prefix=REVIEW_PREFIX, banner=banner, now=now)
     sender = SmtpSender(settings.smtp)

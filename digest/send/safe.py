@@ -14,38 +14,65 @@ from digest.compose.recipients import Recipients, compose_issue
 from digest.compose.wire import MessageTemplate
 from digest.config import Settings
 from digest.db import Engine, session_scope
-from digest.errors import UsageError
-from digest.issues.select import Draft, NextIssue, draft_issue
-from digest.models import Subscriber, SubscriberStatus
+from digest.errors import NotFoundError, UsageError
+from digest.issues.review import NEXT, pending_issues
+from digest.issues.select import Draft, NextIssue, draft_issue, last_issue
+from digest.issues.state import archived_issue
+from digest.models import Subscriber, SubscriberStatus, utcnow
 from digest.send.mailer import FileSender, Sender, SendResult, SmtpSender
+from digest.send.review import CopyOf, copy_of_issue, copy_template, send_copy
 
 TEST_PREFIX = "[TEST] "
 
 
-def draft_template(settings: Settings, draft: Draft, *, test: bool = False) -> MessageTemplate:
-    """The message of a draft (the next issue, not frozen yet); a test copy's subject is marked."""
+def draft_template(settings: Settings, draft: Draft) -> MessageTemplate:
+    """The message of a draft (the next issue, not frozen yet)."""
     return compose_issue(
-        settings, subject=(TEST_PREFIX if test else "") + draft.rendered.subject,
-        html=draft.rendered.html, text=draft.rendered.text,
+        settings, subject=draft.rendered.subject, html=draft.rendered.html,
+        text=draft.rendered.text,
     )  # fmt: skip
 
 
 def test_send(
-    settings: Settings, draft: Draft, addresses: Sequence[str], sender: Sender
+    settings: Settings, copy: CopyOf, addresses: Sequence[str], sender: Sender
 ) -> list[tuple[str, SendResult]]:
-    """A copy of the next issue to each address, subject marked [TEST]; nothing is recorded."""
+    """A copy to each address, subject marked [TEST], its links working; nothing is recorded."""
     try:
         allow = settings.allow_special_use_domains
         targets = [normalise_address(a, allow_special_use=allow) for a in addresses]
     except ValueError as exc:
         raise UsageError(f"--to: {exc}") from None
-    template = draft_template(settings, draft, test=True)
-    recipients = Recipients.of(settings)
-    results = []
-    for address in targets:
-        r = recipients.test_copy(address)
-        results.append((address, sender.send(r.envelope_from, address, template.render(r))))
-    return results
+    template = copy_template(settings, copy, prefix=TEST_PREFIX, now=utcnow())
+    return send_copy(settings, template, targets, sender)
+
+
+def copy_source(
+    session: Session, settings: Settings, shape: NextIssue | None = None
+) -> CopyOf | None:
+    """What `send --to` is a copy of: the draft waiting for approval (or approved), else the
+    next issue, else (no new items) the last issue; None when there is none of them."""
+    pending = pending_issues(session)
+    if pending:
+        issue = pending[0]
+        if shape and shape.shaped:
+            raise UsageError(
+                f"issue {issue.number} is already made (a draft for review); --note and "
+                "--featured only shape a new issue"
+            )
+        return copy_of_issue(issue, f"issue {issue.number} ({issue.status})", archived=False)
+    draft = draft_issue(session, settings, shape)
+    if draft is not None:
+        r = draft.rendered
+        return CopyOf(draft.number, r.subject, r.html, r.text, NEXT, "the next issue")
+    last = last_issue(session)
+    if last is None or (shape and shape.shaped):
+        return None
+    try:
+        archived = archived_issue(session, last.number) is not None
+    except NotFoundError:
+        archived = False
+    about = f"issue {last.number}, the last issue (there are no new items)"
+    return copy_of_issue(last, about, archived=archived)
 
 
 def dry_run(
@@ -90,7 +117,7 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
 class Copies:
     """What `digest send --to` or `digest send --dry-run` did; neither records anything."""
 
-    draft: Draft
+    about: str  # what it is a copy of, for people
     folder: Path | None = None  # --dry-run: where the messages were written
     written: int = 0  # --dry-run: how many
     sent: list[tuple[str, SendResult]] = field(default_factory=list)  # --to: each reply
@@ -104,18 +131,22 @@ def send_copies(
     to: Sequence[str] = (),
     folder: Path | None = None,
 ) -> Copies | None:
-    """The next issue as a [TEST] copy to each address in `to`, or, with a `folder` (a dry
-    run), every active subscriber's message written there. None when there are no new items."""
+    """A [TEST] copy to each address in `to` (of what `copy_source` finds), or, with a `folder`
+    (a dry run), every active subscriber's message of the next issue written there. None when
+    there is nothing to copy (a dry run: no new items)."""
     with session_scope(engine) as session:
-        draft = draft_issue(session, settings, shape)
-        if draft is None:
-            return None
         if folder is not None:
+            draft = draft_issue(session, settings, shape)
+            if draft is None:
+                return None
             n = dry_run(session, settings, draft, folder, FileSender(folder))
-            return Copies(draft, folder=folder, written=n)
+            return Copies("the next issue", folder=folder, written=n)
+        copy = copy_source(session, settings, shape)
+    if copy is None:
+        return None
     sender = SmtpSender(settings.smtp)
     sender.connect()
     try:
-        return Copies(draft, sent=test_send(settings, draft, to, sender))
+        return Copies(copy.about, sent=test_send(settings, copy, to, sender))
     finally:
         sender.close()

@@ -6,6 +6,7 @@
   GET  /unsubscribe          how to unsubscribe (the link in web versions of issues)
   GET  /archive, /archive/N  sent issues and their web version
   GET  /preview              the next send, for staff (preview_token or preview_loopback)
+  GET  /review/{token}       an issue (a draft too) from a review or test copy's link
   GET  /healthz              for monitoring
 
 A GET never changes anything: mail scanners and link previewers fetch every link. Routes parse,
@@ -41,7 +42,8 @@ from digest.secret_files import check_preview_token
 from digest.send.confirm import send_confirmations
 from digest.send.mailer import Sender, SmtpSender
 from digest.send.pacing import Pacer
-from digest.web.archive import archive_page, list_archive, preview_page
+from digest.tokens import TEST_COPY_TOKEN
+from digest.web.archive import archive_page, list_archive, preview_page, review_page
 from digest.web.limits import ClientLimiter, client_key
 from digest.web.pages import Pages
 
@@ -68,11 +70,14 @@ DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cache-control", b"no-store"),
 )
 PUBLIC_CACHE = "public, max-age=300"
-ROBOTS_TXT = "User-agent: *\nDisallow: /confirm/\nDisallow: /unsubscribe/\nDisallow: /preview\n"
+ROBOTS_TXT = (
+    "User-agent: *\nDisallow: /confirm/\nDisallow: /unsubscribe/\nDisallow: /preview\n"
+    "Disallow: /review/\n"
+)
 PREVIEW_WINDOW = timedelta(minutes=15)
 PREVIEW_FAILURES_PER_CLIENT = 5
 PREVIEW_FAILURES_TOTAL = 50
-_TOKEN_PATH = re.compile(r"/(unsubscribe|confirm)/[^\s?\"]+")
+_TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|review)/[^\s?\"]+")
 
 
 class SecurityHeaders:
@@ -306,6 +311,8 @@ def create_app(
 
     @app.api_route("/unsubscribe/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def unsubscribe_form(token: str) -> HTMLResponse:
+        if token == TEST_COPY_TOKEN:  # the link of a test or review copy: it unsubscribes nobody
+            return page("test_copy.html", noindex=True)
         if not lifecycle.check_unsubscribe_token(settings, token):
             return invalid_link()
         return page("unsubscribe.html", token=token, noindex=True)
@@ -319,6 +326,8 @@ def create_app(
         # RFC 8058: a mail client POSTs List-Unsubscribe=One-Click, with no cookies and no
         # earlier visit. Act on it alone and answer 200 without a redirect.
         source = "one-click" if one_click == "One-Click" else "web"
+        if token == TEST_COPY_TOKEN:
+            return page("test_copy.html", noindex=True)  # nothing to change; 200, no redirect
         with session_scope(db) as session:
             outcome = lifecycle.unsubscribe_by_token(
                 session, settings, token, source=source, client=client_of(request)
@@ -342,6 +351,17 @@ def create_app(
         return HTMLResponse(
             body, headers={"Content-Security-Policy": ISSUE_CSP, "Cache-Control": PUBLIC_CACHE}
         )
+
+    @app.api_route("/review/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    def review(token: str) -> HTMLResponse:
+        with session_scope(db) as session:
+            body = review_page(session, settings, token, root=root, now=clock())
+        if body is None:
+            return invalid_link()
+        if not body:
+            return page("preview_empty.html", noindex=True)
+        return HTMLResponse(body, headers={"Content-Security-Policy": ISSUE_CSP,
+                                           "X-Robots-Tag": "noindex"})  # fmt: skip
 
     # Wrong staff passwords: a few per client, and not many in all, per PREVIEW_WINDOW; then
     # every attempt is refused (429) until the window has passed, even a right one.

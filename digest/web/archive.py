@@ -15,6 +15,14 @@ from datetime import datetime
 from digest.config import Settings
 from digest.dates import human_date
 from digest.db import Session
+from digest.issues.review import (
+    NEVER_SENT,
+    NEXT,
+    PENDING,
+    draft_words,
+    issue_by_uid,
+    read_review_token,
+)
 from digest.issues.state import archived_issue, archived_issues
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.send.plan import plan_send
@@ -78,6 +86,8 @@ def preview_page(session: Session, settings: Settings, *, root: str) -> tuple[in
     if plan.resume is not None:
         number, body = plan.resume.number, plan.resume.html
         note = f"Staff preview: issue {number} is being sent; a send now resumes it. "
+        if plan.resume.status in PENDING:
+            note = f"Staff preview: issue {number}, {draft_words(plan.resume, settings)}. "
     else:
         assert plan.draft is not None
         number, body = plan.draft.number, plan.draft.rendered.html
@@ -88,3 +98,31 @@ def preview_page(session: Session, settings: Settings, *, root: str) -> tuple[in
         banner_html=_banner(note, f"{root}/archive", "Past issues"),
     )
     return number, page
+
+
+def review_page(
+    session: Session, settings: Settings, token: str, *, root: str, now: datetime
+) -> str | None:
+    """The page of a review or test copy's view-online link: the issue it names whatever its
+    state (a draft too), or the next issue as a send would make it now; None for a bad or
+    expired token. The issue's own unsubscribe placeholder is made neutral, as in the archive."""
+    payload = read_review_token(settings, token, now=now)
+    if payload is None:
+        return None
+    if payload == NEXT:
+        found = preview_page(session, settings, root=root)
+        return found[1] if found else ""
+    issue = issue_by_uid(session, payload)
+    if issue is None:
+        return None
+    if issue.status in PENDING or issue.status in NEVER_SENT:
+        note = f"Review copy: issue {issue.number}, {draft_words(issue, settings)}; not sent to subscribers yet. "
+        if issue.status in NEVER_SENT:
+            note = f"Issue {issue.number} was never sent ({draft_words(issue, settings)}). "
+    else:
+        note = f"Issue {issue.number}, sent. "
+    return web_version(
+        issue.html,
+        unsubscribe_help_url=f"{root}/unsubscribe",
+        banner_html=_banner(note, f"{root}/archive", "Past issues"),
+    )
