@@ -71,14 +71,13 @@ def default_window(
     session: Session, settings: Settings, now: datetime
 ) -> tuple[datetime, datetime]:
     """Since the end of the last issue, or `lookback_days` back on the first run; until now.
-    A draft that was never sent (stale or discarded: issues/review.py) does not count."""
-    last = session.exec(
-        select(Issue)
-        .where(col(Issue.status).not_in([IssueStatus.stale, IssueStatus.discarded]))
-        .order_by(col(Issue.number).desc())
-    ).first()
-    since = last.period_end if last else now - timedelta(days=settings.lookback_days)
-    return since, now
+    A draft that was never sent (stale or discarded: issues/review.py) leaves its period to
+    the next issue: since where it began."""
+    last = last_issue(session)
+    if last is None:
+        return now - timedelta(days=settings.lookback_days), now
+    never_sent = last.status in (IssueStatus.stale, IssueStatus.discarded)
+    return (last.period_start if never_sent else last.period_end), now
 
 
 def select_items(
