@@ -84,7 +84,7 @@ def test_a_wrong_password_is_reported_and_never_printed(
         monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp://digest@127.0.0.1:{server.port}")
         monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong-pw")
         r = cli("check", "--smtp")
-        assert r.exit_code == 1, r.output
+        assert r.exit_code == 3, r.output  # as for a send: the settings are wrong
         assert "AUTH " in _line(r.stdout, "ehlo")
         assert _line(r.stdout, "login").startswith("error smtp://127.0.0.1:")
         assert "refused the login for user 'digest': 535" in r.stderr

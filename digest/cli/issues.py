@@ -289,7 +289,7 @@ def send(
             outcome = send_next(
                 engine, settings, scheduled=scheduled, worker=worker, force=force,
                 notify=said, confirm=confirm, stop=display.stop,
-                progress=display.progress, shape=shape,
+                progress=display.progress, shape=shape, acted=said.flush,
             )  # fmt: skip
     except BaseException:
         said.flush()  # what led to the error

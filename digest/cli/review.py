@@ -9,7 +9,7 @@ import typer
 
 from digest.cli._context import IssueNumber, State, local_time, state, sub_app
 from digest.db import session_scope
-from digest.errors import DigestError
+from digest.errors import ConfigError, DigestError
 from digest.models import utcnow
 
 review_commands = sub_app()
@@ -72,4 +72,5 @@ def check_relay_command(s: State) -> None:
     typer.echo(format_relay_report(report))
     if not report.ok:
         failed = next(step for step in report.steps if step.status == "error")
-        raise DigestError(f"relay check, {failed.name}: {failed.detail}", hint=report.hint)
+        error = ConfigError if report.settings_wrong else DigestError  # exit 3 or 1
+        raise error(f"relay check, {failed.name}: {failed.detail}", hint=report.hint)

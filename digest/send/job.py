@@ -53,8 +53,12 @@ def send_next(
     progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None = None,
     now: datetime | None = None,
     shape: NextIssue | None = None,
+    acted: Callable[[], None] | None = None,
 ) -> SendOutcome | None:
     """The whole of `digest send`: decide what to send, freeze it, deliver it.
+
+    `acted` is called when a run that sends no issue still did something to report (sent
+    a review copy, or found a draft stale), so `--quiet` shows what it said.
 
     Returns None when there is nothing to do. Nothing is frozen before the SMTP server has
     answered, so a send that cannot connect leaves no half-made issue behind.
@@ -79,7 +83,9 @@ def send_next(
                 if plan is None:
                     notify("No new items since the last issue; nothing to send.")
             retrying = [] if worker else [i.number for i in retrying_issues(session, now)]
-        if decision is not None:
+        if decision is not None and (decision.review or decision.error):
+            if acted is not None:
+                acted()
             after_review_step(engine, settings, decision, notify=notify, now=now)
         if plan is None:
             if not retrying:

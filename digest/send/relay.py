@@ -31,6 +31,7 @@ class RelayReport:
     relay: str
     steps: list[Step] = field(default_factory=list)
     hint: str = ""
+    settings_wrong: bool = False  # the relay refused the login: fix the settings (exit 3)
 
     @property
     def ok(self) -> bool:
@@ -46,9 +47,10 @@ def _reply(code: int, resp: bytes | str) -> str:
 
 
 class _Failed(Exception):
-    def __init__(self, name: str, detail: str, hint: str) -> None:
+    def __init__(self, name: str, detail: str, hint: str, *, settings_wrong: bool = False) -> None:
         super().__init__(detail)
         self.name, self.detail, self.hint = name, detail, hint
+        self.settings_wrong = settings_wrong
 
 
 def check_relay(settings: Settings) -> RelayReport:
@@ -62,7 +64,7 @@ def check_relay(settings: Settings) -> RelayReport:
         _probe(smtp, report, settings)
     except _Failed as failed:
         report.add("error", failed.name, failed.detail)
-        report.hint = failed.hint
+        report.hint, report.settings_wrong = failed.hint, failed.settings_wrong
     finally:
         if smtp is not None:
             try:
@@ -157,7 +159,8 @@ def _extensions(smtp: smtplib.SMTP, report: RelayReport, settings: Settings) -> 
     except smtplib.SMTPAuthenticationError as exc:
         raise _Failed("login", f"{cfg.display} refused the login for user {cfg.user!r}: "
                       f"{_reply(exc.smtp_code, exc.smtp_error)}",
-                      "Check the user in smtp_url and DIGEST_SMTP_PASSWORD (or smtp_password_file).") from None  # fmt: skip
+                      "Check the user in smtp_url and DIGEST_SMTP_PASSWORD (or smtp_password_file).",
+                      settings_wrong=True) from None  # fmt: skip
     except (OSError, smtplib.SMTPException) as exc:
         raise _Failed("login", f"the login failed: {_why(exc)}",
                       "Check the user in smtp_url and the password.") from None  # fmt: skip
