@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
-from digest.issues.freeze import active_count, create_issue
+from digest.issues.freeze import IssueRace, active_count, create_issue
 from digest.issues.manage import cancel_issue
 from digest.issues.review import make_review_draft, pending_issues, review_step, start_approved
 from digest.issues.select import Draft, NextIssue, draft_issue
@@ -177,7 +177,12 @@ def plan_scheduled(
     if draft is None:
         return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
     if settings.review == "required":
-        issue = make_review_draft(session, draft, period_key=key, now=now)
+        try:
+            with session.begin_nested():  # a race rolls back only the draft
+                issue = make_review_draft(session, draft, period_key=key, now=now)
+        except IssueRace:
+            return ScheduledPlan(key, None, prefix + f"Another run made the draft for {key} "
+                                 "a moment ago; it sends the review copy.")  # fmt: skip
         return ScheduledPlan(key, None, prefix + f"Issue {draft.number} for {key}: "
                              f"{plural(len(draft.items), 'item')}, drafted for review.",
                              review=issue)  # fmt: skip
