@@ -166,8 +166,10 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
             shown = "(set, hidden)" if value else "(not set)"
         elif key == "database_url":
             shown = make_url(value).render_as_string(hide_password=True)
-        elif value is None:
+        elif value is None or value == ():
             shown = "(not set)"
+        elif isinstance(value, tuple):  # review_to: as it is written in the environment
+            shown = ", ".join(str(v) for v in value)
         else:
             shown = str(value)
         rows.append((key, shown, source))

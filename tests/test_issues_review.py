@@ -277,6 +277,13 @@ def test_review_settings_are_checked(cli: Callable[..., Any], env, monkeypatch) 
     monkeypatch.setenv("DIGEST_REVIEW_TO", "comms@partnership.example.org, not-an-address")
     r = cli("issues", "list")
     assert r.exit_code == 3 and "review_to" in r.stderr
+    monkeypatch.setenv(
+        "DIGEST_REVIEW_TO", "comms@partnership.example.org, Ed@Partnership.example.org"
+    )
+    r = cli("config", "show")
+    assert r.exit_code == 0, r.output
+    assert re.search(r"^review_to\s+comms@partnership.example.org, Ed@partnership.example.org\s+env DIGEST_REVIEW_TO$",
+                     r.stdout, re.M), r.stdout  # fmt: skip
     monkeypatch.setenv("DIGEST_REVIEW", "sometimes")
     r = cli("issues", "list")
     assert r.exit_code == 3 and "'review'" in r.stderr
