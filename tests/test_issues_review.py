@@ -221,6 +221,8 @@ def test_approve_records_the_user_name_and_send_by_hand_sends_it(
     ]
     r = cli("issues", "approve", "1")
     assert r.exit_code == 1 and "issue 1 was already approved by" in r.stderr
+    r = cli("preview")
+    assert r.exit_code == 0 and "Issue 1 (approved) goes out first; this preview" in r.stdout
     # A subscriber who joined after the draft is in it: recipients are frozen at sending.
     assert cli("subscribers", "add", "late@example.net").exit_code == 0
     r = cli("send", "--yes")

@@ -84,6 +84,7 @@ def preview(
 
     Example: digest preview --note note.md --featured https://example.org/news/1 --serve
     """
+    from digest.issues.review import pending_note
     from digest.issues.select import draft_issue
     from digest.send.safe import preview_files
 
@@ -93,7 +94,9 @@ def preview(
     if fetch:
         fetch_before(s)
     with session_scope(s.engine()) as session:
-        draft = draft_issue(session, settings, shape)
+        draft, waiting = draft_issue(session, settings, shape), pending_note(session)
+    if waiting:
+        typer.echo(waiting)
     if draft is None:
         typer.echo("No new items for the next issue; nothing to preview.")
         return

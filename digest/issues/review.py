@@ -235,6 +235,18 @@ def review_step(
     )
 
 
+def pending_note(session: Session) -> str | None:
+    """For `digest preview`: a draft waiting (or approved) goes out before the issue it shows."""
+    pending = pending_issues(session)
+    if not pending:
+        return None
+    n = pending[0].number
+    return (
+        f"Issue {n} ({pending[0].status}) goes out first; this preview is of the issue after "
+        f"it. `digest send --to ADDRESS` sends you a copy of issue {n}."
+    )
+
+
 def draft_words(issue: Issue, settings: Settings) -> str:
     """A pending or never-sent draft's status for people."""
     if issue.status == IssueStatus.approved:
