@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .helpers.db import postgres_schema, rows
+from .helpers.db import BOTH_DATABASES, database_of, rows
 from .helpers.sending import digest, faketime_library, finish
 from .helpers.smtp import SmtpServer
 
@@ -28,14 +28,11 @@ needs_faketime = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BOTH_DATABASES)
 def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
     """Every test on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{workdir / 'subscribers.db'}"
-    else:
-        with postgres_schema() as url:
-            yield url
+    with database_of(request.param, workdir) as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,20 @@ def postgres_schema() -> Iterator[str]:
         with admin.begin() as c:
             c.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
+
+
+# For a module's `database_url` fixture, to run each of its tests on both databases.
+BOTH_DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def database_of(kind: str, folder: Path) -> Iterator[str]:
+    """A fresh database: "sqlite" (subscribers.db in `folder`) or "postgres" (a schema)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'subscribers.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 def rows(where: Engine | Mapping[str, str] | str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
