@@ -72,6 +72,65 @@ def test_starttls_with_an_untrusted_certificate_then_smtp_ca_file(
         controller.stop()
 
 
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (no CA at all), and that key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = folder / "relay.pem", folder / "relay.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
+
+
+def test_smtps_with_a_self_signed_certificate(
+    cli, env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Implicit TLS (smtps://) to a relay whose certificate signed itself: refused, as a send
+    refuses it; trusted once smtp_ca_file names that very certificate."""
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server, controller = start_smtp(ssl_context=ctx)
+    try:
+        monkeypatch.setenv("DIGEST_SMTP_URL", f"smtps://127.0.0.1:{server.port}")
+        r = cli("check", "--smtp")
+        assert r.exit_code == 1, r.output
+        assert _line(r.stdout, "tls") == (
+            "error the TLS certificate of 127.0.0.1 could not be verified: self-signed certificate"
+        )
+        assert "smtp_ca_file" in r.stderr
+        cli("news", "add", "--title", "An item", "--url", "https://example.org/n/1")
+        r = cli("send", "--to", "me@example.org")
+        assert r.exit_code == 1 and "self-signed certificate" in r.stderr  # as a send does
+        monkeypatch.setenv("DIGEST_SMTP_CA_FILE", str(cert))
+        r = cli("check", "--smtp")
+        assert r.exit_code == 0, r.output
+        assert "the certificate of 127.0.0.1 verified" in _line(r.stdout, "tls")
+        assert server.messages == []
+    finally:
+        controller.stop()
+
+
 def test_a_wrong_password_is_reported_and_never_printed(
     cli, env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
