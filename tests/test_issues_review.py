@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .helpers.db import BOTH_DATABASES, database_of, rows
-from .helpers.sending import digest, faketime_library, finish
+from .helpers.sending import digest, execute, faketime_library, finish
 from .helpers.smtp import SmtpServer
 
 REVIEWERS = "comms@partnership.example.org,editor@partnership.example.org"
@@ -233,8 +233,6 @@ def test_refresh_takes_out_an_item_that_is_gone_and_refuses_an_empty_draft(
 ) -> None:
     seed_week_now(cli)
     assert cli("send", "--scheduled").exit_code == 0
-    from .helpers.sending import execute
-
     execute(
         review_env["DIGEST_DATABASE_URL"], "DELETE FROM news_item WHERE title = 'Training dates'"
     )
@@ -314,3 +312,23 @@ def test_two_runs_at_once_make_one_draft(
     assert rows(review_env, "SELECT number, status FROM issue") == [(1, "draft")]
     got = sent_to(smtp_server)
     assert set(got) == set(REVIEWERS.split(",")) and len(got) <= 4
+
+
+def test_a_draft_left_when_review_is_turned_off_still_waits(
+    cli: Callable[..., Any], review_env: dict[str, str], smtp_server: SmtpServer, monkeypatch
+) -> None:
+    """Turning review off does not send a draft nobody approved, nor try to review it."""
+    seed_week_now(cli)
+    assert cli("send", "--scheduled").exit_code == 0
+    monkeypatch.setenv("DIGEST_REVIEW", "none")
+    monkeypatch.delenv("DIGEST_REVIEW_TO")
+    execute(review_env["DIGEST_DATABASE_URL"], "UPDATE issue SET review_sent_at = NULL")
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 0, r.output
+    assert (
+        "Issue 1 is waiting for approval (no review_to: no review copy); nothing sent." in r.stdout
+    )
+    assert len(smtp_server.messages) == 2
+    assert cli("issues", "approve", "1").exit_code == 0
+    r = cli("send", "--scheduled")
+    assert r.exit_code == 0 and "Issue 1 is complete." in r.stdout

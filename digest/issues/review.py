@@ -226,11 +226,12 @@ def review_step(
             "; sending it.",
             start=issue,
         )
-    if issue.review_sent_at is None:
+    if issue.review_sent_at is None and settings.review_to:
         return ReviewStep(f"Issue {n} is a draft; sending its review copy.", review=issue)
+    sent = issue.review_sent_at
+    said = f"review copy sent at {when(sent, settings)}" if sent else "no review_to: no review copy"
     return ReviewStep(
-        f"Issue {n} is waiting for approval (review copy sent at "
-        f"{when(issue.review_sent_at, settings)}); nothing sent. `digest issues approve {n}` "
+        f"Issue {n} is waiting for approval ({said}); nothing sent. `digest issues approve {n}` "
         "approves it."
     )
 
