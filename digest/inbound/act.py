@@ -101,7 +101,7 @@ def process_message(
 ) -> Outcome:
     """Classify `raw` and act on it, in one transaction with its fingerprint row."""
     now = now or utcnow()
-    found = classify(raw, key=settings.secret_key_bytes(), recipient=recipient)
+    found = classify(raw, key=settings.keyring(), recipient=recipient)
     try:
         with session_scope(engine) as session:
             seen = _seen(session, found.fingerprint)
