@@ -298,7 +298,7 @@ def store_items(
             continue
         try:
             with session.begin_nested():
-                stored, outcome = upsert_item(session, item)
+                stored, outcome = upsert_item(session, item, keep_edited=True)
                 if guid_hash and stored.id is not None:
                     _remember_entry(session, item.source, guid_hash, stored.id)
         except ValueError as err:
