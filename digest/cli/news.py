@@ -301,18 +301,19 @@ def feeds_fetch(
     ] = None,
     verbose: Annotated[
         bool,
-        typer.Option("--verbose", "-v", help="A line for every source, including unchanged ones."),
+        typer.Option("--verbose", "-v", help="Also each failure's hint, and a total."),
     ] = False,
 ) -> None:
     """Fetch every source (or those named) and store new and changed items.
 
-    Quiet unless something is new or wrong, so it suits cron. The exit code is 1 if any
-    source failed; the others are still fetched, and a failure never changes stored items.
+    One line per source: new, updated and unchanged items, entries skipped (each with the
+    reason), not modified since the last fetch, or failed. The exit code is 1 if any source
+    failed; the others are still fetched, and a failure never changes stored items.
 
     Example: digest feeds fetch
     """
     s = state(ctx)
-    results = _fetch(s, names=names or [], verbose=verbose or s.verbose)
+    results = _fetch(s, names=names or [], verbose=verbose or s.verbose, every=True)
     if not results:
         typer.echo("No sources yet. Add one with `digest feeds add URL`.")
         return
@@ -346,9 +347,9 @@ def fetch_before(s: State) -> None:
         )
 
 
-def _fetch(s: State, *, names: list[str], verbose: bool) -> list[SourceResult]:
+def _fetch(s: State, *, names: list[str], verbose: bool, every: bool = False) -> list[SourceResult]:
     """Fetch sources (a failure is in its result, never raised) and print a line for each
-    noteworthy one (every one when verbose)."""
+    noteworthy one (every one when `every` or verbose), with the entries skipped and why."""
     from digest.news.sources import fetch_sources
 
     with session_scope(s.engine()) as session:
@@ -361,11 +362,11 @@ def _fetch(s: State, *, names: list[str], verbose: bool) -> list[SourceResult]:
             if verbose and r.hint:
                 typer.echo(f"  Hint: {r.hint}", err=True)
         elif r.status == "not_modified":
-            if verbose:
+            if verbose or every:
                 typer.echo(f"{r.name}: not modified since the last fetch.")
-        elif verbose or r.noteworthy:
+        elif verbose or every or r.noteworthy:
             typer.echo(f"{r.name}: {r.report.describe()}.")
-        _echo_skipped(r.warnings, r.report.skipped if verbose else [])
+        _echo_skipped(r.warnings, r.report.skipped if verbose or every else [])
     if verbose and results:
         ok = sum(not r.failed for r in results)
         new = sum(r.report.new for r in results)

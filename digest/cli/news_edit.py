@@ -12,11 +12,15 @@ from digest.db import session_scope
 
 if TYPE_CHECKING:
     from digest.news.control import Action, Controlled
+    from digest.news.status import ItemStatus
 
 commands = sub_app()
 
 ItemRef = Annotated[
-    str, typer.Argument(help="The item: its id (as `digest news list` shows it) or its link.")
+    str,
+    typer.Argument(
+        metavar="ID|URL", help="The item: its id (as `digest news list` shows it) or its link."
+    ),
 ]
 By = Annotated[
     str | None, typer.Option("--by", help="Who decides (default: your user name), for the record.")
@@ -25,10 +29,18 @@ Reason = Annotated[str, typer.Option("--reason", help="Why, for the record.")]
 
 _AFTER = {
     "remove": "kept out of every future issue",
-    "restore": "back in the news: the next issue takes it if its date is in the period",
     "hold": "kept out of issues until released",
-    "release": "the next issue takes it only if its date is in the period",
     "include": "in the next issue whatever its date; its date stays as it is",
+}
+# after release or restore: where the item stands now
+_NOW = {
+    "next": "the next issue takes it",
+    "too-old": "its date is before the next issue's period, so no issue takes it "
+    "(`digest news include {id}` does)",
+    "later": "an issue takes it once its date is in the period",
+    "sent": "it went out already",
+    "held": "held",
+    "removed": "removed",
 }
 
 _ALREADY = {
@@ -81,22 +93,23 @@ def news_edit(
 
 def _control(s: State, ref: str, action: Action, by: str | None, reason: str = "") -> None:
     """Apply one decision and say what it means for the next issue."""
-    from digest.news.control import control_item
+    from digest.news.status import decide
 
     with session_scope(s.engine()) as session:
-        done = control_item(session, ref, action, by=by, reason=reason)
-        _echo_controlled(s, done, action)
+        done, now = decide(session, s.settings, ref, action, by=by, reason=reason)
+        _echo_controlled(s, done, action, now)
 
 
-def _echo_controlled(s: State, done: Controlled, action: str) -> None:
+def _echo_controlled(s: State, done: Controlled, action: str, now: ItemStatus) -> None:
     item = done.item
     name = f"item {item.id} {item.title!r}"
     if done.already:
-        typer.echo(f"No change: {name} {_ALREADY[action]}.")
+        typer.echo(f"No change: {name} {_ALREADY[action]} (status: {now.status}).")
         return
     who = f"by {item.control_by}, {local_time(item.control_at, s.settings)}"
+    after = _AFTER.get(action) or _NOW[now.kind].format(id=item.id)
     typer.echo(f"{done.verb} {name} ({local_time(item.published_at, s.settings)}): "
-               f"{_AFTER[action]} ({who}).")  # fmt: skip
+               f"{after} ({who}).")  # fmt: skip
     if done.undo:
         typer.echo(f"Undo with `digest news {done.undo} {item.id}`.")
     if done.sent_in is not None:

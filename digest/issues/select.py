@@ -81,15 +81,20 @@ def select_items(
     session: Session, since: datetime, until: datetime, *, late: timedelta = timedelta(0)
 ) -> Sequence[NewsItem]:
     """Items no earlier issue carried, published before `until`, newest first: those published
-    since `since`, and those that arrived since then with a date up to `late` earlier (a feed
-    fetched after the last issue went out must not lose its items); and those staff included
+    since `since`, and those that arrived (or staff released) since then with a date up to
+    `late` earlier (a feed fetched after the last issue went out must not lose its items, nor
+    a held item released after it); and those staff included
     whatever their date. Never an item staff held back or removed."""
     already = select(IssueItem.news_item_id).where(col(IssueItem.news_item_id).is_not(None))
     in_period = sa.and_(
         col(NewsItem.published_at) < until,
         sa.or_(
             col(NewsItem.published_at) >= since,
-            sa.and_(col(NewsItem.created_at) >= since, col(NewsItem.published_at) >= since - late),
+            sa.and_(
+                # arrived (or was released or restored by staff) since then
+                sa.or_(col(NewsItem.created_at) >= since, col(NewsItem.control_at) >= since),
+                col(NewsItem.published_at) >= since - late,
+            ),
         ),
     )
     query = (

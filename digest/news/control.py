@@ -30,6 +30,8 @@ _ACTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "release": ("", (HELD, INCLUDED), "Released"),
     "include": (INCLUDED, ("", HELD), "Included"),
 }
+_PARTICIPLE = {"remove": "removed", "restore": "restored", "hold": "held",
+               "release": "released", "include": "included"}  # fmt: skip
 _UNDO = {REMOVED: "restore", HELD: "release", INCLUDED: "release"}
 
 
@@ -127,7 +129,7 @@ def control_item(
         return Controlled(item, verb, True, carried, _UNDO.get(target))
     if item.control not in sources:
         raise UsageError(
-            f"item {item.id} is {item.control}: it cannot be {action}d from there",
+            f"item {item.id} is {item.control}: it cannot be {_PARTICIPLE[action]} from there",
             hint=f"`digest news {_UNDO[item.control]} {item.id}` first."
             if item.control in _UNDO
             else None,

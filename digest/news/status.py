@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from digest.config import Settings
 from digest.issues.select import default_window, select_items
 from digest.models import Issue, IssueItem, IssueStatus, NewsItem, utcnow
-from digest.news.control import HELD, INCLUDED, REMOVED
+from digest.news.control import HELD, INCLUDED, REMOVED, Action, Controlled, control_item
 from digest.news.items import list_items
 
 StatusFilter = Literal["next", "held", "removed", "sent", "too-old", "later"]
@@ -117,3 +117,25 @@ def status_records(rows: Sequence[ItemStatus], tz: ZoneInfo) -> list[dict[str, o
         }
         for r in rows
     ]
+
+
+def status_of(session: Session, settings: Settings, item: NewsItem) -> ItemStatus:
+    """One item's status for the next issue."""
+    for row in item_statuses(session, settings):
+        if row.item.id == item.id:
+            return row
+    raise LookupError(item.id)  # an item we just read is always listed
+
+
+def decide(
+    session: Session,
+    settings: Settings,
+    ref: str,
+    action: Action,
+    *,
+    by: str | None = None,
+    reason: str = "",
+) -> tuple[Controlled, ItemStatus]:
+    """A staff decision about an item (news/control.py), and where the item stands after it."""
+    done = control_item(session, ref, action, by=by, reason=reason)
+    return done, status_of(session, settings, done.item)
