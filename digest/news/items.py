@@ -216,8 +216,13 @@ def import_items(
                 category=str(rec.get("category") or ""),
                 source=source or f"file:{path.name}",
             )
+            # an empty or missing cell keeps what an existing item has (never wipes it)
+            given = {"title", "url"} | {
+                name for name, value in (("summary", raw.summary), ("category", raw.category),
+                                         ("published", raw.published)) if value
+            }  # fmt: skip
             with session.begin_nested():
-                _, outcome = upsert_item(session, raw)
+                outcome = save_item(session, raw, given=given).outcome
         except ValueError as exc:
             report.rejected.append((where, str(exc)))
             continue
