@@ -173,6 +173,11 @@ def test_remove_keeps_an_item_out_records_it_and_restore_undoes_it(
     assert (row["id"], row["status"], row["decided_by"], row["reason"]) == (
         2, "removed", "Comms officer", "names a family",
     )  # fmt: skip
+    r = cli("news", "add", "--title", "Case-specific item", "--url", "https://example.org/b")
+    assert r.stdout == (
+        "Unchanged: 'Case-specific item' (" + r.stdout.split("(", 1)[1].split(")", 1)[0] + ").\n"
+        "Note: item 2 is removed: no issue takes it until `digest news restore 2`.\n"
+    )
     r = cli("news", "remove", "https://example.org/b")
     assert (r.exit_code, r.stdout) == (
         0,

@@ -114,8 +114,17 @@ def test_linkless_entries_are_kept_and_fetch_reports_each_source(
     ]
     no_traceback(r)
     assert len(items(engine)) == 4  # the changed entry is the same item, by its id
+    # two items share the status page's link: by link is ambiguous, by id is not
+    r = cli("news", "hold", "https://status.partnership.example.org/")
+    assert r.exit_code == 2
+    assert r.stderr == (
+        "Error: 2 items link to https://status.partnership.example.org/ (items 1, 2)\n"
+        "Hint: Give the item's id instead.\n"
+    )
+    assert cli("news", "hold", "2").exit_code == 0
     listing = cli("news", "list").stdout
     assert re.search(r"next +2026-11-29 10:00 +- +Episode 3: listening to children +-\n", listing)
+    assert re.search(r"\n2 +held +2026-11-30 09:00 +- +Referral form back to normal ", listing)
 
 
 def test_a_linkless_item_in_the_email_has_no_empty_link(

@@ -89,6 +89,10 @@ def news_add(
         at = local_time(saved.item.published_at, s.settings)
         what = f": {', '.join(saved.changed)} changed" if saved.changed else ""
         typer.echo(f"{_VERB[saved.outcome]} {saved.item.title!r} ({at}){what}.")
+        if saved.item.control in ("held", "removed"):
+            undo = "release" if saved.item.control == "held" else "restore"
+            typer.echo(f"Note: item {saved.item.id} is {saved.item.control}: no issue takes it "
+                       f"until `digest news {undo} {saved.item.id}`.")  # fmt: skip
 
 
 @news_app.command("list")

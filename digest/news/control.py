@@ -70,12 +70,17 @@ def find_item(session: Session, ref: str) -> NewsItem:
                 hint="Give the id `digest news list` shows, or the item's http(s) link.",
             ) from None
         item = session.exec(select(NewsItem).where(NewsItem.key == item_key(url))).first()
-        item = (
-            item
-            or session.exec(
+        if item is None:  # not keyed on it: an item whose feed entry had no link of its own
+            sharing = session.exec(
                 select(NewsItem).where(NewsItem.url == url).order_by(col(NewsItem.id))
-            ).first()
-        )
+            ).all()
+            if len(sharing) > 1:
+                raise UsageError(
+                    f"{len(sharing)} items link to {url} (items "
+                    f"{', '.join(str(i.id) for i in sharing)})",
+                    hint="Give the item's id instead.",
+                )
+            item = sharing[0] if sharing else None
     if item is None:
         raise NotFoundError(
             f"no news item {'with id' if wanted.isdigit() else 'at'} {wanted}",
