@@ -40,6 +40,9 @@ class Settings(BaseModel):
     list_id: str | None = None
     unsubscribe_mailto: str | None = None
     lookback_days: int = Field(7, ge=1, le=366)
+    # the order of the digest's sections (categories, matched whatever their case and
+    # spacing); the others follow alphabetically. DIGEST_SECTIONS: names separated by commas
+    sections: list[str] = Field(default_factory=list)
     templates_dir: str | None = None
     language: str = "en"  # lang of the email's <html>; dir follows (rtl for ar, fa, he, ur…)
     # addresses at .local, .test, .internal, .localhost…: refused unless this is an intranet or
@@ -135,6 +138,18 @@ class Settings(BaseModel):
     bounce_soft_score: float = Field(0.25, ge=0, le=100)
     bounce_threshold: float = Field(1.0, gt=0, le=1000)
     bounce_reset_days: int = Field(30, ge=1, le=3650)
+
+    @field_validator("sections", mode="before")
+    @classmethod
+    def _split_sections(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: "Procedures, Training"
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            cleaned = [" ".join(str(v).split()) for v in value]
+            if any(len(v) > 100 for v in cleaned):
+                raise ValueError("a section name is at most 100 characters")
+            return [v for v in cleaned if v]
+        return value
 
     @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod

@@ -58,6 +58,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+def count_by(session: Session, column: Any, *where: Any) -> dict[str, int]:
+    """How many rows have each value of `column` (rows matching `where`), in one GROUP BY."""
+    query = sa.select(column, sa.func.count()).where(*where).group_by(column)
+    return {str(value): int(n) for value, n in session.execute(query).all()}
+
+
 OWNER_ONLY = 0o600
 
 

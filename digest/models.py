@@ -169,6 +169,14 @@ class NewsItem(SQLModel, table=True):
     published_at: datetime = _ts(index=True)
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow)
+    # What staff decided about the item (digest/news/control.py): "" nothing, "held" or
+    # "removed" (kept out of issues), "included" (in the next issue whatever its date); who
+    # decided, when and why. `edited`: the fields staff changed, which feeds leave alone.
+    control: str = Field(default="", max_length=16, sa_column_kwargs={"server_default": ""})
+    control_by: str = Field(default="", max_length=100, sa_column_kwargs={"server_default": ""})
+    control_at: datetime | None = _ts(nullable=True, default=None)
+    control_reason: str = Field(default="", max_length=500, sa_column_kwargs={"server_default": ""})
+    edited: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
 
 
 class Issue(SQLModel, table=True):

@@ -38,6 +38,7 @@ postal_address = "1 Example Street, Exampletown, EX1 1EX"
 # subject = "{{ name }}: {{ date_range }}"      # variables: name, date_range, number, count, top_title
 # timezone = "Europe/London"
 # lookback_days = 7                             # how far back the first issue reaches
+# sections = ["Procedures", "Training"]         # the order of the sections; the others follow, A to Z
 # list_id = "Weekly digest <weekly.example.org>"
 # unsubscribe_mailto = "unsubscribe@example.org"
 # templates_dir = "my-templates"                # your own email/digest.html and email/digest.txt

@@ -61,12 +61,17 @@ def test_cli_feeds_add_list_fetch_remove(
     assert row.startswith("Procedures News  Procedures  ok") and row.endswith(
         f"2      0         {url}"
     )
-    # Nothing new: quiet, for cron.
+    # Nothing new: still one line for the source, saying so.
     result = cli("feeds", "fetch")
-    assert (result.exit_code, result.output) == (0, "")
+    assert (result.exit_code, result.output) == (
+        0,
+        "Procedures News: 0 new, 0 updated, 2 unchanged.\n",
+    )
     result = cli("feeds", "fetch", "--verbose")
     assert result.exit_code == 0
-    assert "Procedures News: 0 new, 0 updated, 2 unchanged." in result.stdout
+    assert result.stdout == (
+        "Procedures News: 0 new, 0 updated, 2 unchanged.\nFetched 1 of 1 source; 0 new items.\n"
+    )
     result = cli("feeds", "remove", "Procedures News")
     assert (result.exit_code, result.stdout) == (
         0,
@@ -89,7 +94,10 @@ def test_cli_feeds_fetch_reports_new_items_and_failures(
         item("One", "https://n.example.org/1") + item("Two", "https://n.example.org/2")
     )
     result = cli("feeds", "fetch")
-    assert (result.exit_code, result.stdout) == (0, "N: 1 new, 0 updated, 1 unchanged.\n")
+    assert (result.exit_code, result.stdout) == (
+        0,
+        "N: 1 new, 0 updated, 1 unchanged.\nRDF: 0 new, 0 updated, 1 unchanged.\n",
+    )
     state["status"] = 503
     result = cli("feeds", "fetch")
     assert result.exit_code == 1

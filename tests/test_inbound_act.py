@@ -254,3 +254,27 @@ def test_staff_reactivate_a_bounced_subscriber_but_not_an_unsubscribed_one(engin
     with session_scope(engine) as s, pytest.raises(UsageError):
         reactivate_subscriber(s, "bo@example.com")
     assert _status(engine, "bo@example.com")[0] == "unsubscribed"
+
+
+def test_tokens_signed_with_a_retired_key_still_act_after_a_key_change(
+    engine: Engine, tmp_path: Any
+) -> None:
+    # Digests already in inboxes carry tokens made with the old key; after `secret_key` changes
+    # (the old one kept in retired_keys_file) their emailed unsubscribes and bounces must still
+    # count, while a token from a key we never had still does nothing.
+    [ana, bo, cy] = reports.make_world(
+        engine, ["ana@example.com", "bo@example.com", "cy@example.com"]
+    )
+    retired = tmp_path / "retired-keys"
+    retired.write_text(f"# the key before 2026-12-01\n{SECRET}\n")
+    retired.chmod(0o600)
+    rotated = _settings(secret_key="N3w-k3y-" + "x7Q9" * 8, retired_keys_file=str(retired))
+    out = process_message(engine, rotated, reports.unsubscribe_mail(ana), now=T0)
+    assert (out.kind, out.changed) == (InboundKind.unsubscribe, True)
+    out = process_message(engine, rotated, reports.gmail_dsn(bo), now=T0)
+    assert out.kind == InboundKind.bounce
+    assert _status(engine, "bo@example.com")[0] == "bounced"
+    without_retired = _settings(secret_key="N3w-k3y-" + "x7Q9" * 8)
+    out = process_message(engine, without_retired, reports.unsubscribe_mail(cy), now=T0)
+    assert out.kind == InboundKind.person
+    assert _status(engine, "cy@example.com")[0] == "active"

@@ -130,7 +130,7 @@ def test_malformed_feed_is_stored_as_far_as_it_reads_with_a_warning(
     assert source(engine, result.name).last_status == "warning"
 
 
-def test_entries_without_title_or_link_are_skipped_with_a_reason(
+def test_entries_without_title_or_link_and_id_are_skipped_with_a_reason(
     http: HTTPServer, engine: Engine
 ) -> None:
     body = rss(item("", "https://x.example.org/1") + "<item><title>No link</title></item>"
@@ -139,7 +139,7 @@ def test_entries_without_title_or_link_are_skipped_with_a_reason(
     reasons = dict(result.report.skipped)
     assert reasons == {
         "entry 1": "it has no title",
-        "entry 2 (No link)": "it has no link",
+        "entry 2 (No link)": "it has neither a link nor an id",
         "entry 4 (Bad link)": "'javascript:alert(1)' is not an absolute http(s) link",
     }
     assert [i.title for i in items(engine)] == ["Fine"]

@@ -101,3 +101,20 @@ def test_import_bad_files(cli, env, workdir: Path) -> None:
     r = cli("news", "import", "cols.csv")
     assert r.exit_code == 2 and "needs 'title' and 'url' columns" in r.stderr
     assert _items(env) == []
+
+
+def test_reimport_with_empty_cells_keeps_what_the_item_has(cli, env, tmp_path: Path) -> None:
+    first = tmp_path / "first.csv"
+    first.write_text(
+        "title,url,summary,published,category\n"
+        "Toolkit,https://example.org/t,Use it.,2026-11-20,Procedures\n",
+        encoding="utf-8",
+    )
+    assert cli("news", "import", str(first)).exit_code == 0
+    again = tmp_path / "again.csv"
+    again.write_text("title,url\nToolkit (2027),https://example.org/t\n", encoding="utf-8")
+    r = cli("news", "import", str(again))
+    assert r.stdout == "0 new, 1 updated, 0 unchanged, 0 rejected.\n"
+    assert _items(env) == [
+        ("Toolkit (2027)", "https://example.org/t", "Procedures", "<p>Use it.</p>")
+    ]

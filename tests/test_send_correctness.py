@@ -101,6 +101,7 @@ def test_sigterm_stops_a_send_held_by_a_trickling_server_and_frees_the_lock(
     assert "sending" not in found and "failed" not in found and "sent" not in found
     # the one in flight is queued again or deferred (see the test below), the rest queued
     assert found.get("queued", 0) >= 2 and sum(found.values()) == 3
+    time.sleep(0.3)  # a deferred in-flight row is due again after its 0.2 s back-off
     r = cli("send", "--yes")  # the lock is free and the next run resumes
     assert "another `digest send`" not in r.output
     assert r.exit_code == 0, r.output

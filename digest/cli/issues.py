@@ -448,7 +448,9 @@ def issues_show(ctx: typer.Context, number: IssueNumber) -> None:
     )
     typer.echo(f"\nItems ({len(detail.items)}):")
     for it in detail.items:
-        typer.echo(f"  {it.position}. [{it.category or 'News'}] {it.title}\n     {it.url}")
+        typer.echo(
+            f"  {it.position}. [{it.category or 'News'}] {it.title}\n     {it.url or '(no link)'}"
+        )
     if detail.problems:
         typer.echo("\nFailed and deferred:")
         typer.echo(table(["address", "status", "attempts", "last reply"], detail.problems))

@@ -1,4 +1,4 @@
-"""`digest news …` (add, list, import, import-page) and `digest feeds …` (the news sources),
+"""`digest news …` (add, list, import, import-page; edit and the rest in news_edit.py) and `digest feeds …` (the news sources),
 and the fetch before `send --fetch` / `preview --fetch`."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 import sys
 import textwrap
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -37,39 +38,61 @@ feeds_app = sub_app("News sources: RSS and Atom feeds fetched before each issue.
 _VERB = {"new": "Added", "updated": "Updated", "unchanged": "Unchanged:"}
 
 
+class ItemStatusChoice(StrEnum):
+    next = "next"
+    held = "held"
+    removed = "removed"
+    sent = "sent"
+    too_old = "too-old"
+    later = "later"
+
+
 @news_app.command("add")
 def news_add(
     ctx: typer.Context,
     title: Annotated[str, typer.Option(help="Headline (plain text).")],
     url: Annotated[str, typer.Option(help="Link to the full item (http or https).")],
-    summary: Annotated[str, typer.Option(help="Summary: text or simple HTML (sanitised).")] = "",
+    summary: Annotated[
+        str | None, typer.Option(help="Summary: text or simple HTML (sanitised).")
+    ] = None,
     published: Annotated[
         str | None,
         typer.Option(
             help="When it was published, e.g. 2026-11-20 or 'Thurs 12th Sept 2013' (default: now)."
         ),
     ] = None,
-    category: Annotated[str, typer.Option(help="Section of the digest, e.g. Procedures.")] = "",
+    category: Annotated[
+        str | None, typer.Option(help="Section of the digest, e.g. Procedures.")
+    ] = None,
 ) -> None:
-    """Add a news item (adding the same link again updates it).
+    """Add a news item. Adding the same link again updates it: the options given change,
+    the others keep what is stored, and it says what changed.
 
     Example: digest news add --title "New neglect toolkit" --url https://example.org/n/1 --category Procedures
     """
-    from digest.news.items import ItemInput, upsert_item
+    from digest.news.items import ItemInput, save_item
 
     s = state(ctx)
+    given = {"title", "url"} | {
+        name for name, v in (("summary", summary), ("published", published),
+                             ("category", category)) if v is not None
+    }  # fmt: skip
     item_input = ItemInput(
-        title=title, url=url, summary=summary, category=category,
+        title=title, url=url, summary=summary or "", category=category or "",
         published=when(published, s.settings, "--published"),
     )  # fmt: skip
     with session_scope(s.engine()) as session:
         try:
-            item, outcome = upsert_item(session, item_input)
+            saved = save_item(session, item_input, given=given, by_staff=True)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        typer.echo(
-            f"{_VERB[outcome]} {item.title!r} ({local_time(item.published_at, s.settings)})."
-        )
+        at = local_time(saved.item.published_at, s.settings)
+        what = f": {', '.join(saved.changed)} changed" if saved.changed else ""
+        typer.echo(f"{_VERB[saved.outcome]} {saved.item.title!r} ({at}){what}.")
+        if saved.item.control in ("held", "removed"):
+            undo = "release" if saved.item.control == "held" else "restore"
+            typer.echo(f"Note: item {saved.item.id} is {saved.item.control}: no issue takes it "
+                       f"until `digest news {undo} {saved.item.id}`.")  # fmt: skip
 
 
 @news_app.command("list")
@@ -78,34 +101,39 @@ def news_list(
     since: Annotated[
         str | None, typer.Option(help="Only items published since WHEN (e.g. 7d, 2026-11-01).")
     ] = None,
+    status: Annotated[
+        ItemStatusChoice | None,
+        typer.Option(
+            help="Only items with this status (next, held, removed, sent, too-old, later)."
+        ),
+    ] = None,
     format: Format = OutputFormat.table,
 ) -> None:
-    """List news items, newest first.
+    """List news items, newest first, with where each stands for the next issue: next, held,
+    removed, sent in #N, too old (before the next issue's period) or later (dated ahead).
 
-    Example: digest news list --since 7d
+    Example: digest news list --status next
     """
-    from digest.news.items import list_items
+    from digest.news.status import RECORD_FIELDS, item_statuses, status_records
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
-        items = list_items(session, since=when(since, s.settings, "--since"))
-        records = [
-            {"published": local_time(i.published_at, s.settings), "category": i.category,
-             "title": i.title, "url": i.url, "source": i.source}
-            for i in items
-        ]  # fmt: skip
+        rows = item_statuses(
+            session, s.settings, since=when(since, s.settings, "--since"),
+            only=status.value if status else None,
+        )  # fmt: skip
+        records = status_records(rows, s.settings.tz)
     if format == OutputFormat.json:
         typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
     elif format == OutputFormat.csv:
-        writer = csv.DictWriter(
-            sys.stdout, fieldnames=["published", "category", "title", "url", "source"]
-        )
+        writer = csv.DictWriter(sys.stdout, fieldnames=RECORD_FIELDS)
         writer.writeheader()
         writer.writerows(records)
     else:
-        rows = [(r["published"], r["category"], r["title"][:60], r["url"]) for r in records]
-        typer.echo(table(["published", "category", "title", "url"], rows))
-        typer.echo(plural(len(rows), "item"))
+        cells = [(r["id"], r["status"], r["published"], r["category"] or "-",
+                  str(r["title"])[:60], r["url"] or "-") for r in records]  # fmt: skip
+        typer.echo(table(["id", "status", "published", "category", "title", "url"], cells))
+        typer.echo(plural(len(cells), "item"))
 
 
 @news_app.command("import")
@@ -277,18 +305,19 @@ def feeds_fetch(
     ] = None,
     verbose: Annotated[
         bool,
-        typer.Option("--verbose", "-v", help="A line for every source, including unchanged ones."),
+        typer.Option("--verbose", "-v", help="Also each failure's hint, and a total."),
     ] = False,
 ) -> None:
     """Fetch every source (or those named) and store new and changed items.
 
-    Quiet unless something is new or wrong, so it suits cron. The exit code is 1 if any
-    source failed; the others are still fetched, and a failure never changes stored items.
+    One line per source: new, updated and unchanged items, entries skipped (each with the
+    reason), not modified since the last fetch, or failed. The exit code is 1 if any source
+    failed; the others are still fetched, and a failure never changes stored items.
 
     Example: digest feeds fetch
     """
     s = state(ctx)
-    results = _fetch(s, names=names or [], verbose=verbose or s.verbose)
+    results = _fetch(s, names=names or [], verbose=verbose or s.verbose, every=True)
     if not results:
         typer.echo("No sources yet. Add one with `digest feeds add URL`.")
         return
@@ -322,9 +351,9 @@ def fetch_before(s: State) -> None:
         )
 
 
-def _fetch(s: State, *, names: list[str], verbose: bool) -> list[SourceResult]:
+def _fetch(s: State, *, names: list[str], verbose: bool, every: bool = False) -> list[SourceResult]:
     """Fetch sources (a failure is in its result, never raised) and print a line for each
-    noteworthy one (every one when verbose)."""
+    noteworthy one (every one when `every` or verbose), with the entries skipped and why."""
     from digest.news.sources import fetch_sources
 
     with session_scope(s.engine()) as session:
@@ -337,11 +366,11 @@ def _fetch(s: State, *, names: list[str], verbose: bool) -> list[SourceResult]:
             if verbose and r.hint:
                 typer.echo(f"  Hint: {r.hint}", err=True)
         elif r.status == "not_modified":
-            if verbose:
+            if verbose or every:
                 typer.echo(f"{r.name}: not modified since the last fetch.")
-        elif verbose or r.noteworthy:
+        elif verbose or every or r.noteworthy:
             typer.echo(f"{r.name}: {r.report.describe()}.")
-        _echo_skipped(r.warnings, r.report.skipped if verbose else [])
+        _echo_skipped(r.warnings, r.report.skipped if verbose or every else [])
     if verbose and results:
         ok = sum(not r.failed for r in results)
         new = sum(r.report.new for r in results)

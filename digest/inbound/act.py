@@ -26,7 +26,7 @@ from sqlmodel import Session, col, func, select
 
 from digest.addresses import address_key
 from digest.config import Settings
-from digest.db import session_scope
+from digest.db import count_by, session_scope
 from digest.errors import UsageError
 from digest.inbound.classify import Classified, classify
 from digest.models import (
@@ -101,7 +101,7 @@ def process_message(
 ) -> Outcome:
     """Classify `raw` and act on it, in one transaction with its fingerprint row."""
     now = now or utcnow()
-    found = classify(raw, key=settings.secret_key_bytes(), recipient=recipient)
+    found = classify(raw, key=settings.keyring(), recipient=recipient)
     try:
         with session_scope(engine) as session:
             seen = _seen(session, found.fingerprint)
@@ -360,12 +360,7 @@ def list_events(session: Session, *, since: datetime | None = None) -> Sequence[
 
 def issue_feedback_counts(session: Session, issue_id: int) -> dict[str, int]:
     """Events about one issue's deliveries, by kind (permanent, temporary, complaint, …)."""
-    rows = session.exec(
-        select(BounceEvent.kind, func.count())
-        .where(BounceEvent.issue_id == issue_id)
-        .group_by(BounceEvent.kind)
-    ).all()
-    return {kind: n for kind, n in rows}
+    return count_by(session, BounceEvent.kind, BounceEvent.issue_id == issue_id)
 
 
 def reactivate_subscriber(session: Session, email: str) -> Subscriber:

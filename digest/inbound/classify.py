@@ -30,7 +30,7 @@ from typing import Any
 
 from digest.inbound import verp
 from digest.models import InboundKind
-from digest.tokens import read_token
+from digest.tokens import Keyring, read_token
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # a report is small; a bigger message is for a person
 
@@ -164,7 +164,7 @@ def _addr_of(value: str) -> str:
 
 
 class _Evidence:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: Keyring | bytes) -> None:
         self.key = key
         self.refs: list[verp.DeliveryRef] = []
         self.uids: list[str] = []
@@ -274,7 +274,7 @@ def _auto_reply_header(msg: Message) -> str:
     return ""
 
 
-def classify(raw: bytes, *, key: bytes, recipient: str | None = None) -> Classified:
+def classify(raw: bytes, *, key: Keyring | bytes, recipient: str | None = None) -> Classified:
     """What `raw` is. `recipient` is the envelope recipient when the MTA gave it (a pipe)."""
     if len(raw) > MAX_MESSAGE_BYTES:
         fp = hashlib.sha256(raw).hexdigest()
@@ -292,7 +292,7 @@ def classify(raw: bytes, *, key: bytes, recipient: str | None = None) -> Classif
         )
 
 
-def _classify(raw: bytes, *, key: bytes, recipient: str | None) -> Classified:
+def _classify(raw: bytes, *, key: Keyring | bytes, recipient: str | None) -> Classified:
     msg = email.message_from_bytes(raw)
     message_id = _text(msg.get("message-id"))[:500]
     fp = fingerprint(raw, message_id)

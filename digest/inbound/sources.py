@@ -51,12 +51,26 @@ class Mailbox(Protocol):
     def close(self) -> None: ...
 
 
-class MaildirSource:
-    """A Maildir (new/ and cur/), read only: not even the seen flag is changed."""
+class _ReadOnlyFile:
+    """A mailbox on this machine, read and never changed: nothing to mark done or close."""
 
     def __init__(self, spec: SourceSpec) -> None:
         self.display = spec.display
-        self.root = Path(spec.path)
+        self.path = Path(spec.path)
+
+    def done(self, ref: str) -> None:
+        pass  # read only
+
+    def close(self) -> None:
+        pass
+
+
+class MaildirSource(_ReadOnlyFile):
+    """A Maildir (new/ and cur/), read only: not even the seen flag is changed."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        self.root = self.path
         if not self.root.is_dir():
             raise UsageError(
                 f"no mailbox at {self.root}: it is not a directory",
@@ -85,19 +99,12 @@ class MaildirSource:
                     raise DigestError(f"cannot read {path}: {exc.strerror}") from None
                 yield Fetched(f"{sub}/{path.name}", raw, size)
 
-    def done(self, ref: str) -> None:
-        pass  # read only
 
-    def close(self) -> None:
-        pass
-
-
-class MboxSource:
+class MboxSource(_ReadOnlyFile):
     """An mbox file, read only."""
 
     def __init__(self, spec: SourceSpec) -> None:
-        self.display = spec.display
-        self.path = Path(spec.path)
+        super().__init__(spec)
         if not self.path.is_file():
             raise UsageError(
                 f"no mailbox at {self.path}: "
@@ -120,12 +127,6 @@ class MboxSource:
                 )
         finally:
             box.close()
-
-    def done(self, ref: str) -> None:
-        pass  # read only
-
-    def close(self) -> None:
-        pass
 
 
 class ImapSource:

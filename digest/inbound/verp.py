@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from urllib.parse import unquote
 
-from digest.tokens import b36
+from digest.tokens import Keyring, b36
 
 BOUNCE = "verp"  # the envelope sender of one delivery
 UNSUBSCRIBE = "unsubscribe-mail"  # the mailto: of List-Unsubscribe
@@ -64,8 +64,11 @@ def make_delivery_token(key: bytes, purpose: str, issue_number: int, subscriber_
     return f"{b36(issue_number)}-{_b32(raw)}-{_sign(key, purpose, issue_number, uid)}"
 
 
-def read_delivery_token(key: bytes, purpose: str, token: str) -> DeliveryRef | None:
-    """The delivery a valid token names, or None for anything tampered, foreign or malformed."""
+def read_delivery_token(keys: Keyring | bytes, purpose: str, token: str) -> DeliveryRef | None:
+    """The delivery a valid token names, or None for anything tampered, foreign or malformed.
+
+    With a Keyring, a token signed by a retired key is still good: digests already in
+    inboxes keep unsubscribing and bouncing after the key changes."""
     match = TOKEN_RE.fullmatch(token.strip())
     if match is None:
         return None
@@ -75,10 +78,12 @@ def read_delivery_token(key: bytes, purpose: str, token: str) -> DeliveryRef | N
     except ValueError:
         return None
     issue_number = int(issue_part, 36)
-    expected = _sign(key, purpose, issue_number, uid)
-    if not hmac.compare_digest(expected.encode(), sig.encode()):
-        return None
-    return DeliveryRef(issue_number, uid)
+    ring = keys if isinstance(keys, Keyring) else Keyring(keys)
+    for key in ring.all_keys():
+        expected = _sign(key, purpose, issue_number, uid)
+        if hmac.compare_digest(expected.encode(), sig.encode()):
+            return DeliveryRef(issue_number, uid)
+    return None
 
 
 def split_address(address: str) -> tuple[str, str]:

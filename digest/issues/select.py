@@ -19,6 +19,7 @@ from digest.models import (
     NewsItem,
     utcnow,
 )
+from digest.news.control import control_filter, included_filter
 from digest.render.fit import GMAIL_CLIP_BYTES
 from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
 
@@ -35,6 +36,7 @@ def branding(settings: Settings) -> Branding:
         accent_colour=settings.accent_colour,
         footer_text=settings.footer_text,
         language=settings.language,
+        sections=tuple(settings.sections),
     )
 
 
@@ -84,20 +86,26 @@ def select_items(
     session: Session, since: datetime, until: datetime, *, late: timedelta = timedelta(0)
 ) -> Sequence[NewsItem]:
     """Items no earlier issue carried, published before `until`, newest first: those published
-    since `since`, and those that arrived since then with a date up to `late` earlier (a feed
-    fetched after the last issue went out must not lose its items)."""
+    since `since`, and those that arrived (or staff released) since then with a date up to
+    `late` earlier (a feed fetched after the last issue went out must not lose its items, nor
+    a held item released after it); and those staff included
+    whatever their date. Never an item staff held back or removed."""
     already = select(IssueItem.news_item_id).where(col(IssueItem.news_item_id).is_not(None))
+    in_period = sa.and_(
+        col(NewsItem.published_at) < until,
+        sa.or_(
+            col(NewsItem.published_at) >= since,
+            sa.and_(
+                # arrived (or was released or restored by staff) since then
+                sa.or_(col(NewsItem.created_at) >= since, col(NewsItem.control_at) >= since),
+                col(NewsItem.published_at) >= since - late,
+            ),
+        ),
+    )
     query = (
         select(NewsItem)
-        .where(NewsItem.published_at < until)
-        .where(
-            sa.or_(
-                col(NewsItem.published_at) >= since,
-                sa.and_(
-                    col(NewsItem.created_at) >= since, col(NewsItem.published_at) >= since - late
-                ),
-            )
-        )
+        .where(sa.or_(in_period, included_filter()))  # staff's `news include`: any date
+        .where(control_filter())  # not held, not removed
         .where(col(NewsItem.id).not_in(already))
         .order_by(col(NewsItem.published_at).desc(), col(NewsItem.id))
     )

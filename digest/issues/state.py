@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from digest.db import count_by
 from digest.errors import NotFoundError
 from digest.models import (
     TERMINAL_DELIVERY,
@@ -94,13 +95,8 @@ def archived_issue(session: Session, number: int) -> Issue:
 
 
 def delivery_counts(session: Session, issue_id: int) -> dict[str, int]:
-    rows = session.exec(
-        select(Delivery.status, func.count())
-        .where(Delivery.issue_id == issue_id)
-        .group_by(Delivery.status)
-    ).all()
     counts = {s.value: 0 for s in DeliveryStatus}
-    counts.update({status: n for status, n in rows})
+    counts.update(count_by(session, Delivery.status, Delivery.issue_id == issue_id))
     return counts
 
 

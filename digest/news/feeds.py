@@ -98,7 +98,9 @@ def parse_feed(
     """Read RSS 0.9x/1.0/2.0 or Atom from `content` fetched from `url`. Raises FeedError.
 
     Malformed XML is read as far as feedparser's lenient parser gets, with a warning.
-    Entries without a title or link are skipped with a reason.
+    An entry with an id (guid) but no link (status pages, some podcasts) is kept, keyed on
+    the feed and its id, and linked to the feed's own page when it names one. Entries
+    without a title, or with neither a link nor an id, are skipped with a reason.
     """
     now = now or utcnow()
     if _declares_entities(content):
@@ -129,6 +131,10 @@ def parse_feed(
     feed_meta = parsed.get("feed") or {}
     link = str(feed_meta.get("link") or "")
     base = url if web else (link if urlsplit(link).scheme in ("http", "https") else None)
+    try:  # where a link-less entry points: the feed's own page (the site), when it has one
+        page = check_url(link, base=base) if link.strip() else ""
+    except ValueError:
+        page = ""
     out = ParsedFeed(
         title=clean_text(str(feed_meta.get("title") or ""), limit=500),
         link=link,
@@ -144,7 +150,10 @@ def parse_feed(
     for n, entry in enumerate(entries, 1):
         where = f"entry {n}"
         try:
-            item, guid = _entry_item(entry, base=base, source=source, category=category, now=now)
+            item, guid = _entry_item(
+                entry, base=base, source=source, category=category, now=now,
+                page=page, feed_url=url,
+            )  # fmt: skip
         except ValueError as err:
             title = clean_text(str(entry.get("title") or ""), limit=60)
             out.skipped.append((f"{where}{f' ({title})' if title else ''}", str(err)))
@@ -165,16 +174,28 @@ def _declares_entities(content: bytes) -> bool:
 
 
 def _entry_item(
-    entry: Any, *, base: str | None, source: str, category: str, now: datetime
+    entry: Any,
+    *,
+    base: str | None,
+    source: str,
+    category: str,
+    now: datetime,
+    page: str = "",
+    feed_url: str = "",
 ) -> tuple[ItemInput, str]:
     title = str(entry.get("title") or "")
     if not clean_text(title):
         raise ValueError("it has no title")
+    guid = str(entry.get("id") or "").strip()
     # FeedBurner and similar proxies keep the publisher's own link here.
     link = str(entry.get("feedburner_origlink") or entry.get("link") or "")
-    if not link.strip():
-        raise ValueError("it has no link")
-    url = check_url(link, base=base)
+    key = None
+    if link.strip():
+        url = check_url(link, base=base)
+    elif guid:  # no link of its own: keyed on the feed and its id, linked to the feed's page
+        url, key = page, guid_key(feed_url, guid)
+    else:
+        raise ValueError("it has neither a link nor an id")
     return (
         ItemInput(
             title=title,
@@ -183,9 +204,15 @@ def _entry_item(
             published=_entry_date(entry, now),
             category=category,
             source=source,
+            key=key,
         ),
-        str(entry.get("id") or ""),
+        guid,
     )
+
+
+def guid_key(feed_url: str, guid: str) -> str:
+    """The key of an entry known by its feed and its id (no link, or a link it shares)."""
+    return "guid:" + hashlib.sha256(f"{feed_url}\n{guid}".encode()).hexdigest()
 
 
 def _summary_html(entry: Any, *, base: str) -> str:
@@ -224,16 +251,20 @@ def _with_keys(candidates: list[tuple[str, ItemInput, str]], *, feed_url: str) -
     its home page), the link does not tell them apart: those are keyed on the feed and their
     guid, or a hash of title and date when they have none.
     """
-    links = Counter(item_key(item.url) for _, item, _ in candidates)
+    linked = [(item, guid) for _, item, guid in candidates if item.key is None]
+    links = Counter(item_key(item.url) for item, _ in linked)
     guids_per_link: dict[str, set[str]] = {}
-    for _, item, guid in candidates:
+    for item, guid in linked:
         guids_per_link.setdefault(item_key(item.url), set()).add(guid)
     out = []
     for _, item, guid in candidates:
+        if item.key is not None:  # a link-less entry, keyed on its id already
+            out.append(replace(item, guid=guid))
+            continue
         key = item_key(item.url)
         if links[key] > 1 and len(guids_per_link[key]) > 1:
             if guid:
-                key = "guid:" + hashlib.sha256(f"{feed_url}\n{guid}".encode()).hexdigest()
+                key = guid_key(feed_url, guid)
             else:
                 when = item.published.isoformat() if item.published else ""
                 key = fallback_key(clean_text(item.title), when)
@@ -298,7 +329,7 @@ def store_items(
             continue
         try:
             with session.begin_nested():
-                stored, outcome = upsert_item(session, item)
+                stored, outcome = upsert_item(session, item, keep_edited=True)
                 if guid_hash and stored.id is not None:
                     _remember_entry(session, item.source, guid_hash, stored.id)
         except ValueError as err:

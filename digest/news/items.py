@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from digest.dates import parse_when
 from digest.errors import UsageError
 from digest.models import NewsItem, utcnow
+from digest.news.categories import canonical_category
 from digest.news.normalise import check_url, clean_text, html_to_text, item_key, sanitise_html
 
 Outcome = Literal["new", "updated", "unchanged"]
@@ -36,13 +37,33 @@ class ItemInput:
     guid: str = ""  # the feed's id for this entry, when it came from a feed
 
 
+# What staff call each stored field (in messages such as "summary, category changed").
+FIELD_WORDS = {
+    "title": "title",
+    "url": "link",
+    "summary_html": "summary",
+    "category": "category",
+    "published_at": "date",
+}
+# The stored fields each input sets.
+_INPUT_FIELDS = {
+    "title": ("title",),
+    "url": ("url",),
+    "summary": ("summary_html", "summary_text"),
+    "category": ("category",),
+    "published": ("published_at",),
+}
+
+
 def normalise_item(raw: ItemInput) -> dict[str, Any]:
-    """The stored fields of an item; ValueError with a reason when it cannot be used."""
+    """The stored fields of an item; ValueError with a reason when it cannot be used.
+
+    A feed entry with an id but no link may have no link at all (`key` is then its id)."""
     title = clean_text(raw.title)
     if not title:
         raise ValueError("the title is empty")
-    url = check_url(raw.url)
-    summary_html = sanitise_html(raw.summary, base_url=url)
+    url = check_url(raw.url) if (raw.url.strip() or not raw.key) else ""
+    summary_html = sanitise_html(raw.summary, base_url=url or None)
     return {
         "key": raw.key or item_key(url),
         "title": title,
@@ -55,31 +76,69 @@ def normalise_item(raw: ItemInput) -> dict[str, Any]:
     }
 
 
-def upsert_item(session: Session, raw: ItemInput) -> tuple[NewsItem, Outcome]:
-    """Insert or update by key. An item's first-seen time stands in for a missing date."""
+@dataclass(frozen=True)
+class Saved:
+    item: NewsItem
+    outcome: Outcome
+    changed: tuple[str, ...] = ()  # the staff words of the fields that changed ("summary")
+
+
+def save_item(
+    session: Session,
+    raw: ItemInput,
+    *,
+    given: Collection[str] | None = None,
+    keep_edited: bool = False,
+    by_staff: bool = False,
+) -> Saved:
+    """Insert or update by key. An item's first-seen time stands in for a missing date.
+
+    `given`: the inputs ("summary", "category", "published" …) that may change an existing
+    item (None: all); the others keep their stored values. `keep_edited` (a feed's fetch):
+    the fields staff edited stay as they are. `by_staff`: the changed fields are marked edited.
+    """
     fields = normalise_item(raw)
     existing = session.exec(select(NewsItem).where(NewsItem.key == fields["key"])).first()
+    fields["category"] = canonical_category(
+        session, fields["category"], exclude_id=existing.id if existing else None
+    )
     now = utcnow()
     if existing is None:
         fields["published_at"] = fields["published_at"] or now
         item = NewsItem(**fields, created_at=now, updated_at=now)
         session.add(item)
         session.flush()
-        return item, "new"
+        return Saved(item, "new")
     if fields["published_at"] is None:
         fields["published_at"] = existing.published_at
-    changed = False
     fields.pop("source")  # an item keeps the source it was first seen in
+    fields.pop("key")
+    allowed = set(fields) if given is None else {f for g in given for f in _INPUT_FIELDS[g]}
+    edited = set(filter(None, existing.edited.split(",")))
+    changed: list[str] = []
     for name, value in fields.items():
+        if name not in allowed or (keep_edited and FIELD_WORDS.get(name, "summary") in edited):
+            continue
         if getattr(existing, name) != value:
             setattr(existing, name, value)
-            changed = True
+            changed.append(FIELD_WORDS.get(name, "summary"))
     if not changed:
-        return existing, "unchanged"
+        return Saved(existing, "unchanged")
+    words = tuple(dict.fromkeys(changed))
+    if by_staff:
+        existing.edited = ",".join(sorted(edited | set(words)))[:200]
     existing.updated_at = now
     session.add(existing)
     session.flush()
-    return existing, "updated"
+    return Saved(existing, "updated", words)
+
+
+def upsert_item(
+    session: Session, raw: ItemInput, *, keep_edited: bool = False
+) -> tuple[NewsItem, Outcome]:
+    """Insert or update by key, every field (see save_item)."""
+    saved = save_item(session, raw, keep_edited=keep_edited)
+    return saved.item, saved.outcome
 
 
 def list_items(
@@ -157,8 +216,13 @@ def import_items(
                 category=str(rec.get("category") or ""),
                 source=source or f"file:{path.name}",
             )
+            # an empty or missing cell keeps what an existing item has (never wipes it)
+            given = {"title", "url"} | {
+                name for name, value in (("summary", raw.summary), ("category", raw.category),
+                                         ("published", raw.published)) if value
+            }  # fmt: skip
             with session.begin_nested():
-                _, outcome = upsert_item(session, raw)
+                outcome = save_item(session, raw, given=given).outcome
         except ValueError as exc:
             report.rejected.append((where, str(exc)))
             continue

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlmodel import Session, col, func, select
 
+from digest.db import count_by
 from digest.errors import NotFoundError, UsageError
 from digest.models import NewsItem, Source, SourceStatus, utcnow
 from digest.news.feeds import ParsedFeed, StoreReport, feed_label, parse_feed, store_items
@@ -75,9 +76,7 @@ class SourceResult:
 
 def list_sources(session: Session) -> list[tuple[Source, int]]:
     """Every source with the number of stored items it brought, by name."""
-    counts = dict(
-        session.exec(select(NewsItem.source, func.count()).group_by(NewsItem.source)).all()
-    )
+    counts = count_by(session, NewsItem.source)
     sources = session.exec(select(Source).order_by(col(Source.name))).all()
     return [(s, int(counts.get(s.name, 0))) for s in sources]
 

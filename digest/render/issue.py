@@ -18,6 +18,7 @@ import jinja2
 
 from digest.dates import date_range, human_date, short_date
 from digest.errors import ConfigError, UsageError
+from digest.news.categories import DEFAULT_SECTION, category_key, order_sections
 from digest.news.normalise import html_to_text, item_key, sanitise_html
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 from digest.render.fit import HTML_SIZE_TARGET, Fit, largest, layout
@@ -51,6 +52,7 @@ class Branding:
     accent_colour: str = "#1f3a5f"
     footer_text: str = ""
     language: str = "en"
+    sections: tuple[str, ...] = ()  # the order of the sections (the setting `sections`)
 
     @property
     def direction(self) -> str:
@@ -89,22 +91,35 @@ def _entry(item: ItemView, tz: ZoneInfo) -> dict[str, Any]:
 
 
 def _sections(
-    items: Sequence[ItemView], tz: ZoneInfo, *, exclude_url: str | None = None
+    items: Sequence[ItemView],
+    tz: ZoneInfo,
+    *,
+    exclude_url: str | None = None,
+    order: Sequence[str] = (),
 ) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Items grouped by category (categories in order of their newest item), newest first."""
+    """Items grouped by category, newest first. A category is matched by its key (case and
+    spacing aside) and named as its oldest item spells it; the sections come in the order of
+    `order` (the setting `sections`), then alphabetically."""
     ordered = sorted(items, key=lambda i: i.published_at, reverse=True)
     groups: dict[str, list[dict[str, Any]]] = {}
+    names: dict[str, str] = {}
+    for item in sorted(items, key=lambda i: i.published_at):
+        names.setdefault(
+            category_key(item.category or DEFAULT_SECTION), item.category or DEFAULT_SECTION
+        )
     for item in ordered:
         if exclude_url is not None and item.url == exclude_url:
             continue
-        groups.setdefault(item.category or "News", []).append(_entry(item, tz))
+        name = names[category_key(item.category or DEFAULT_SECTION)]
+        groups.setdefault(name, []).append(_entry(item, tz))
+    sections = [(name, groups[name]) for name in order_sections(groups, order)]
     # number in reading order (section by section)
     n = 0
-    for entries in groups.values():
+    for _, entries in sections:
         for entry in entries:
             n += 1
             entry["number"] = n
-    return list(groups.items())
+    return sections
 
 
 def render_note(markdown: str) -> tuple[str, str]:
@@ -182,7 +197,9 @@ def render_issue(
     subject = render_subject(
         brand.subject_template, name=brand.name, number=number, dates=dates, items=leading
     )
-    sections = _sections(items, tz, exclude_url=featured["url"] if featured else None)
+    sections = _sections(
+        items, tz, exclude_url=featured["url"] if featured else None, order=brand.sections
+    )
     if featured is not None:  # numbered first, the sections after it
         featured["number"] = 1
         for _, entries in sections:

@@ -32,6 +32,8 @@ BRAND = Branding(
     base_url="https://news.example.org",
     timezone=ZoneInfo("Europe/London"),
     subject_template="{{ name }}: {{ date_range }}",
+    # the order the golden files were made with (before `sections`, newest item first)
+    sections=("Procedures", "Training", "Research"),
 )
 MSG = MessageSettings(
     from_address="Safeguarding News <news@example.org>",
@@ -96,6 +98,7 @@ CRAFT_BRAND = dataclasses.replace(
     logo_url="https://news.example.org/static/logo.png",
     accent_colour="#7a1f5c",
     footer_text="Safeguarding is everyone's business. Report a concern: 01234 567890.",
+    sections=("procedures", "EVENTS", " Training ", "News"),  # matched by key
 )
 NOTE = """\
 # A word from the editor

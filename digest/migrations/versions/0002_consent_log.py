@@ -2,10 +2,6 @@
 
 Existing subscribers get one event recording their status as it was at upgrade time, so the
 log is complete from the start.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
@@ -13,8 +9,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 TS = sa.DateTime(timezone=True)
 

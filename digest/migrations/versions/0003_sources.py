@@ -1,17 +1,10 @@
-"""News sources: the feeds `digest feeds fetch` reads, with their fetch state.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-28
-"""
+"""News sources: the feeds `digest feeds fetch` reads, with their fetch state."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 TS = sa.DateTime(timezone=True)
 

@@ -1,10 +1,6 @@
 """Scheduled issues: the period (e.g. 2026-W48) an issue belongs to, one issue per period.
 
 Existing issues keep a NULL period (they were sent by hand).
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
@@ -12,8 +8,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,17 +1,10 @@
-"""Feed entries by guid: a source's entry stays the same item when its link changes.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-28
-"""
+"""Feed entries by guid: a source's entry stays the same item when its link changes."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

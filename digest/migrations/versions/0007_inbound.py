@@ -1,9 +1,5 @@
 """Inbound mail: each message read once (inbound_message), bounce/complaint events with the
 score after them (bounce_event), and the subscriber's bounce score.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-01
 """
 
 import sqlalchemy as sa
@@ -11,8 +7,6 @@ from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 TS = sa.DateTime(timezone=True)
 

@@ -11,10 +11,6 @@ This migration adds `key_id` and, when it is run by `digest init` (which passes 
 key), re-keys every row at once. Run without the key (a bare Alembic upgrade), the rows stay
 as they were with no key_id: digest still recognises them, and re-keys each one the next time
 its address is seen, and all of them at the next `digest init`.
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-01
 """
 
 import hashlib
@@ -25,8 +21,6 @@ from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,9 +1,5 @@
 """Consent log: a coarse marker of the web client of an action (its network), recorded when
 the organisation turns it on (setting consent_client; off by default). Older rows have none.
-
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-01
 """
 
 import sqlalchemy as sa
@@ -11,8 +7,6 @@ from alembic import op
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

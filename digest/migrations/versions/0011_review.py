@@ -1,12 +1,12 @@
-"""0010: review before the weekly job sends. An issue may be a draft (frozen items, no
+"""0011: review before the weekly job sends. An issue may be a draft (frozen items, no
 deliveries yet) that waits for approval: who approved it and when, and when its review copy
 went out (so a scheduled run every 30 minutes sends it once). Existing issues keep NULL."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 
 
 def upgrade() -> None:
