@@ -332,3 +332,20 @@ def test_a_draft_left_when_review_is_turned_off_still_waits(
     assert cli("issues", "approve", "1").exit_code == 0
     r = cli("send", "--scheduled")
     assert r.exit_code == 0 and "Issue 1 is complete." in r.stdout
+
+
+def test_refresh_respects_staff_decisions_and_news_list_shows_the_draft(
+    cli: Callable[..., Any], review_env: dict[str, str], smtp_server: SmtpServer
+) -> None:
+    """An item held back after the draft was made leaves it at `issues refresh`; until then
+    `news list` says it is in the draft."""
+    seed_week_now(cli)
+    assert cli("send", "--scheduled").exit_code == 0
+    r = cli("news", "list")
+    assert r.exit_code == 0 and "draft in #1" in r.stdout, r.stdout
+    r = cli("news", "hold", "https://example.org/training-dates", "--reason", "not yet")
+    assert r.exit_code == 0, r.output
+    r = cli("issues", "refresh", "1")
+    assert r.exit_code == 0, r.output
+    assert "0 items added, 1 item removed" in r.stdout and "  - Training dates" in r.stdout
+    assert rows(review_env, "SELECT title FROM issue_item") == [("Neglect toolkit",)]
