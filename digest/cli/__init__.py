@@ -1,7 +1,7 @@
 """The `digest` command line: parse, call one library function, present the result.
 
-One module per noun (setup, subscribers, news, issues, serve, inbox); `_context` holds what they
-share. Errors are translated in one place (`_DigestGroup.invoke`): `Error: …` and a hint on
+One module per noun (setup, subscribers, news, send, issues, serve, inbox); `_context` holds
+what they share. Errors are translated in one place (`_DigestGroup.invoke`): `Error: …` and a hint on
 stderr, a non-zero exit code, and a traceback only with --verbose.
 """
 
@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from digest import __version__
-from digest.cli import inbox, issues, news, news_edit, review, serve, setup, subscribers
+from digest.cli import inbox, issues, news, news_edit, review, send, serve, setup, subscribers
 from digest.cli._context import State
 from digest.errors import EXIT_ERROR, EXIT_INTERRUPTED, DigestError
 
@@ -93,7 +93,7 @@ app = typer.Typer(
 )
 # Commands of the app itself (`digest init`, `digest send`…), then the groups of commands.
 app.add_typer(setup.commands)
-app.add_typer(issues.commands)
+app.add_typer(send.commands)
 app.add_typer(serve.commands)
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 subscribers.subscribers_app.add_typer(serve.subscribers_commands)  # purge-pending
