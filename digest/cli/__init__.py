@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from digest import __version__
-from digest.cli import inbox, issues, news, serve, setup, subscribers
+from digest.cli import inbox, issues, news, serve, setup, subscribers, topics
 from digest.cli._context import State
 from digest.errors import EXIT_ERROR, EXIT_INTERRUPTED, DigestError
 
@@ -98,6 +98,7 @@ app.add_typer(serve.commands)
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 subscribers.subscribers_app.add_typer(serve.subscribers_commands)  # purge-pending
 app.add_typer(news.news_app, name="news")
+app.add_typer(topics.topics_app, name="topics")
 app.add_typer(issues.issues_app, name="issues")
 app.add_typer(setup.config_app, name="config")
 app.add_typer(setup.db_app, name="db")
