@@ -9,9 +9,8 @@ from sqlmodel import Session, func, select
 
 from digest.errors import DigestError
 from digest.issues.select import Draft, ensure_fits
+from digest.issues.variants import queue_deliveries
 from digest.models import (
-    Delivery,
-    DeliveryStatus,
     Issue,
     IssueItem,
     IssueStatus,
@@ -34,7 +33,8 @@ class IssueRace(DigestError):
 
 def create_issue(session: Session, draft: Draft, *, period_key: str | None = None) -> Issue:
     """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
-    active subscriber, all in the caller's transaction. Later subscribers are not in it.
+    active subscriber it is for, each with its variant (issues/variants.py), all in the
+    caller's transaction. Later subscribers are not in it.
 
     An issue too large to reach readers whole (`ensure_fits`) is refused first: TooLarge."""
     ensure_fits(draft)
@@ -49,6 +49,7 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
         text=draft.rendered.text,
         period_key=period_key,
         message_id_domain=draft.message_id_domain or None,
+        frequency=draft.audience.frequency if draft.audience else None,
     )
     session.add(issue)
     try:
@@ -73,21 +74,6 @@ def create_issue(session: Session, draft: Draft, *, period_key: str | None = Non
                 published_at=item.published_at,
             )
         )
-    delivery = Delivery.__table__  # type: ignore[attr-defined]
-    subscriber = Subscriber.__table__  # type: ignore[attr-defined]
-    session.execute(
-        sa.insert(delivery).from_select(
-            ["issue_id", "subscriber_id", "status", "attempts", "last_reply"],
-            sa.select(
-                sa.literal(issue.id),
-                subscriber.c.id,
-                sa.literal(DeliveryStatus.queued.value),
-                sa.literal(0),
-                sa.literal(""),
-            )
-            .where(subscriber.c.status == SubscriberStatus.active.value)
-            .order_by(subscriber.c.id),
-        )
-    )
+    queue_deliveries(session, issue, draft.items, draft.audience, draft.render_part)
     session.flush()
     return issue

@@ -6,18 +6,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
+from digest.issues.variants import Audience, Renderer
 from digest.models import (
     Issue,
     IssueItem,
     NewsItem,
     utcnow,
 )
+from digest.news.normalise import item_key
 from digest.render.fit import GMAIL_CLIP_BYTES
 from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
 
@@ -47,6 +50,10 @@ class Draft:
     items: Sequence[NewsItem]
     rendered: RenderedIssue
     message_id_domain: str = ""  # frozen into the issue: its Message-IDs never change
+    # who it is for, and how a part of it (a variant: some of its items) is rendered; a draft
+    # without an audience goes whole to every active subscriber
+    audience: Audience | None = None
+    render_part: Renderer | None = None
 
 
 def read_note(path: str | Path) -> str:
@@ -66,22 +73,43 @@ def last_issue(session: Session) -> Issue | None:
     return session.exec(select(Issue).order_by(col(Issue.number).desc())).first()
 
 
+def _for_frequency(frequency: str | None) -> Any:
+    """Issues whose readers include those of `frequency` (its own, and issues for everyone);
+    None: every issue."""
+    if frequency is None:
+        return sa.true()
+    return sa.or_(col(Issue.frequency) == frequency, col(Issue.frequency).is_(None))
+
+
 def default_window(
-    session: Session, settings: Settings, now: datetime
+    session: Session, settings: Settings, now: datetime, *, frequency: str | None = None
 ) -> tuple[datetime, datetime]:
-    """Since the end of the last issue, or `lookback_days` back on the first run; until now."""
-    last = last_issue(session)
+    """Since the end of the last issue (of this frequency), or `lookback_days` back on the
+    first run; until now."""
+    last = session.exec(
+        select(Issue).where(_for_frequency(frequency)).order_by(col(Issue.number).desc())
+    ).first()
     since = last.period_end if last else now - timedelta(days=settings.lookback_days)
     return since, now
 
 
 def select_items(
-    session: Session, since: datetime, until: datetime, *, late: timedelta = timedelta(0)
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    late: timedelta = timedelta(0),
+    frequency: str | None = None,
 ) -> Sequence[NewsItem]:
     """Items no earlier issue carried, published before `until`, newest first: those published
     since `since`, and those that arrived since then with a date up to `late` earlier (a feed
-    fetched after the last issue went out must not lose its items)."""
-    already = select(IssueItem.news_item_id).where(col(IssueItem.news_item_id).is_not(None))
+    fetched after the last issue went out must not lose its items). `frequency`: only the
+    issues of that frequency (and those for everyone) count as earlier ones."""
+    already = (
+        select(IssueItem.news_item_id)
+        .join(Issue, col(Issue.id) == col(IssueItem.issue_id))
+        .where(col(IssueItem.news_item_id).is_not(None), _for_frequency(frequency))
+    )
     query = (
         select(NewsItem)
         .where(NewsItem.published_at < until)
@@ -135,38 +163,44 @@ def draft_issue(
     shape: NextIssue | None = None,
     *,
     now: datetime | None = None,
+    frequency: str | None = None,
 ) -> Draft | None:
     """Render the next issue without storing anything; None when there are no new items.
+    `frequency`: the issue of its subscribers (None: for every active subscriber).
 
     The note and the featured item are rendered into the issue here, so they are frozen with it.
     """
     shape = shape or NextIssue()
     now = now or utcnow()
-    d_since, d_until = default_window(session, settings, now)
+    d_since, d_until = default_window(session, settings, now, frequency=frequency)
     since, until = shape.since or d_since, shape.until or d_until
     if since >= until:
         raise DigestError(
             f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
             f"--until {until:%Y-%m-%d %H:%M} (UTC)"
         )
-    items = select_items(session, since, until, late=timedelta(days=settings.lookback_days))
+    late = timedelta(days=settings.lookback_days)
+    items = select_items(session, since, until, late=late, frequency=frequency)
     if not items:
         return None
     last = last_issue(session)
     number = (last.number + 1) if last else 1
-    rendered = render_issue(
-        branding(settings),
-        _views(items),
-        period_start=since,
-        period_end=until,
-        number=number,
-        templates_dir=settings.templates_dir,
-        note_markdown=shape.note_markdown,
-        featured_url=shape.featured_url,
-    )
+    featured = item_key(shape.featured_url.strip()) if shape.featured_url else None
+
+    def render(part: Sequence[NewsItem]) -> RenderedIssue:
+        """The issue, or a variant of it (some of its items: the featured one only if there)."""
+        return render_issue(
+            branding(settings), _views(part), period_start=since, period_end=until,
+            number=number, templates_dir=settings.templates_dir,
+            note_markdown=shape.note_markdown,
+            featured_url=shape.featured_url
+            if part is items or any(item_key(i.url) == featured for i in part) else None,
+        )  # fmt: skip
+
     return Draft(
-        number=number, period_start=since, period_end=until, items=items, rendered=rendered,
-        message_id_domain=settings.from_domain,
+        number=number, period_start=since, period_end=until, items=items,
+        rendered=render(items), message_id_domain=settings.from_domain,
+        audience=Audience.of(settings, frequency), render_part=render,
     )  # fmt: skip
 
 

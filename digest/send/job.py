@@ -7,8 +7,10 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from digest.compose.recipients import Recipients, compose_issue
+from digest.compose.wire import MessageTemplate
 from digest.config import Settings
 from digest.db import Engine, session_scope
 from digest.errors import (
@@ -20,6 +22,7 @@ from digest.errors import (
 from digest.issues.freeze import IssueRace
 from digest.issues.select import NextIssue
 from digest.issues.state import delivery_counts, retrying_issues
+from digest.issues.variants import variant_rows
 from digest.models import Issue, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import Sender, SmtpSender
@@ -191,6 +194,21 @@ def retry_older(
     return outcome
 
 
+def variant_templates(
+    engine: Engine, settings: Settings, issue_id: int, *, domain: str | None, signer: Any
+) -> dict[int, MessageTemplate]:
+    """The message of each variant of the issue, composed once (its HTML was rendered and
+    inlined when the issue was made); one DKIM signer for them all."""
+    with session_scope(engine) as session:
+        rows = variant_rows(session, issue_id)
+        return {
+            v.id or 0: compose_issue(
+                settings, subject=v.subject, html=v.html, text=v.text, domain=domain, signer=signer
+            )  # fmt: skip
+            for v in rows
+        }
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident():x}"[:100]
 
@@ -217,12 +235,14 @@ def run_issue(
     recipients, pacer and SMTP connections."""
     pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
     template = compose_issue(settings, subject=subject, html=html, text=text, domain=domain)
+    variants = variant_templates(engine, settings, issue_id, domain=domain, signer=template.signer)
     recipients = Recipients.of(
         settings, issue_uid=issue_uid, key=settings.secret_key_bytes(), domain=domain,
         issue_number=issue_number,
     )  # fmt: skip
     try:
-        template.render(recipients.check_sample())  # a composer error is fatal before anything
+        for each in (template, *variants.values()):  # a composer error is fatal before anything
+            each.render(recipients.check_sample())
     except (UnicodeError, ValueError) as exc:
         raise DigestError(
             f"the message cannot be composed: {exc}",
@@ -236,6 +256,7 @@ def run_issue(
             store, template, recipients, lambda: SmtpSender(settings.smtp, stop=stop),
             options=RunOptions.of(settings, pacer, retry_wait), pacer=pacer, stop=stop,
             first_sender=first_sender, on_progress=on_progress, on_wait=on_wait, clock=clock,
+            variants=variants,
         ).run()  # fmt: skip
     finally:
         store.close()

@@ -10,10 +10,11 @@ from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
-from digest.issues.freeze import active_count, create_issue
+from digest.issues.freeze import create_issue
 from digest.issues.manage import cancel_issue
 from digest.issues.select import Draft, NextIssue, draft_issue
 from digest.issues.state import delivery_counts, unfinished_issue
+from digest.issues.variants import audience_count
 from digest.models import Issue, IssueStatus
 from digest.text import plural
 
@@ -47,7 +48,7 @@ def plan_send(
     draft = draft_issue(session, settings, shape)
     if draft is None:
         return None
-    return SendPlan(resume=None, draft=draft, recipients=active_count(session))
+    return SendPlan(resume=None, draft=draft, recipients=audience_count(session, draft.audience))
 
 
 def start_issue(session: Session, plan: SendPlan, *, period_key: str | None = None) -> Issue:
@@ -157,7 +158,7 @@ def plan_scheduled(
     draft = draft_issue(session, settings, now=now)
     if draft is None:
         return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
-    plan = SendPlan(resume=None, draft=draft, recipients=active_count(session))
+    plan = SendPlan(resume=None, draft=draft, recipients=audience_count(session, draft.audience))
     return ScheduledPlan(
         key, plan, prefix + f"Issue {draft.number} for {key}: {plural(len(draft.items), 'item')}."
     )
