@@ -19,7 +19,7 @@ import jinja2
 from digest.dates import date_range, human_date, short_date
 from digest.errors import ConfigError, UsageError
 from digest.news.normalise import html_to_text, item_key, sanitise_html
-from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render import PLACEHOLDER_PREFERENCES, PLACEHOLDER_UNSUBSCRIBE
 from digest.render.fit import HTML_SIZE_TARGET, Fit, largest, layout
 from digest.render.inline import inline_css
 from digest.render.templates import TEMPLATE_HTML, TEMPLATE_TEXT, make_environment, render_template
@@ -60,7 +60,7 @@ class Branding:
 @dataclass(frozen=True)
 class RenderedIssue:
     subject: str
-    html: str  # CSS inlined, with PLACEHOLDER_UNSUBSCRIBE
+    html: str  # CSS inlined, with PLACEHOLDER_UNSUBSCRIBE (and _PREFERENCES with base_url)
     text: str
     sections: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     fit: Fit | None = None
@@ -210,6 +210,8 @@ def render_issue(
         "base_url": brand.base_url,
         "archive_url": archive_url,
         "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,
+        # a subscriber chooses their topics and frequency on the web: only with base_url
+        "preferences_url": PLACEHOLDER_PREFERENCES if brand.base_url else None,
         "logo_url": brand.logo_url,
         "accent": brand.accent_colour,
         "footer_text": brand.footer_text,

@@ -68,8 +68,8 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
     showing the HTML at desktop and phone widths side by side."""
     template = draft_template(settings, draft)
     recipient = Recipients.of(settings).preview()
-    sample = recipient.unsubscribe_url
-    from digest.render import PLACEHOLDER_UNSUBSCRIBE
+    sample, prefs = recipient.unsubscribe_url, recipient.preferences_url
+    from digest.render import fill_links
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -77,8 +77,8 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
         "text": folder / "digest.txt",
         "eml": folder / "digest.eml",
     }
-    paths["html"].write_text(draft.rendered.html.replace(PLACEHOLDER_UNSUBSCRIBE, sample), "utf-8")
-    paths["text"].write_text(draft.rendered.text.replace(PLACEHOLDER_UNSUBSCRIBE, sample), "utf-8")
+    paths["html"].write_text(fill_links(draft.rendered.html, sample, prefs), "utf-8")
+    paths["text"].write_text(fill_links(draft.rendered.text, sample, prefs), "utf-8")
     paths["eml"].write_bytes(template.render(recipient))
     from digest.render.views import write_views_page
 
