@@ -4,6 +4,7 @@
   GET  /confirm/{token}      button; POST /confirm/{token}     -> active
   GET  /unsubscribe/{token}  button; POST /unsubscribe/{token} -> unsubscribed (RFC 8058 one-click)
   GET  /unsubscribe          how to unsubscribe (the link in web versions of issues)
+  GET  /preferences/{token}  topics and frequency; POST saves them (web/preferences.py)
   GET  /archive, /archive/N  sent issues and their web version
   GET  /preview              the next send, for staff (preview_token or preview_loopback)
   GET  /healthz              for monitoring
@@ -31,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from digest import lifecycle
+from digest import lifecycle, preferences
 from digest.addresses import is_loopback
 from digest.config import Settings
 from digest.db import Engine, check_schema, make_engine, session_scope
@@ -44,6 +45,7 @@ from digest.send.pacing import Pacer
 from digest.web.archive import archive_page, list_archive, preview_page
 from digest.web.limits import ClientLimiter, client_key
 from digest.web.pages import Pages
+from digest.web.preferences import add_preferences_routes
 
 log = logging.getLogger("digest.web")
 
@@ -68,11 +70,14 @@ DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cache-control", b"no-store"),
 )
 PUBLIC_CACHE = "public, max-age=300"
-ROBOTS_TXT = "User-agent: *\nDisallow: /confirm/\nDisallow: /unsubscribe/\nDisallow: /preview\n"
+ROBOTS_TXT = (
+    "User-agent: *\nDisallow: /confirm/\nDisallow: /unsubscribe/\nDisallow: /preferences/\n"
+    "Disallow: /preview\n"
+)
 PREVIEW_WINDOW = timedelta(minutes=15)
 PREVIEW_FAILURES_PER_CLIENT = 5
 PREVIEW_FAILURES_TOTAL = 50
-_TOKEN_PATH = re.compile(r"/(unsubscribe|confirm)/[^\s?\"]+")
+_TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|preferences)/[^\s?\"]+")
 
 
 class SecurityHeaders:
@@ -223,7 +228,11 @@ def create_app(
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     @app.api_route("/subscribe", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def subscribe_form() -> HTMLResponse:
-        return page("subscribe.html", email="", person_name="", error=None)
+        return page("subscribe.html", email="", person_name="", error=None, topics=topics())
+
+    def topics() -> list[Any]:
+        with session_scope(db) as session:
+            return preferences.signup_topics(session, settings)
 
     def client_of(request: Request) -> str:
         return lifecycle.client_marker(settings, request.client.host if request.client else None)
@@ -246,6 +255,7 @@ def create_app(
         email: Annotated[str, Form(max_length=1000)] = "",
         name: Annotated[str, Form(max_length=1000)] = "",
         website: Annotated[str, Form(max_length=1000)] = "",  # a field only robots fill in
+        topic: Annotated[list[str] | None, Form(max_length=100)] = None,
     ) -> HTMLResponse:
         # The same page whether the address was new, pending or already active.
         sent = page("subscribe_sent.html", email=email.strip())
@@ -258,13 +268,16 @@ def create_app(
             return too_many(wait.total_seconds(), "from your network")
         try:
             with session_scope(db) as session:
+                began = utcnow()
                 job = lifecycle.request_subscription(
                     session, settings, email=email, name=name, now=clock(),
                     client=client_of(request),
                 )  # fmt: skip
+                preferences.choose_at_signup(session, settings, email=email,
+                                             topic_keys=topic or [], since=began)  # fmt: skip
         except UsageError as exc:
             return page("subscribe.html", status=400, email=email.strip(), person_name=name,
-                        error=exc.message)  # fmt: skip
+                        error=exc.message, topics=topics())  # fmt: skip
         except TooManyRequests as exc:
             log.warning("confirmation limit for everyone reached: %s", exc.message)
             return too_many(exc.retry_after, "to this newsletter")
@@ -326,6 +339,9 @@ def create_app(
         if outcome is None:
             return invalid_link()
         return page("unsubscribed.html", noindex=True)
+
+    add_preferences_routes(app, settings=settings, db=db, page=page, invalid_link=invalid_link,
+                           client_of=client_of)  # fmt: skip
 
     # Archive and preview --------------------------------------------------------------------
 
