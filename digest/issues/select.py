@@ -73,7 +73,7 @@ def last_issue(session: Session) -> Issue | None:
     return session.exec(select(Issue).order_by(col(Issue.number).desc())).first()
 
 
-def _for_frequency(frequency: str | None) -> Any:
+def for_readers_of(frequency: str | None) -> Any:
     """Issues whose readers include those of `frequency` (its own, and issues for everyone);
     None: every issue."""
     if frequency is None:
@@ -87,7 +87,7 @@ def default_window(
     """Since the end of the last issue (of this frequency), or `lookback_days` back on the
     first run; until now."""
     last = session.exec(
-        select(Issue).where(_for_frequency(frequency)).order_by(col(Issue.number).desc())
+        select(Issue).where(for_readers_of(frequency)).order_by(col(Issue.number).desc())
     ).first()
     since = last.period_end if last else now - timedelta(days=settings.lookback_days)
     return since, now
@@ -108,7 +108,7 @@ def select_items(
     already = (
         select(IssueItem.news_item_id)
         .join(Issue, col(Issue.id) == col(IssueItem.issue_id))
-        .where(col(IssueItem.news_item_id).is_not(None), _for_frequency(frequency))
+        .where(col(IssueItem.news_item_id).is_not(None), for_readers_of(frequency))
     )
     query = (
         select(NewsItem)

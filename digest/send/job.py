@@ -26,7 +26,7 @@ from digest.issues.variants import variant_rows
 from digest.models import Issue, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import Sender, SmtpSender
-from digest.send.outcome import SendOutcome, SendProgress
+from digest.send.outcome import SendOutcome, SendProgress, outcome_report
 from digest.send.pacing import Pacer
 from digest.send.plan import SendPlan, join_plan, plan_scheduled, plan_send, start_issue
 from digest.send.run import DeliveryRun, RunOptions
@@ -51,10 +51,55 @@ def send_next(
     """The whole of `digest send`: decide what to send, freeze it, deliver it.
 
     Returns None when there is nothing to do. Nothing is frozen before the SMTP server has
-    answered, so a send that cannot connect leaves no half-made issue behind.
+    answered, so a send that cannot connect leaves no half-made issue behind. `scheduled`
+    with several `frequencies`: each one's issue in turn (daily, weekly: each its own period);
+    one that does not complete stops the run, the next run goes on from there.
     """
     now = now or utcnow()
     stop = stop or threading.Event()
+    offered = settings.offered_frequencies
+    if not scheduled or worker or len(offered) == 1:
+        return _send_one(engine, settings, scheduled=scheduled, worker=worker, force=force,
+                         notify=notify, confirm=confirm, stop=stop, progress=progress, now=now,
+                         shape=shape, frequency=offered[0] if scheduled else None)  # fmt: skip
+    outcomes: list[SendOutcome] = []
+    for frequency in offered:
+        if outcomes and not _complete(outcomes[-1]):
+            break  # the next scheduled run goes on from here
+        found = _send_one(engine, settings, scheduled=True, worker=False, force=force,
+                          notify=notify, confirm=confirm, stop=stop, progress=progress,
+                          now=now, shape=shape, frequency=frequency)  # fmt: skip
+        if found is not None:
+            if outcomes:  # the caller reports the last one; say how the one before went
+                for line in outcome_report(outcomes[-1], settings).lines:
+                    notify(line)
+            outcomes.append(found)
+        if stop.is_set():
+            break
+    return outcomes[-1] if outcomes else None
+
+
+def _complete(outcome: SendOutcome) -> bool:
+    return outcome.finished and not outcome.interrupted and not outcome.unavailable
+
+
+def _send_one(
+    engine: Engine,
+    settings: Settings,
+    *,
+    scheduled: bool,
+    worker: bool,
+    force: bool,
+    notify: Callable[[str], None],
+    confirm: Callable[[SendPlan], None] | None,
+    stop: threading.Event,
+    progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None,
+    now: datetime,
+    shape: NextIssue | None,
+    frequency: str | None,
+) -> SendOutcome | None:
+    """One issue: the unfinished one, the next one, or (`scheduled`) this period's issue of
+    `frequency`."""
     with send_lock(settings.database_url):
         key: str | None = None
         with session_scope(engine) as session:
@@ -64,7 +109,9 @@ def send_next(
                     notify("No issue is being sent; nothing for a worker to do.")
                     return None
             elif scheduled:
-                decision = plan_scheduled(session, settings, now=now, force=force)
+                decision = plan_scheduled(
+                    session, settings, now=now, force=force, frequency=frequency
+                )
                 notify(decision.message)
                 plan, key = decision.plan, decision.key
             else:

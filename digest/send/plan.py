@@ -12,7 +12,7 @@ from digest.config import Settings
 from digest.errors import DigestError, UsageError
 from digest.issues.freeze import create_issue
 from digest.issues.manage import cancel_issue
-from digest.issues.select import Draft, NextIssue, draft_issue
+from digest.issues.select import Draft, NextIssue, draft_issue, for_readers_of
 from digest.issues.state import delivery_counts, unfinished_issue
 from digest.issues.variants import audience_count
 from digest.models import Issue, IssueStatus
@@ -59,20 +59,31 @@ def start_issue(session: Session, plan: SendPlan, *, period_key: str | None = No
     return create_issue(session, plan.draft, period_key=period_key)
 
 
-def period_key(settings: Settings, now: datetime) -> str:
-    """The schedule period containing `now` in the newsletter's time zone: 2026-W48 or 2026-11-28."""
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def period_key(settings: Settings, now: datetime, frequency: str | None = None) -> str:
+    """The period of `frequency` (default: the first offered) containing `now` in the
+    newsletter's time zone: 2026-W48 (weekly) or 2026-11-28 (daily)."""
     local = now.astimezone(settings.tz)
-    if settings.schedule == "daily":
+    if (frequency or settings.offered_frequencies[0]) == "daily":
         return local.strftime("%Y-%m-%d")
     year, week, _ = local.isocalendar()
     return f"{year}-W{week:02d}"
 
 
-def period_start(settings: Settings, now: datetime) -> datetime:
-    """When the period containing `now` began (local midnight; Monday for a weekly schedule)."""
+def period_start(settings: Settings, now: datetime, frequency: str | None = None) -> datetime:
+    """When the period containing `now` began (local midnight; Monday for a weekly one)."""
     local = now.astimezone(settings.tz)
-    day = local.date() - timedelta(days=0 if settings.schedule == "daily" else local.weekday())
+    daily = (frequency or settings.offered_frequencies[0]) == "daily"
+    day = local.date() - timedelta(days=0 if daily else local.weekday())
     return datetime.combine(day, time(0), tzinfo=settings.tz)
+
+
+def _before_weekly_day(settings: Settings, now: datetime, frequency: str) -> bool:
+    """A weekly issue is made on `weekly_day` or later in its week."""
+    wanted = WEEKDAYS.index(settings.weekly_day)
+    return frequency == "weekly" and now.astimezone(settings.tz).weekday() < wanted
 
 
 @dataclass(frozen=True)
@@ -83,9 +94,14 @@ class ScheduledPlan:
 
 
 def plan_scheduled(
-    session: Session, settings: Settings, *, now: datetime, force: bool = False
+    session: Session,
+    settings: Settings,
+    *,
+    now: datetime,
+    force: bool = False,
+    frequency: str | None = None,
 ) -> ScheduledPlan:
-    """One issue per period.
+    """One issue per period, for the subscribers of `frequency` (default: the first offered).
 
     - This period's issue is complete: nothing to do (an issue sent by hand this period counts).
     - It is unfinished: resume it, unless it is older than max_issue_age_hours — a stale issue
@@ -94,13 +110,16 @@ def plan_scheduled(
       of it is dropped (never sent late) so that it cannot hold up this period's issue.
     - Otherwise a new issue with the items since the last one; none: nothing to send.
     """
-    key = period_key(settings, now)
+    frequency = frequency or settings.offered_frequencies[0]
+    key = period_key(settings, now, frequency)
     max_age = timedelta(hours=settings.max_issue_age_hours)
     current = session.exec(select(Issue).where(Issue.period_key == key)).first()
     if current is None:
+        started = period_start(settings, now, frequency)
         by_hand = session.exec(
             select(Issue)
-            .where(col(Issue.period_key).is_(None), Issue.created_at >= period_start(settings, now))
+            .where(col(Issue.period_key).is_(None), Issue.created_at >= started)
+            .where(for_readers_of(frequency))
             .order_by(col(Issue.number).desc())
         ).first()
         current = by_hand
@@ -114,7 +133,9 @@ def plan_scheduled(
 
     # Issues whose only remaining deliveries are deferred do not hold up a new one.
     sending = session.exec(
-        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, for_readers_of(frequency))
+        .order_by(col(Issue.number))
     ).all()
     waiting = {i.id for i in sending if not _has_untried(session, i.id)}
     for older in sending:
@@ -155,7 +176,10 @@ def plan_scheduled(
             prefix
             + f"Issue {current.number} for {key} is already {current.status}; nothing to do.",
         )
-    draft = draft_issue(session, settings, now=now)
+    if _before_weekly_day(settings, now, frequency):
+        return ScheduledPlan(key, None, prefix + f"The weekly issue for {key} is made on "
+                             f"{settings.weekly_day.title()} or later; nothing to send yet.")  # fmt: skip
+    draft = draft_issue(session, settings, now=now, frequency=frequency)
     if draft is None:
         return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
     plan = SendPlan(resume=None, draft=draft, recipients=audience_count(session, draft.audience))
