@@ -85,18 +85,36 @@ def item_topic(item: NewsItem | IssueItem, topics: frozenset[str] | None) -> str
 
 
 def _choices(session: Session, audience: Audience) -> dict[int, frozenset[str]]:
-    """The topics chosen by subscribers this issue is for (those with none are absent)."""
+    """The topics chosen by subscribers this issue is for (those with none are absent).
+
+    Streamed in subscriber order, and equal sets shared: 20,000 subscribers in 20 distinct
+    sets are 20 sets, not 130,000 rows held at once."""
     subscriber = Subscriber.__table__  # type: ignore[attr-defined]
     st = SubscriberTopic.__table__  # type: ignore[attr-defined]
-    rows = session.execute(
+    query = (
         sa.select(st.c.subscriber_id, st.c.topic_key)
         .join(subscriber, subscriber.c.id == st.c.subscriber_id)
         .where(audience.where(subscriber))
-    ).all()
-    out: dict[int, set[str]] = {}
-    for sid, key in rows:
-        out.setdefault(sid, set()).add(key)
-    return {sid: frozenset(keys) for sid, keys in out.items()}
+        .order_by(st.c.subscriber_id)
+    )
+    out: dict[int, frozenset[str]] = {}
+    shared: dict[frozenset[str], frozenset[str]] = {}
+    current: int | None = None
+    keys: list[str] = []
+
+    def done() -> None:
+        if current is not None:
+            chosen = frozenset(keys)
+            out[current] = shared.setdefault(chosen, chosen)
+
+    result = session.connection().execution_options(stream_results=True).execute(query)
+    for sid, key in result:
+        if sid != current:
+            done()
+            current, keys = sid, []
+        keys.append(key)
+    done()
+    return out
 
 
 def received_before(
@@ -154,12 +172,17 @@ def plan_parts(
     keys = [item_topic(i, topics) for i in items]
     groups: dict[tuple[int, ...], list[int]] = {}
     full = tuple(range(1, len(items) + 1))
+    nothing: frozenset[int] = frozenset()
+    known: dict[tuple[frozenset[str] | None, frozenset[int]], tuple[int, ...]] = {}
     for sid in sorted(set(choices) | set(received)):
-        chosen, got = choices.get(sid), received.get(sid, set())
-        positions = tuple(
-            n for n, (item, key) in enumerate(zip(items, keys, strict=True), 1)
-            if (key is None or chosen is None or key in chosen) and item.id not in got
-        )  # fmt: skip
+        chosen = choices.get(sid)
+        got = frozenset(received[sid]) if sid in received else nothing
+        positions = known.get((chosen, got))
+        if positions is None:  # once per distinct choice, not once per subscriber
+            positions = known[(chosen, got)] = tuple(
+                n for n, (item, key) in enumerate(zip(items, keys, strict=True), 1)
+                if (key is None or chosen is None or key in chosen) and item.id not in got
+            )  # fmt: skip
         if positions != full:
             groups.setdefault(positions, []).append(sid)
     return [Part(p, s) for p, s in groups.items()]
