@@ -23,6 +23,7 @@ from digest.models import (
 from digest.news.normalise import item_key
 from digest.render.fit import GMAIL_CLIP_BYTES
 from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
+from digest.render.templates import make_environment
 
 
 def branding(settings: Settings) -> Branding:
@@ -186,13 +187,14 @@ def draft_issue(
     last = last_issue(session)
     number = (last.number + 1) if last else 1
     featured = item_key(shape.featured_url.strip()) if shape.featured_url else None
+    env = make_environment(settings.templates_dir)  # compiled once for the issue and its variants
 
     def render(part: Sequence[NewsItem]) -> RenderedIssue:
         """The issue, or a variant of it (some of its items: the featured one only if there)."""
         return render_issue(
             branding(settings), _views(part), period_start=since, period_end=until,
             number=number, templates_dir=settings.templates_dir,
-            note_markdown=shape.note_markdown,
+            note_markdown=shape.note_markdown, env=env,
             featured_url=shape.featured_url
             if part is items or any(item_key(i.url) == featured for i in part) else None,
         )  # fmt: skip

@@ -163,14 +163,17 @@ def render_issue(
     note_markdown: str | None = None,
     featured_url: str | None = None,
     size_limit: int = HTML_SIZE_TARGET,
+    env: jinja2.Environment | None = None,
 ) -> RenderedIssue:
     """The issue's HTML (CSS inlined) and text, identical for every recipient.
 
     An editor's note (Markdown) and a featured item (one of `items`, by link) are rendered into
     it. When the HTML would be larger than `size_limit` bytes, summaries are shortened, then the
     last items are listed by title only, then the rest are left to the web version of the issue.
+    `env`: a Jinja2 environment to reuse (the variants of an issue share one: its templates
+    are compiled once, not once per variant).
     """
-    env = make_environment(templates_dir)
+    env = env or make_environment(templates_dir)
     tz = brand.timezone
     dates = date_range(period_start, period_end, tz)
     featured = _featured(items, featured_url, tz)
