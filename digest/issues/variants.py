@@ -107,7 +107,8 @@ def _choices(session: Session, audience: Audience) -> dict[int, frozenset[str]]:
             chosen = frozenset(keys)
             out[current] = shared.setdefault(chosen, chosen)
 
-    result = session.connection().execution_options(stream_results=True).execute(query)
+    # per statement only: a server-side cursor for this read, not for what follows
+    result = session.execute(query, execution_options={"yield_per": 2000})
     for sid, key in result:
         if sid != current:
             done()
