@@ -96,3 +96,21 @@ def test_period_keys_per_frequency(env) -> None:
     settings = load_settings().settings
     assert period_key(settings, MONDAY, "weekly") == "2026-W50"
     assert period_key(settings, MONDAY, "daily") == "2026-12-07"
+
+
+def test_schedule_daily_without_frequencies_still_sends_to_everyone(
+    cli, env, engine, monkeypatch, smtp_server: SmtpServer
+) -> None:
+    """A set-up from before `frequencies` (schedule = "daily"): subscribers the migration left
+    weekly get the daily issue, since weekly is not offered."""
+    monkeypatch.setenv("DIGEST_SCHEDULE", "daily")
+    for title, published in list(TITLES.items())[:2]:
+        cli("news", "add", "--title", f"{title} news", "--url", f"https://example.org/{title}",
+            "--published", published.isoformat())  # fmt: skip
+    cli("subscribers", "add", "old@example.net")
+    with engine.begin() as c:  # as migration 0010 left everyone already on the list
+        c.exec_driver_sql("UPDATE subscriber SET frequency = 'weekly'")
+    said = _run(engine, MONDAY + timedelta(days=1))
+    assert any("Issue 1 for 2026-12-08: 2 items." in s for s in said), said
+    assert _received(smtp_server)["old@example.net"] == [["Alpha", "Bravo"]]
+    assert rows(env, "SELECT frequency, period_key FROM issue") == [("daily", "2026-12-08")]
