@@ -46,7 +46,7 @@ class TopicInfo:
     subscribers: int = 0  # active subscribers who chose it
 
 
-def _item_categories(session: Session) -> dict[str, tuple[str, int]]:
+def item_categories(session: Session) -> dict[str, tuple[str, int]]:
     """key -> (name as first written, item count) of every category news items have."""
     rows = session.exec(
         select(NewsItem.category, func.count(), func.min(NewsItem.id))
@@ -67,7 +67,7 @@ def _item_categories(session: Session) -> dict[str, tuple[str, int]]:
 def list_topics(session: Session, settings: Settings) -> list[TopicInfo]:
     """Every topic a subscriber may choose, in order: the `topics` setting's list as it is, or
     else every category of the items (and every described topic), by name."""
-    items = _item_categories(session)
+    items = item_categories(session)
     described = {t.key: t for t in session.exec(select(Topic)).all()}
     chosen = dict(
         session.exec(
@@ -366,6 +366,7 @@ class PreferenceColumns:
     def apply(
         self, session: Session, sub: Subscriber, parsed: tuple[list[str], str | None]
     ) -> None:
+        """A new subscriber's topics and frequency from the file, in the consent log too."""
         keys, frequency = parsed
         assert sub.id is not None
         for key in keys:
@@ -373,4 +374,10 @@ class PreferenceColumns:
         if frequency is not None:
             sub.frequency = frequency
             session.add(sub)
+        if keys or (frequency and frequency != self.settings.offered_frequencies[0]):
+            chosen = _words(topic_names(keys, self.known))
+            session.add(SubscriberEvent(
+                subscriber_id=sub.id, at=utcnow(), status=sub.status, source="import",
+                detail=f"preferences: topics: {chosen}; frequency: {sub.frequency}"[:500],
+            ))  # fmt: skip
         session.flush()

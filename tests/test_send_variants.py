@@ -91,7 +91,7 @@ def test_reader_whose_topics_are_absent_is_skipped(cli, env, smtp_server: SmtpSe
     assert sorted(smtp_server.by_rcpt()) == ["first@example.net", "train@example.net"]
     assert rows(env, "SELECT s.email, d.status, d.last_reply FROM delivery d JOIN subscriber s "
                 "ON s.id = d.subscriber_id WHERE d.issue_id = 2 AND d.status = 'skipped'") == [
-        ("research@example.net", "skipped", "none of their topics (research) is in this issue")
+        ("research@example.net", "skipped", "none of their topics (Research) is in this issue")
     ]  # fmt: skip
     assert rows(env, "SELECT status FROM issue WHERE number = 2") == [("sent",)]
     r = cli("issues", "show", "2")

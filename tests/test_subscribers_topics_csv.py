@@ -78,3 +78,8 @@ def test_unknown_topic_rejects_only_that_row(cli, env, workdir: Path) -> None:
         ("ana@example.org", "research"), ("ana@example.org", "training")
     ]  # fmt: skip
     assert count(env, "SELECT count(*) FROM subscriber") == 2
+    # the choice from the file is in the consent log, as the import made it
+    assert rows(env, "SELECT e.source, e.detail FROM subscriber_event e JOIN subscriber s "
+                "ON s.id = e.subscriber_id WHERE e.detail LIKE 'preferences:%'") == [
+        ("import", "preferences: topics: Research, Training; frequency: weekly")
+    ]  # fmt: skip

@@ -32,7 +32,7 @@ from digest.models import (
     SubscriberTopic,
 )
 from digest.render.issue import RenderedIssue
-from digest.topics import category_key, offered_keys
+from digest.topics import category_key, item_categories, offered_keys
 
 NOTHING_FOR_THEM = "none of their topics ({}) is in this issue"
 ALL_RECEIVED = "every item of theirs in this issue reached them in an earlier issue"
@@ -234,6 +234,7 @@ def queue_deliveries(
     if not choices and not received:
         return
     assert render is not None, "a draft with an audience renders its variants"
+    names = {key: name for key, (name, _) in item_categories(session).items()}
     for part in plan_parts(items, choices, received, audience.topics):
         values: dict[str, object]
         if not part.positions:
@@ -251,7 +252,7 @@ def queue_deliveries(
             session.add(variant)
             session.flush()
             values = {"variant_id": variant.id}
-        _mark(session, issue.id, part, values, choices, audience.topics)
+        _mark(session, issue.id, part, values, choices, names)
 
 
 def _mark(
@@ -260,7 +261,7 @@ def _mark(
     part: Part,
     values: dict[str, object],
     choices: dict[int, frozenset[str]],
-    topics: frozenset[str] | None,
+    names: dict[str, str],
 ) -> None:
     delivery = Delivery.__table__  # type: ignore[attr-defined]
     by_reason: dict[str, list[int]] = {}
@@ -268,7 +269,8 @@ def _mark(
         reason = ""
         if values.get("status") == DeliveryStatus.skipped.value:
             chosen = choices.get(sid)
-            reason = NOTHING_FOR_THEM.format(", ".join(sorted(chosen))) if chosen else ALL_RECEIVED
+            shown = ", ".join(sorted(names.get(k, k) for k in chosen)) if chosen else ""
+            reason = NOTHING_FOR_THEM.format(shown) if chosen else ALL_RECEIVED
         by_reason.setdefault(reason, []).append(sid)
     for reason, sids in by_reason.items():
         extra = {"last_reply": reason[:500]} if reason else {}
