@@ -104,3 +104,28 @@ def test_items_without_a_topic_go_to_everyone(cli, env, smtp_server: SmtpServer)
     assert cli("send", "--yes").exit_code == 0
     text, _ = _body(smtp_server.by_rcpt()["proc@example.net"][0])
     assert "General notice" in text and "Toolkit" in text and "Course in May" not in text
+
+
+def test_dry_run_writes_each_reader_their_variant(cli, env, smtp_server, workdir) -> None:
+    import email
+    from email import policy
+
+    _news(cli, ("Neglect toolkit", "Procedures"), ("Course in May", "Training"))
+    cli("news", "add", "--title", "Old research", "--url", "https://example.org/old",
+        "--category", "Research", "--published", "2020-01-01")  # fmt: skip
+    cli("subscribers", "add", "all@example.net")
+    cli("subscribers", "add", "train@example.net", "--topic", "Training")
+    cli("subscribers", "add", "research@example.net", "--topic", "Research")
+    r = cli("send", "--dry-run", "--out", "outbox")
+    assert r.exit_code == 0, r.output
+    assert "Dry run: wrote 2 messages to outbox/" in r.stdout  # research@ would be skipped
+    texts = {}
+    for path in (workdir / "outbox").glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        texts[msg["To"]] = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert sorted(texts) == ["all@example.net", "train@example.net"]
+    assert "Neglect toolkit" in texts["all@example.net"]
+    assert "Course in May" in texts["train@example.net"]
+    assert "Neglect toolkit" not in texts["train@example.net"]
+    assert rows(env, "SELECT count(*) FROM issue") == [(0,)]
+    assert smtp_server.messages == []

@@ -290,3 +290,19 @@ def variant_rows(session: Session, issue_id: int) -> Sequence[IssueVariant]:
     return session.exec(
         select(IssueVariant).where(IssueVariant.issue_id == issue_id).order_by(col(IssueVariant.id))
     ).all()
+
+
+def draft_variants(
+    session: Session, items: Sequence[NewsItem], audience: Audience | None, render: Renderer | None
+) -> dict[int, RenderedIssue | None]:
+    """For a draft not frozen (a dry run): the variant each subscriber who does not get the
+    whole issue would get, by subscriber id (None: they would be skipped); nothing stored."""
+    if audience is None or render is None:
+        return {}
+    choices = _choices(session, audience)
+    received = received_before(session, 0, items, audience)
+    out: dict[int, RenderedIssue | None] = {}
+    for part in plan_parts(items, choices, received, audience.topics):
+        rendered = render([items[p - 1] for p in part.positions]) if part.positions else None
+        out.update(dict.fromkeys(part.subscribers, rendered))
+    return out

@@ -4,7 +4,7 @@ preview files. None of them records anything."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -16,6 +16,7 @@ from digest.config import Settings
 from digest.db import Engine, session_scope
 from digest.errors import UsageError
 from digest.issues.select import Draft, NextIssue, draft_issue
+from digest.issues.variants import draft_variants
 from digest.models import Subscriber, SubscriberStatus
 from digest.send.mailer import FileSender, Sender, SendResult, SmtpSender
 
@@ -51,14 +52,27 @@ def test_send(
 def dry_run(
     session: Session, settings: Settings, draft: Draft, folder: Path, sender: Sender
 ) -> int:
-    """Write the message every active subscriber would get; records nothing."""
+    """Write the message every active subscriber would get (their variant: issues/variants.py;
+    none for one who would be skipped); records nothing."""
     template = draft_template(settings, draft)
     recipients = Recipients.of(settings, issue_uid="dryrun", key=settings.secret_key_bytes())
+    parts = draft_variants(session, draft.items, draft.audience, draft.render_part)
+    templates: dict[int, MessageTemplate] = {}  # one per variant
     n = 0
     subs = session.exec(select(Subscriber).where(Subscriber.status == SubscriberStatus.active))
     for sub in subs:
+        chosen = template
+        if sub.id in parts:
+            rendered = parts[sub.id]
+            if rendered is None:
+                continue  # nothing of theirs in it: not mailed
+            if id(rendered) not in templates:
+                templates[id(rendered)] = draft_template(
+                    settings, replace(draft, rendered=rendered)
+                )
+            chosen = templates[id(rendered)]
         r = recipients.subscriber(sub.uid, sub.email, sub.name)
-        sender.send(r.envelope_from, sub.email, template.render(r))
+        sender.send(r.envelope_from, sub.email, chosen.render(r))
         n += 1
     return n
 
