@@ -168,6 +168,8 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
             shown = make_url(value).render_as_string(hide_password=True)
         elif value is None:
             shown = "(not set)"
+        elif isinstance(value, list | tuple):  # frequencies, topics
+            shown = ", ".join(str(v) for v in value)
         else:
             shown = str(value)
         rows.append((key, shown, source))

@@ -110,3 +110,16 @@ def test_topics_setting_fixes_the_list_and_order(cli, env, monkeypatch) -> None:
     assert r.exit_code == 2 and "unknown topic: Research" in r.stderr
     r = cli("topics", "rename", "Training", "Courses")
     assert r.exit_code == 2 and "not in the topics setting" in r.stderr
+
+
+def test_frequencies_setting_is_checked_and_shown(cli, env, monkeypatch) -> None:
+    monkeypatch.setenv("DIGEST_FREQUENCIES", "weekly,hourly")
+    r = cli("topics", "list")
+    assert r.exit_code == 3
+    assert "setting 'frequencies' (env DIGEST_FREQUENCIES)" in r.stderr
+    monkeypatch.setenv("DIGEST_FREQUENCIES", "daily,weekly")
+    r = cli("config", "show")
+    assert r.exit_code == 0, r.output
+    assert any(
+        ln.split()[:3] == ["frequencies", "daily,", "weekly"] for ln in r.stdout.splitlines()
+    )
