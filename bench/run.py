@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-FIGURES = ("T1", "T2", "T3", "T4", "T5", "PG")
+FIGURES = ("T1", "T2", "T3", "T4", "T5", "PG", "TV")
 
 
 def _log(msg: str) -> None:
@@ -355,6 +355,10 @@ def report(out: dict[str, Any]) -> str:
                     None,
                 )
             )
+    if out.get("TV"):
+        import fig_variants
+
+        rows += fig_variants.report_rows(out["TV"])
     head = ("figure", "digest", "reference", "ratio", "target", "met")
     cells = [head] + [(*r[:5], {True: "yes", False: "NO", None: ""}[r[5]]) for r in rows]
     widths = [max(len(str(c[i])) for c in cells) for i in range(len(head))]
@@ -374,7 +378,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="smaller sizes (development only)")
-    p.add_argument("--only", default=",".join(FIGURES), help="comma-separated: T1,T2,T3,T4,T5,PG")
+    p.add_argument(
+        "--only", default=",".join(FIGURES), help="comma-separated: T1,T2,T3,T4,T5,PG,TV"
+    )
     p.add_argument(
         "--source",
         help="measure the digest in this folder (e.g. a `git archive` "
@@ -446,6 +452,12 @@ def main() -> int:
             out["PG"] = {"pending": True, "reason": f"{type(exc).__name__}: {exc}"}
         if out["PG"].get("pending"):
             _log(f"  pending: {out['PG']['reason']}")
+    if "TV" in args.only:
+        import fig_variants  # issue 15: 20 variants vs 1, see fig_variants.py
+
+        _log("TV: one issue in 20 variants vs in 1, digest send into smtp-sink, alternated")
+        out["TV"] = fig_variants.run(work, n=2000 if args.quick else 20_000,
+                                     repeats=1 if args.quick else args.repeats, log=_log)  # fmt: skip
     if args.profile:
         _log("Profile: digest send under py-spy")
         profile_send(args, work, out)

@@ -92,6 +92,15 @@ class Settings(BaseModel):
 
     # The scheduled job (`digest send --scheduled`)
     schedule: Literal["weekly", "daily"] = "weekly"
+    # How often subscribers may choose to get the digest (the first is the default, and what
+    # a subscriber whose frequency is not offered gets). Unset: [schedule], i.e. ["weekly"].
+    frequencies: tuple[Literal["weekly", "daily"], ...] | None = None
+    weekly_day: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"  # the weekly issue is made on this day or later in its ISO week
+    # The topics (item categories) in the order the preferences page shows them; unset: every
+    # category items have, by name
+    topics: tuple[str, ...] | None = None
     max_issue_age_hours: float = Field(24.0, gt=0)  # an older unfinished issue needs --force
     # "required": `send --scheduled` makes the period's issue a draft, sends a review copy to
     # review_to, and sends to the list only after `digest issues approve` (issues/review.py)
@@ -326,6 +335,31 @@ class Settings(BaseModel):
                 f"({self.smtp_timeout:g}): set lease_seconds to {2 * self.smtp_timeout:g} or more"
             )
         return self
+
+    @field_validator("frequencies", "topics", mode="before")
+    @classmethod
+    def _list_or_words(cls, value: object) -> object:
+        # DIGEST_FREQUENCIES=weekly,daily from the environment; a TOML list as it is
+        if isinstance(value, str):
+            return tuple(w.strip() for w in value.split(",") if w.strip())
+        return value
+
+    @field_validator("frequencies", "topics")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("give at least one, or leave the setting out")
+        keys = [" ".join(v.split()).casefold() for v in value]
+        if len(set(keys)) != len(keys) or not all(keys):
+            raise ValueError("each must be named once, and not be empty")
+        return tuple(" ".join(v.split()) for v in value)
+
+    @property
+    def offered_frequencies(self) -> tuple[str, ...]:
+        """The frequencies subscribers may choose, the default first."""
+        return self.frequencies or (self.schedule,)
 
     @field_validator("timezone")
     @classmethod

@@ -168,7 +168,7 @@ def describe_settings(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
             shown = make_url(value).render_as_string(hide_password=True)
         elif value is None or value == ():
             shown = "(not set)"
-        elif isinstance(value, tuple):  # review_to: as it is written in the environment
+        elif isinstance(value, list | tuple):  # review_to, frequencies, topics
             shown = ", ".join(str(v) for v in value)
         else:
             shown = str(value)

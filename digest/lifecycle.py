@@ -190,6 +190,7 @@ def import_pending(
     reactivate: bool = False,
     allow_special_use: bool = False,
     now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> tuple[ImportReport, list[ConfirmationJob]]:
     """Import a list whose consent must be re-confirmed: every new row is `pending` and gets
     a confirmation email (returned as jobs, logged with the source `import`). Rows that say
@@ -202,7 +203,7 @@ def import_pending(
     before = session.exec(select(func.max(Subscriber.id))).one() or 0
     report = import_subscribers(
         session, path, keyring=keyring, status=SubscriberStatus.pending, reactivate=reactivate,
-        source="import", allow_special_use=allow_special_use,
+        source="import", allow_special_use=allow_special_use, settings=settings,
     )  # fmt: skip
     targets = list(
         session.exec(

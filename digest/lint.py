@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from digest.compose.dkim import DkimSigner
 from digest.config import Settings
-from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render import PLACEHOLDER_PREFERENCES, PLACEHOLDER_UNSUBSCRIBE
 from digest.render.fit import GMAIL_CLIP_BYTES, HTML_SIZE_TARGET
 
 Level = Literal["error", "warning", "ok"]
@@ -86,8 +86,9 @@ def lint_message(
     _lint_unsubscribe(msg, text, html, unsubscribe_url, report)
     _lint_html(html, report)
     leftovers = sorted({m.group(0) for m in _LEFTOVER.finditer(text + html)})
-    if PLACEHOLDER_UNSUBSCRIBE in data.decode("ascii", "replace"):
-        leftovers.append(PLACEHOLDER_UNSUBSCRIBE)
+    for placeholder in (PLACEHOLDER_UNSUBSCRIBE, PLACEHOLDER_PREFERENCES):
+        if placeholder in data.decode("ascii", "replace"):
+            leftovers.append(placeholder)
     if leftovers:
         report.add("error", "placeholders", "leftover template text or placeholders: "
                    + ", ".join(repr(x) for x in leftovers))  # fmt: skip

@@ -122,6 +122,11 @@ class Subscriber(SQLModel, table=True):
     # back to zero after `bounce_reset_days` without one; `bounced` at `bounce_threshold`.
     bounce_score: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
     bounce_counted_at: datetime | None = _ts(nullable=True, default=None)
+    # How often they want the digest (one of the `frequencies` setting; see digest/topics.py).
+    # Their topics are rows of subscriber_topic: none means every topic.
+    frequency: str = Field(
+        default="weekly", max_length=16, sa_column_kwargs={"server_default": "weekly"}
+    )
 
 
 class SubscriberEvent(SQLModel, table=True):
@@ -139,6 +144,29 @@ class SubscriberEvent(SQLModel, table=True):
     detail: str = Field(default="", max_length=500)
     # a coarse marker of the web client (its network), when consent_client = "network"
     client: str = Field(default="", max_length=64)
+
+
+class Topic(SQLModel, table=True):
+    """What staff say about a topic (a category of news items): its description on the
+    preferences page. Topics themselves come from the items; a row is made when one is described.
+    `key` is `digest.topics.category_key(name)`."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=100, unique=True)
+    name: str = Field(max_length=100)
+    description: str = Field(default="", max_length=500)
+
+
+class SubscriberTopic(SQLModel, table=True):
+    """One topic a subscriber chose (by its key). A subscriber with none gets every topic."""
+
+    __tablename__ = "subscriber_topic"
+    __table_args__ = (sa.UniqueConstraint("subscriber_id", "topic_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="CASCADE")],
+    )
+    topic_key: str = Field(max_length=100, index=True)
 
 
 class Suppression(SQLModel, table=True):
@@ -202,6 +230,13 @@ class Issue(SQLModel, table=True):
     approved_at: datetime | None = _ts(nullable=True, default=None)
     approved_by: str | None = Field(default=None, max_length=100)
     review_sent_at: datetime | None = _ts(nullable=True, default=None)
+    # Whose issue it is: the subscribers of this frequency ("weekly", "daily"); NULL: every
+    # active subscriber (`digest send` by hand, and every issue made before frequencies).
+    frequency: str | None = Field(default=None, max_length=16)
+    # How staff shaped it (--note, --featured): a draft's variants are rendered with them when
+    # its recipients are frozen (at approval), and `issues refresh` keeps them.
+    note_markdown: str = Field(default="", sa_type=sa.Text)
+    featured_url: str | None = Field(default=None, max_length=2000)
     # Rendered once, CSS inlined, with per-recipient placeholders (see render.py).
     html: str = Field(sa_type=sa.Text)
     text: str = Field(sa_type=sa.Text)
@@ -228,6 +263,22 @@ class IssueItem(SQLModel, table=True):
     published_at: datetime = _ts()
 
 
+class IssueVariant(SQLModel, table=True):
+    """A part of an issue for readers of some topics: its items (positions in the issue),
+    rendered and inlined once when the issue is made, and frozen like the issue itself."""
+
+    __tablename__ = "issue_variant"
+    __table_args__ = (sa.UniqueConstraint("issue_id", "positions"),)
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(sa_column_args=[sa.ForeignKey("issue.id", ondelete="CASCADE")])
+    positions: str = Field(max_length=2000)  # "1,3,4": the issue's items it holds
+    topics: str = Field(default="", max_length=1000)  # the topics it holds, as shown
+    subject: str = Field(max_length=500)
+    html: str = Field(sa_type=sa.Text)
+    text: str = Field(sa_type=sa.Text)
+    render_ms: float = Field(default=0.0)  # what rendering and inlining it cost
+
+
 class Delivery(SQLModel, table=True):
     """One row per (issue, subscriber). Whether an issue is done is derived from these rows."""
 
@@ -252,6 +303,11 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = _ts(nullable=True, default=None)
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = _ts(nullable=True, default=None)
+    # The part of the issue this subscriber gets, chosen when the delivery was queued (a
+    # change of topics during the send changes nothing); NULL: the whole issue.
+    variant_id: int | None = Field(
+        default=None, sa_column_args=[sa.ForeignKey("issue_variant.id", ondelete="CASCADE")]
+    )
 
 
 class SourceStatus(StrEnum):

@@ -14,10 +14,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest.addresses import address_key, normalise_address
+from digest.config import Settings
 from digest.errors import NotFoundError, UsageError
 from digest.models import Subscriber, SubscriberEvent, SubscriberStatus, Suppression, utcnow
 from digest.suppression import find_suppression, suppression_hash
 from digest.tokens import Keyring
+from digest.topics import PreferenceColumns
 
 MAX_NAME = 200
 
@@ -189,7 +191,7 @@ class ImportReport:
 
 
 IMPORT_COLUMNS = ("email", "name", "status", "status_source", "created_at",
-                  "status_changed_at", "confirmed_at")  # fmt: skip
+                  "status_changed_at", "confirmed_at", "topics", "frequency")  # fmt: skip
 
 
 def import_subscribers(
@@ -201,6 +203,7 @@ def import_subscribers(
     reactivate: bool = False,
     source: str = "import",
     allow_special_use: bool = False,
+    settings: Settings | None = None,
 ) -> ImportReport:
     """Import a CSV with a header row: `email` required; `name`, and the consent columns of
     `digest subscribers export` (status, status_source, created_at, status_changed_at,
@@ -213,7 +216,9 @@ def import_subscribers(
     except that the file's unsubscribe or bounce, when more recent than their status, is
     applied. Formula escapes added by the export (a leading apostrophe) are removed.
 
-    Valid rows are kept and every rejected row is reported with its line number and reason.
+    With `settings`, the `topics` (names, `;` between) and `frequency` columns are read too;
+    a row naming an unknown topic is rejected. Valid rows are kept and every rejected row is
+    reported with its line number and reason.
     A file that is not a usable CSV at all raises before anything is added.
     """
     if reactivate and status is None:
@@ -250,6 +255,7 @@ def import_subscribers(
         )
     index = {c: columns.index(c) for c in IMPORT_COLUMNS if c in columns}
     report = ImportReport()
+    prefs = PreferenceColumns(session, settings) if settings is not None else None
     seen: set[str] = set()
     now = utcnow()
     try:
@@ -263,6 +269,7 @@ def import_subscribers(
                 continue
             try:
                 row = _import_row(values, status, reactivate, source, now, allow_special_use)
+                chosen = prefs.parse(values) if prefs is not None else None
             except ValueError as exc:
                 report.rejected.append((line, str(exc)))
                 continue
@@ -285,6 +292,8 @@ def import_subscribers(
                 report.rejected.append((line, exc.message))
                 continue
             _record(session, sub, source, _import_detail(path, row, values), at=now)
+            if prefs is not None and chosen is not None:
+                prefs.apply(session, sub, chosen)
             report.added += 1
     except csv.Error as exc:
         raise UsageError(

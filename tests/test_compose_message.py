@@ -12,7 +12,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from digest.compose.wire import MessageTemplate, Recipient
-from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render import PLACEHOLDER_PREFERENCES, PLACEHOLDER_UNSUBSCRIBE, fill_links
 
 from .helpers.render import MSG, golden, render_fixed
 
@@ -31,6 +31,7 @@ def _recipient(n: int, name: str = "") -> Recipient:
         name=name,
         message_id=f"<digest.issue7.sub{n}@example.org>",
         unsubscribe_url=f"https://news.example.org/unsubscribe/sub{n}.SIGNATURE{n}",
+        preferences_url=f"https://news.example.org/preferences/sub{n}.PREFS{n}",
     )
 
 
@@ -67,6 +68,7 @@ def test_message_headers_and_structure() -> None:
     assert 'href="https://news.example.org/unsubscribe/sub1.SIGNATURE1"' in html
     for body in (text, html):
         assert PLACEHOLDER_UNSUBSCRIBE not in body and "{{" not in body
+        assert PLACEHOLDER_PREFERENCES not in body
     assert "Gwasanaethau Cymdeithasol, Łódź" in text
 
 
@@ -75,8 +77,11 @@ def test_bodies_decode_to_the_rendered_text() -> None:
     msg = _parse(_template().render(_recipient(2)))
     text, html = (p.get_content().replace("\r\n", "\n") for p in msg.iter_parts())
     url = "https://news.example.org/unsubscribe/sub2.SIGNATURE2"
-    assert text == r.text.replace(PLACEHOLDER_UNSUBSCRIBE, url)
-    assert html.rstrip("\n") == r.html.replace(PLACEHOLDER_UNSUBSCRIBE, url).rstrip("\n")
+    prefs = "https://news.example.org/preferences/sub2.PREFS2"
+    assert text == fill_links(r.text, url, prefs)
+    assert html.rstrip("\n") == fill_links(r.html, url, prefs).rstrip("\n")
+    assert f'<a href="{prefs}" style="color:#1a5c9e">Choose what you receive</a>' in html
+    assert f"Choose what you receive: {prefs}" in text
 
 
 def test_unsubscribe_url_unique_per_recipient() -> None:
@@ -141,8 +146,8 @@ def test_same_result_as_building_with_email_message() -> None:
     ref["List-Id"] = MSG.list_id
     ref["List-Unsubscribe"] = f"<{url}>, <{MSG.mailto_unsubscribe}>"
     ref["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    ref.set_content(r.text.replace(PLACEHOLDER_UNSUBSCRIBE, url))
-    ref.add_alternative(r.html.replace(PLACEHOLDER_UNSUBSCRIBE, url), subtype="html")
+    ref.set_content(fill_links(r.text, url, rec.preferences_url))
+    ref.add_alternative(fill_links(r.html, url, rec.preferences_url), subtype="html")
     ours = _parse(_template().render(rec))
     ref = _parse(ref.as_bytes(policy=policy.SMTP))
     for h in (

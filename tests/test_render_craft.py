@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 import pytest
 
 from digest.errors import UsageError
-from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render import PLACEHOLDER_PREFERENCES, PLACEHOLDER_UNSUBSCRIBE
 from digest.render.fit import HTML_SIZE_TARGET
 from digest.render.issue import render_issue, render_note
 
@@ -67,7 +67,8 @@ def test_golden_issue_is_accessible_and_safe() -> None:
         str(a["href"]) for a in tags(html, "a") if a.get("href") is not None
     ]  # js: links lose href
     assert all(
-        h.startswith(("https://", "http://", "#", PLACEHOLDER_UNSUBSCRIBE)) for h in hrefs
+        h.startswith(("https://", "http://", "#", PLACEHOLDER_UNSUBSCRIBE, PLACEHOLDER_PREFERENCES))
+        for h in hrefs
     ), hrefs
     assert "[click](javascript:alert(1))" in html  # Markdown refused the link: inert text
     assert 'href="https://example.org/ok"' in html

@@ -29,7 +29,10 @@ from digest.subscribers import (
 
 from .helpers.db import postgres_schema
 
-COLUMNS = "email, name, status, status_source, created_at, status_changed_at, confirmed_at"
+COLUMNS = (
+    "email, name, status, status_source, created_at, status_changed_at, confirmed_at, topics, "
+    "frequency"
+)
 NAMES = {
     "ana@example.org": '=HYPERLINK("http://evil.example","click")',
     "bo@example.org": "+44 1234 567890",

@@ -16,7 +16,18 @@ import typer
 from typer.core import TyperGroup
 
 from digest import __version__
-from digest.cli import inbox, issues, news, news_edit, review, send, serve, setup, subscribers
+from digest.cli import (
+    inbox,
+    issues,
+    news,
+    news_edit,
+    review,
+    send,
+    serve,
+    setup,
+    subscribers,
+    topics,
+)
 from digest.cli._context import State
 from digest.errors import EXIT_ERROR, EXIT_INTERRUPTED, DigestError
 
@@ -99,6 +110,7 @@ app.add_typer(subscribers.subscribers_app, name="subscribers")
 subscribers.subscribers_app.add_typer(serve.subscribers_commands)  # purge-pending
 app.add_typer(news.news_app, name="news")
 news.news_app.add_typer(news_edit.commands)  # edit, remove, restore, hold, release, include
+app.add_typer(topics.topics_app, name="topics")
 app.add_typer(issues.issues_app, name="issues")
 issues.issues_app.add_typer(review.review_commands)  # approve, refresh
 app.add_typer(setup.config_app, name="config")

@@ -1,4 +1,4 @@
-"""`digest subscribers …`: add, list, import, export, unsubscribe, confirm, remove.
+"""`digest subscribers …`: add, set, list, import, export, unsubscribe, confirm, remove.
 
 (`subscribers purge-pending` and `import --send-confirmation` are in serve.py, with the rest
 of the opt-in lifecycle.)
@@ -10,7 +10,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,8 +27,12 @@ from digest.cli._context import (
     table,
 )
 from digest.db import session_scope
+from digest.errors import UsageError
 from digest.models import SubscriberStatus
 from digest.text import plural
+
+if TYPE_CHECKING:
+    from digest.topics import Preferences
 
 subscribers_app = sub_app("Manage the subscriber list.")
 
@@ -36,6 +40,16 @@ subscribers_app = sub_app("Manage the subscriber list.")
 class NewStatus(StrEnum):
     active = "active"
     pending = "pending"
+
+
+Topics = Annotated[
+    list[str] | None,
+    typer.Option("--topic", help="A topic they want (repeat for several); none: every topic."),
+]
+Frequency = Annotated[
+    str | None,
+    typer.Option(help="weekly or daily (one of the frequencies setting).", show_default=False),
+]
 
 
 class ExportFormat(StrEnum):
@@ -51,21 +65,57 @@ def subscribers_add(
     status: Annotated[
         NewStatus, typer.Option(help="active, or pending until they confirm.")
     ] = NewStatus.active,
+    topic: Topics = None,
+    frequency: Frequency = None,
 ) -> None:
-    """Add one subscriber.
+    """Add one subscriber, with the topics they want (default: every topic) and how often.
 
-    Example: digest subscribers add ana@example.org --name "Ana Jones"
+    Example: digest subscribers add ana@example.org --name "Ana Jones" --topic Training
     """
-    from digest.subscribers import add_subscriber
+    from digest.preferences import add_choosing
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
-        sub = add_subscriber(
-            session, email=email, keyring=s.settings.keyring(), name=name,
-            status=SubscriberStatus(status.value),
-            allow_special_use=s.settings.allow_special_use_domains,
+        sub, prefs = add_choosing(
+            session, s.settings, email=email, name=name, status=SubscriberStatus(status.value),
+            topics=topic or [], frequency=frequency,
         )  # fmt: skip
-        typer.echo(f"Added {sub.email} ({sub.status}).")
+        chose = f"; {_choice(prefs)}" if topic or frequency else ""
+        typer.echo(f"Added {sub.email} ({sub.status}{chose}).")
+
+
+def _choice(prefs: Preferences) -> str:
+    return f"{', '.join(prefs.topics) or 'every topic'}, {prefs.frequency}"
+
+
+@subscribers_app.command("set")
+def subscribers_set(
+    ctx: typer.Context,
+    email: Address,
+    topic: Topics = None,
+    all_topics: Annotated[
+        bool, typer.Option("--all-topics", help="Every topic (clears their --topic choice).")
+    ] = False,
+    frequency: Frequency = None,
+) -> None:
+    """Change what a subscriber receives: their topics and how often. Logged in the consent log.
+
+    Example: digest subscribers set ana@example.org --topic Training --topic Research --frequency daily
+    """
+    from digest.preferences import set_preferences_of
+
+    if all_topics and topic:
+        raise UsageError("give --topic or --all-topics, not both")
+    chosen = [] if all_topics else (topic or None)
+    s = state(ctx)
+    with session_scope(s.engine()) as session:
+        changes, prefs = set_preferences_of(
+            session, s.settings, email, topics=chosen, frequency=frequency
+        )
+    if not changes:
+        typer.echo(f"{email.strip()} already receives {_choice(prefs)}; nothing changed.")
+    for line in changes:
+        typer.echo(f"{email.strip()}: {line}")
 
 
 @subscribers_app.command("list")
@@ -79,19 +129,22 @@ def subscribers_list(
     Example: digest subscribers list --status active --format csv
     """
     from digest.export import EXPORT_HEADER, subscriber_rows, write_csv
-    from digest.subscribers import list_subscribers
+    from digest.preferences import listing
 
     s = state(ctx)
     with session_scope(s.engine()) as session:
-        subs = list_subscribers(session, status)
+        subs, topics = listing(session, s.settings, status)
         if format == OutputFormat.csv:
-            write_csv(subs, sys.stdout)
+            write_csv(subs, sys.stdout, topics=topics)
         elif format == OutputFormat.json:
-            records = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in subscriber_rows(subs)]
+            exported = subscriber_rows(subs, topics)
+            records = [dict(zip(EXPORT_HEADER, r, strict=True)) for r in exported]
             typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
         else:
-            rows = [(u.email, u.name, u.status, local_time(u.created_at, s.settings)) for u in subs]
-            typer.echo(table(["email", "name", "status", "added"], rows))
+            rows = [(u.email, u.name, u.status, topics.get(u.id or 0) or "(all)", u.frequency,
+                     local_time(u.created_at, s.settings)) for u in subs]  # fmt: skip
+            head = ["email", "name", "status", "topics", "frequency", "added"]
+            typer.echo(table(head, rows))
             typer.echo(plural(len(rows), "subscriber"))
 
 
@@ -101,8 +154,9 @@ def subscribers_import(
     file: Annotated[
         Path,
         typer.Argument(
-            help="CSV with a header row: email (required), name, and the consent columns of "
-            "an export (status, status_source, created_at, status_changed_at, confirmed_at)."
+            help="CSV with a header row: email (required), name, the consent columns of "
+            "an export (status, status_source, created_at, status_changed_at, confirmed_at), "
+            "topics (names, ';' between) and frequency."
         ),
     ],
     status: Annotated[
@@ -154,7 +208,7 @@ def subscribers_import(
         report = import_subscribers(
             session, file, keyring=s.settings.keyring(),
             status=SubscriberStatus(status.value) if status else None, reactivate=reactivate,
-            allow_special_use=s.settings.allow_special_use_domains,
+            allow_special_use=s.settings.allow_special_use_domains, settings=s.settings,
         )  # fmt: skip
     typer.echo(
         f"Imported {plural(report.added, 'subscriber')}; "
@@ -178,21 +232,24 @@ def subscribers_export(
         typer.Option("--format", help="csv, or excel: UTF-8 with a byte-order mark for Excel."),
     ] = ExportFormat.csv,
 ) -> None:
-    """Export subscribers with their consent (status, its source and times) to CSV: readable by
+    """Export subscribers with their consent (status, its source and times), topics and
+    frequency to CSV: readable by
     you only, spreadsheet-safe (formula-like cells are escaped), and `subscribers import` reads
     it back as it was.
 
     Example: digest subscribers export list.csv --format excel
     """
     from digest.export import export_subscribers, write_csv
-    from digest.subscribers import list_subscribers
+    from digest.preferences import listing
 
     excel = format == ExportFormat.excel
-    with session_scope(state(ctx).engine()) as session:
+    s = state(ctx)
+    with session_scope(s.engine()) as session:
         if str(file) == "-":
-            write_csv(list_subscribers(session, status), sys.stdout, excel=excel)
+            subs, topics = listing(session, s.settings, status)
+            write_csv(subs, sys.stdout, excel=excel, topics=topics)
             return
-        n = export_subscribers(session, file, status, excel=excel)
+        n = export_subscribers(session, file, status, excel=excel, settings=s.settings)
     typer.echo(f"Exported {plural(n, 'subscriber')} to {file}.")
 
 

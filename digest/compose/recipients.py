@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from digest.compose.dkim import DkimSigner
 
 PREVIEW_ADDRESS = "subscriber@example.org"
+PREFERENCES = "preferences"  # the purpose of the token of a subscriber's preferences page
 CHECK_ADDRESS = "check@example.net"
 
 
@@ -123,13 +124,21 @@ class Recipients:
     def _link(self, token: str) -> str:
         return f"{self.base_url}/unsubscribe/{token}" if self.base_url else self.mailto_unsubscribe
 
-    def _for(self, email: str, name: str, message_id: str, link: str) -> Recipient:
-        return Recipient(email, name, message_id, link, envelope_from=self.envelope_from)
+    def _preferences(self, token: str) -> str:
+        """The "Choose what you receive" page (web/preferences.py); none without base_url."""
+        return f"{self.base_url}/preferences/{token}" if self.base_url else ""
+
+    def _for(
+        self, email: str, name: str, message_id: str, link: str, preferences: str = ""
+    ) -> Recipient:
+        return Recipient(email, name, message_id, link, envelope_from=self.envelope_from,
+                         preferences_url=preferences)  # fmt: skip
 
     def subscriber(self, uid: str, email: str, name: str) -> Recipient:
         """A subscriber's message: their unsubscribe token and the issue's stable Message-ID."""
         assert self.key is not None, "a subscriber's link needs the secret key"
         link = make_token(self.key, "unsubscribe", uid)
+        preferences = self._preferences(make_token(self.key, PREFERENCES, uid))
         mid = message_id(self.issue_uid, uid, self.domain)
         envelope_from, mailto = self.envelope_from, ""
         if self.issue_number is not None:
@@ -146,28 +155,33 @@ class Recipients:
             except ValueError:  # a uid that is not digest's own (32 hex): no delivery token
                 mailto = ""
         if not mailto:
-            return self._for(email, name, mid, self._link(link))
+            return self._for(email, name, mid, self._link(link), preferences)
         return Recipient(
             email, name, mid,
             f"{self.base_url}/unsubscribe/{link}" if self.base_url else mailto,
-            envelope_from=envelope_from, mailto_unsubscribe=mailto,
+            envelope_from=envelope_from, mailto_unsubscribe=mailto, preferences_url=preferences,
         )  # fmt: skip
 
     def test_copy(self, email: str) -> Recipient:
         """A test copy: a fresh Message-ID, and a link that cannot unsubscribe anyone."""
         mid = f"<digest.test.{secrets.token_hex(8)}@{self.domain}>"
-        return self._for(email, "", mid, self._link(TEST_COPY_TOKEN))
+        return self._for(
+            email, "", mid, self._link(TEST_COPY_TOKEN), self._preferences(TEST_COPY_TOKEN)
+        )
 
     def preview(self) -> Recipient:
         """The sample reader of `digest preview`."""
         mid = f"<digest.preview.{utcnow():%Y%m%d%H%M%S}@{self.domain}>"
-        return self._for(PREVIEW_ADDRESS, "Preview Reader", mid, self._link("preview"))
+        return self._for(PREVIEW_ADDRESS, "Preview Reader", mid, self._link("preview"),
+                         self._preferences("preview"))  # fmt: skip
 
     def check_sample(self) -> Recipient:
         """The sample reader of `digest check`: a real-shaped token, for nobody."""
-        token = make_token(self.key or b"check-only-not-a-key", "unsubscribe", "check-sample")
+        key = self.key or b"check-only-not-a-key"
+        token = make_token(key, "unsubscribe", "check-sample")
         mid = f"<digest.check.sample@{self.domain}>"
-        return self._for(CHECK_ADDRESS, "Sample Reader", mid, self._link(token))
+        preferences = self._preferences(make_token(key, PREFERENCES, "check-sample"))
+        return self._for(CHECK_ADDRESS, "Sample Reader", mid, self._link(token), preferences)
 
     def confirmation(self, email: str, name: str) -> Recipient:
         """The person asking to subscribe (the confirmation email has no unsubscribe link)."""

@@ -20,7 +20,7 @@ from email import policy, quoprimime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
-from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render import PLACEHOLDER_PREFERENCES, PLACEHOLDER_UNSUBSCRIBE
 
 if TYPE_CHECKING:
     from digest.compose.dkim import DkimSigner
@@ -37,6 +37,10 @@ class Recipient:
     unsubscribe_url: str  # https link, or the mailto: link when there is no base URL
     envelope_from: str = ""  # SMTP MAIL FROM (the return path); not a header
     mailto_unsubscribe: str = ""  # this recipient's mailto: (with a token); '' for the issue's
+    preferences_url: str = ""  # their "Choose what you receive" page (with base_url)
+
+
+_LINKS = re.compile(f"({PLACEHOLDER_UNSUBSCRIBE}|{PLACEHOLDER_PREFERENCES})")
 
 
 def header_text(value: str) -> str:
@@ -173,6 +177,17 @@ def _qp_value(value: str) -> bytes:
     return _qp_piece(value)
 
 
+def _link_piece(placeholder: str, escape: bool) -> Callable[[Recipient], bytes]:
+    """The per-recipient value that fills one placeholder of a body."""
+    if placeholder == PLACEHOLDER_PREFERENCES:
+        if escape:
+            return lambda r: _qp_value(html.escape(r.preferences_url))
+        return lambda r: _qp_value(r.preferences_url)
+    if escape:
+        return lambda r: _qp_value(html.escape(r.unsubscribe_url))
+    return lambda r: _qp_value(r.unsubscribe_url)
+
+
 @dataclass(frozen=True)
 class MessageSettings:
     from_address: str
@@ -238,13 +253,12 @@ class MessageTemplate:
         if not body.endswith("\n"):
             body += "\n"
         pieces: list[bytes | Callable[[Recipient], bytes]] = []
-        parts = body.split(PLACEHOLDER_UNSUBSCRIBE)
+        # [text, placeholder, text, placeholder, …, text]
+        split = _LINKS.split(body)
+        parts, holes = split[::2], split[1::2]
         for i, part in enumerate(parts):
             if i:
-                if escape:
-                    pieces.append(lambda r: _qp_value(html.escape(r.unsubscribe_url)))
-                else:
-                    pieces.append(lambda r: _qp_value(r.unsubscribe_url))
+                pieces.append(_link_piece(holes[i - 1], escape))
             encoded = _qp_piece(part) if i < len(parts) - 1 else _qp(part)
             if encoded:
                 pieces.append(encoded)

@@ -9,9 +9,8 @@ from sqlmodel import Session, func, select
 
 from digest.errors import DigestError
 from digest.issues.select import Draft, ensure_fits
+from digest.issues.variants import queue_deliveries
 from digest.models import (
-    Delivery,
-    DeliveryStatus,
     Issue,
     IssueItem,
     IssueStatus,
@@ -41,7 +40,8 @@ def create_issue(
     uid: str | None = None,
 ) -> Issue:
     """Freeze the draft: the issue, a copy of its items, and one queued delivery for every
-    active subscriber, all in the caller's transaction. Later subscribers are not in it.
+    active subscriber it is for, each with its variant (issues/variants.py), all in the
+    caller's transaction. Later subscribers are not in it.
 
     `for_review`: a draft issue waiting for approval (issues/review.py), its items frozen but
     no deliveries yet: its recipients are frozen when sending starts (`queue_deliveries`).
@@ -58,6 +58,9 @@ def create_issue(
         text=draft.rendered.text,
         period_key=period_key,
         message_id_domain=draft.message_id_domain or None,
+        frequency=draft.audience.frequency if draft.audience else None,
+        note_markdown=draft.note_markdown,
+        featured_url=draft.featured_url,
     )
     session.add(issue)
     try:
@@ -82,27 +85,8 @@ def create_issue(
                 published_at=item.published_at,
             )
         )
-    if not for_review:
-        queue_deliveries(session, issue)
+    if not for_review:  # a review draft's recipients are frozen when sending starts
+        queue_deliveries(session, issue, draft.items, draft.audience, draft.render_part)
+    session.flush()
     return issue
-
-
-def queue_deliveries(session: Session, issue: Issue) -> None:
-    """One queued delivery of `issue` for every active subscriber now."""
-    delivery = Delivery.__table__  # type: ignore[attr-defined]
-    subscriber = Subscriber.__table__  # type: ignore[attr-defined]
-    session.execute(
-        sa.insert(delivery).from_select(
-            ["issue_id", "subscriber_id", "status", "attempts", "last_reply"],
-            sa.select(
-                sa.literal(issue.id),
-                subscriber.c.id,
-                sa.literal(DeliveryStatus.queued.value),
-                sa.literal(0),
-                sa.literal(""),
-            )
-            .where(subscriber.c.status == SubscriberStatus.active.value)
-            .order_by(subscriber.c.id),
-        )
-    )
     session.flush()

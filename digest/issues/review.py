@@ -24,10 +24,11 @@ from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.errors import DigestError
-from digest.issues.freeze import IssueRace, create_issue, queue_deliveries
-from digest.issues.select import Draft, NextIssue, draft_issue
+from digest.issues.freeze import IssueRace, create_issue
+from digest.issues.select import Draft, NextIssue, draft_issue, for_readers_of, part_renderer
 from digest.issues.state import get_issue, issue_items
-from digest.models import Issue, IssueItem, IssueStatus, utcnow
+from digest.issues.variants import Audience, Renderer, queue_deliveries
+from digest.models import Issue, IssueItem, IssueStatus, NewsItem, utcnow
 from digest.text import plural
 from digest.tokens import check_timed_token, make_timed_token
 
@@ -47,10 +48,13 @@ def when(moment: datetime | None, settings: Settings) -> str:
     return moment.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
-def pending_issues(session: Session) -> Sequence[Issue]:
-    """Drafts waiting for approval and approved issues not started yet, oldest first."""
+def pending_issues(session: Session, frequency: str | None = None) -> Sequence[Issue]:
+    """Drafts waiting for approval and approved issues not started yet, oldest first; with
+    `frequency`, those for its readers (issues/select.for_readers_of)."""
     return session.exec(
-        select(Issue).where(col(Issue.status).in_(PENDING)).order_by(col(Issue.number))
+        select(Issue)
+        .where(col(Issue.status).in_(PENDING), for_readers_of(frequency))
+        .order_by(col(Issue.number))
     ).all()
 
 
@@ -119,11 +123,14 @@ def refresh_draft(session: Session, settings: Settings, number: int, *, now: dat
     _draft_only(old, settings, "refresh")
     before = {it.news_item_id: it.title for it in issue_items(session, old.id or 0)}
     uid, key, since, reviewed = old.uid, old.period_key, old.period_start, old.review_sent_at
+    shape = NextIssue(since=since, until=now, note_markdown=old.note_markdown or None,
+                      featured_url=old.featured_url)  # fmt: skip
+    frequency = old.frequency
     # The draft goes, so the items and the number are chosen as if it had never been made.
     session.execute(sa.delete(IssueItem).where(col(IssueItem.issue_id) == old.id))
     session.delete(old)
     session.flush()
-    draft = draft_issue(session, settings, NextIssue(since=since, until=now), now=now)
+    draft = draft_issue(session, settings, shape, now=now, frequency=frequency)
     if draft is None:
         raise DigestError(
             f"issue {number} would have no items left; it was left as it was",
@@ -152,9 +159,46 @@ def release(session: Session, issue: Issue, status: IssueStatus, *, now: datetim
     session.flush()
 
 
-def start_approved(session: Session, issue: Issue) -> Issue:
-    """Start sending an approved issue: its recipients are the active subscribers now. Only
-    one run can start it (IssueRace for the others)."""
+@dataclass(frozen=True)
+class Parts:
+    """What queuing an approved draft's deliveries needs: its items as they were frozen, who
+    it is for, and how a variant of it is rendered (as when it was drafted)."""
+
+    items: Sequence[NewsItem]
+    audience: Audience
+    render: Renderer
+
+
+def frozen_parts(session: Session, settings: Settings, issue: Issue) -> Parts:
+    frozen = issue_items(session, issue.id or 0)
+    ids = [it.news_item_id for it in frozen if it.news_item_id is not None]
+    sources = dict(
+        session.exec(select(NewsItem.id, NewsItem.source).where(col(NewsItem.id).in_(ids))).all()
+    )
+    items = [
+        NewsItem(
+            id=it.news_item_id,
+            key="",
+            title=it.title,
+            url=it.url,
+            summary_html=it.summary_html,
+            summary_text=it.summary_text,
+            category=it.category,
+            published_at=it.published_at,
+            source=sources.get(it.news_item_id, ""),
+        )  # fmt: skip
+        for it in frozen
+    ]
+    render = part_renderer(
+        settings, items, since=issue.period_start, until=issue.period_end, number=issue.number,
+        note_markdown=issue.note_markdown or None, featured_url=issue.featured_url,
+    )  # fmt: skip
+    return Parts(items, Audience.of(settings, issue.frequency), render)
+
+
+def start_approved(session: Session, issue: Issue, parts: Parts) -> Issue:
+    """Start sending an approved issue: its recipients are the subscribers it is for now,
+    each with their variant. Only one run can start it (IssueRace for the others)."""
     i = Issue.__table__  # type: ignore[attr-defined]
     done = session.execute(
         sa.update(i)
@@ -166,7 +210,8 @@ def start_approved(session: Session, issue: Issue) -> Issue:
     started = session.get(Issue, issue.id)
     assert started is not None
     session.refresh(started)
-    queue_deliveries(session, started)
+    queue_deliveries(session, started, parts.items, parts.audience, parts.render)
+    session.flush()
     return started
 
 
@@ -191,7 +236,13 @@ class ReviewStep:
 
 
 def review_step(
-    session: Session, settings: Settings, *, key: str, now: datetime, force: bool
+    session: Session,
+    settings: Settings,
+    *,
+    key: str,
+    now: datetime,
+    force: bool,
+    frequency: str | None = None,
 ) -> ReviewStep | None:
     """The scheduled run's step for the oldest pending draft; None when there is none.
 
@@ -199,7 +250,7 @@ def review_step(
     - approved: sent now (once too old: only with --force);
     - waiting for approval: its review copy is sent once, later runs only say so.
     """
-    pending = pending_issues(session)
+    pending = pending_issues(session, frequency)
     if not pending:
         return None
     issue = pending[0]

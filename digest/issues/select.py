@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
+from digest.issues.variants import Audience, Renderer
 from digest.models import (
     Issue,
     IssueItem,
@@ -20,8 +22,10 @@ from digest.models import (
     utcnow,
 )
 from digest.news.control import control_filter, included_filter
+from digest.news.normalise import item_key
 from digest.render.fit import GMAIL_CLIP_BYTES
 from digest.render.issue import Branding, ItemView, RenderedIssue, render_issue
+from digest.render.templates import make_environment
 
 
 def branding(settings: Settings) -> Branding:
@@ -50,6 +54,12 @@ class Draft:
     items: Sequence[NewsItem]
     rendered: RenderedIssue
     message_id_domain: str = ""  # frozen into the issue: its Message-IDs never change
+    # who it is for, and how a part of it (a variant: some of its items) is rendered; a draft
+    # without an audience goes whole to every active subscriber
+    audience: Audience | None = None
+    render_part: Renderer | None = None
+    note_markdown: str = ""  # how staff shaped it, kept with the issue (review drafts)
+    featured_url: str | None = None
 
 
 def read_note(path: str | Path) -> str:
@@ -69,13 +79,23 @@ def last_issue(session: Session) -> Issue | None:
     return session.exec(select(Issue).order_by(col(Issue.number).desc())).first()
 
 
+def for_readers_of(frequency: str | None) -> Any:
+    """Issues whose readers include those of `frequency` (its own, and issues for everyone);
+    None: every issue."""
+    if frequency is None:
+        return sa.true()
+    return sa.or_(col(Issue.frequency) == frequency, col(Issue.frequency).is_(None))
+
+
 def default_window(
-    session: Session, settings: Settings, now: datetime
+    session: Session, settings: Settings, now: datetime, *, frequency: str | None = None
 ) -> tuple[datetime, datetime]:
-    """Since the end of the last issue, or `lookback_days` back on the first run; until now.
-    A draft that was never sent (stale or discarded: issues/review.py) leaves its period to
-    the next issue: since where it began."""
-    last = last_issue(session)
+    """Since the end of the last issue (of this frequency), or `lookback_days` back on the
+    first run; until now. A draft that was never sent (stale or discarded: issues/review.py)
+    leaves its period to the next issue: since where it began."""
+    last = session.exec(
+        select(Issue).where(for_readers_of(frequency)).order_by(col(Issue.number).desc())
+    ).first()
     if last is None:
         return now - timedelta(days=settings.lookback_days), now
     never_sent = last.status in (IssueStatus.stale, IssueStatus.discarded)
@@ -83,14 +103,24 @@ def default_window(
 
 
 def select_items(
-    session: Session, since: datetime, until: datetime, *, late: timedelta = timedelta(0)
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    late: timedelta = timedelta(0),
+    frequency: str | None = None,
 ) -> Sequence[NewsItem]:
     """Items no earlier issue carried, published before `until`, newest first: those published
     since `since`, and those that arrived (or staff released) since then with a date up to
     `late` earlier (a feed fetched after the last issue went out must not lose its items, nor
-    a held item released after it); and those staff included
-    whatever their date. Never an item staff held back or removed."""
-    already = select(IssueItem.news_item_id).where(col(IssueItem.news_item_id).is_not(None))
+    a held item released after it); and those staff included whatever their date. Never an
+    item staff held back or removed. `frequency`: only the issues of that frequency (and
+    those for everyone) count as earlier ones."""
+    already = (
+        select(IssueItem.news_item_id)
+        .join(Issue, col(Issue.id) == col(IssueItem.issue_id))
+        .where(col(IssueItem.news_item_id).is_not(None), for_readers_of(frequency))
+    )
     in_period = sa.and_(
         col(NewsItem.published_at) < until,
         sa.or_(
@@ -148,39 +178,63 @@ def draft_issue(
     shape: NextIssue | None = None,
     *,
     now: datetime | None = None,
+    frequency: str | None = None,
 ) -> Draft | None:
     """Render the next issue without storing anything; None when there are no new items.
+    `frequency`: the issue of its subscribers (None: for every active subscriber).
 
     The note and the featured item are rendered into the issue here, so they are frozen with it.
     """
     shape = shape or NextIssue()
     now = now or utcnow()
-    d_since, d_until = default_window(session, settings, now)
+    d_since, d_until = default_window(session, settings, now, frequency=frequency)
     since, until = shape.since or d_since, shape.until or d_until
     if since >= until:
         raise DigestError(
             f"the period is empty: --since {since:%Y-%m-%d %H:%M} is not before "
             f"--until {until:%Y-%m-%d %H:%M} (UTC)"
         )
-    items = select_items(session, since, until, late=timedelta(days=settings.lookback_days))
+    late = timedelta(days=settings.lookback_days)
+    items = select_items(session, since, until, late=late, frequency=frequency)
     if not items:
         return None
     last = last_issue(session)
     number = (last.number + 1) if last else 1
-    rendered = render_issue(
-        branding(settings),
-        _views(items),
-        period_start=since,
-        period_end=until,
-        number=number,
-        templates_dir=settings.templates_dir,
-        note_markdown=shape.note_markdown,
-        featured_url=shape.featured_url,
-    )
+    render = part_renderer(settings, items, since=since, until=until, number=number,
+                           note_markdown=shape.note_markdown, featured_url=shape.featured_url)  # fmt: skip
     return Draft(
-        number=number, period_start=since, period_end=until, items=items, rendered=rendered,
-        message_id_domain=settings.from_domain,
+        number=number, period_start=since, period_end=until, items=items,
+        rendered=render(items), message_id_domain=settings.from_domain,
+        audience=Audience.of(settings, frequency), render_part=render,
+        note_markdown=shape.note_markdown or "", featured_url=shape.featured_url,
     )  # fmt: skip
+
+
+def part_renderer(
+    settings: Settings,
+    items: Sequence[NewsItem],
+    *,
+    since: datetime,
+    until: datetime,
+    number: int,
+    note_markdown: str | None,
+    featured_url: str | None,
+) -> Renderer:
+    """How the issue of `items`, or a variant of it (some of its items), is rendered: with the
+    note, and the featured item only where the variant has it; the templates compiled once."""
+    featured = item_key(featured_url.strip()) if featured_url else None
+    env = make_environment(settings.templates_dir)  # compiled once for the issue and its variants
+
+    def render(part: Sequence[NewsItem]) -> RenderedIssue:
+        return render_issue(
+            branding(settings), _views(part), period_start=since, period_end=until,
+            number=number, templates_dir=settings.templates_dir,
+            note_markdown=note_markdown, env=env,
+            featured_url=featured_url
+            if part is items or any(item_key(i.url) == featured for i in part) else None,
+        )  # fmt: skip
+
+    return render
 
 
 class TooLarge(DigestError):

@@ -10,3 +10,11 @@ This module stays light (no Jinja2): the send path only needs the placeholder be
 """
 
 PLACEHOLDER_UNSUBSCRIBE = "DIGESTxUNSUBSCRIBExURLx7q"
+PLACEHOLDER_PREFERENCES = "DIGESTxPREFERENCESxURLx7q"  # "Choose what you receive" (issue #15)
+
+
+def fill_links(body: str, unsubscribe_url: str, preferences_url: str) -> str:
+    """A rendered body with both per-recipient links put in (already escaped for HTML)."""
+    return body.replace(PLACEHOLDER_UNSUBSCRIBE, unsubscribe_url).replace(
+        PLACEHOLDER_PREFERENCES, preferences_url
+    )

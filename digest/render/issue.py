@@ -20,7 +20,7 @@ from digest.dates import date_range, human_date, short_date
 from digest.errors import ConfigError, UsageError
 from digest.news.categories import DEFAULT_SECTION, category_key, order_sections
 from digest.news.normalise import html_to_text, item_key, sanitise_html
-from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render import PLACEHOLDER_PREFERENCES, PLACEHOLDER_UNSUBSCRIBE
 from digest.render.fit import HTML_SIZE_TARGET, Fit, largest, layout
 from digest.render.inline import inline_css
 from digest.render.templates import TEMPLATE_HTML, TEMPLATE_TEXT, make_environment, render_template
@@ -62,7 +62,7 @@ class Branding:
 @dataclass(frozen=True)
 class RenderedIssue:
     subject: str
-    html: str  # CSS inlined, with PLACEHOLDER_UNSUBSCRIBE
+    html: str  # CSS inlined, with PLACEHOLDER_UNSUBSCRIBE (and _PREFERENCES with base_url)
     text: str
     sections: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     fit: Fit | None = None
@@ -178,14 +178,17 @@ def render_issue(
     note_markdown: str | None = None,
     featured_url: str | None = None,
     size_limit: int = HTML_SIZE_TARGET,
+    env: jinja2.Environment | None = None,
 ) -> RenderedIssue:
     """The issue's HTML (CSS inlined) and text, identical for every recipient.
 
     An editor's note (Markdown) and a featured item (one of `items`, by link) are rendered into
     it. When the HTML would be larger than `size_limit` bytes, summaries are shortened, then the
     last items are listed by title only, then the rest are left to the web version of the issue.
+    `env`: a Jinja2 environment to reuse (the variants of an issue share one: its templates
+    are compiled once, not once per variant).
     """
-    env = make_environment(templates_dir)
+    env = env or make_environment(templates_dir)
     tz = brand.timezone
     dates = date_range(period_start, period_end, tz)
     featured = _featured(items, featured_url, tz)
@@ -227,6 +230,8 @@ def render_issue(
         "base_url": brand.base_url,
         "archive_url": archive_url,
         "unsubscribe_url": PLACEHOLDER_UNSUBSCRIBE,
+        # a subscriber chooses their topics and frequency on the web: only with base_url
+        "preferences_url": PLACEHOLDER_PREFERENCES if brand.base_url else None,
         "logo_url": brand.logo_url,
         "accent": brand.accent_colour,
         "footer_text": brand.footer_text,

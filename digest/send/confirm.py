@@ -95,7 +95,7 @@ def import_and_confirm(
     with session_scope(engine) as session:
         report, jobs = import_pending(
             session, path, keyring=settings.keyring(), reactivate=reactivate,
-            allow_special_use=settings.allow_special_use_domains,
+            allow_special_use=settings.allow_special_use_domains, settings=settings,
         )  # fmt: skip
     sender = SmtpSender(settings.smtp)
     try:

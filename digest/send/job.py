@@ -7,8 +7,10 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from digest.compose.recipients import Recipients, compose_issue
+from digest.compose.wire import MessageTemplate
 from digest.config import Settings
 from digest.db import Engine, session_scope
 from digest.errors import (
@@ -21,10 +23,11 @@ from digest.issues.freeze import IssueRace
 from digest.issues.review import ensure_sendable
 from digest.issues.select import NextIssue
 from digest.issues.state import delivery_counts, retrying_issues
+from digest.issues.variants import variant_rows
 from digest.models import Issue, IssueStatus, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import Sender, SmtpSender
-from digest.send.outcome import SendOutcome, SendProgress
+from digest.send.outcome import SendOutcome, SendProgress, outcome_report
 from digest.send.pacing import Pacer
 from digest.send.plan import (
     ScheduledPlan,
@@ -61,10 +64,57 @@ def send_next(
     a review copy, or found a draft stale), so `--quiet` shows what it said.
 
     Returns None when there is nothing to do. Nothing is frozen before the SMTP server has
-    answered, so a send that cannot connect leaves no half-made issue behind.
+    answered, so a send that cannot connect leaves no half-made issue behind. `scheduled`
+    with several `frequencies`: each one's issue in turn (daily, weekly: each its own period);
+    one that does not complete stops the run, the next run goes on from there.
     """
     now = now or utcnow()
     stop = stop or threading.Event()
+    offered = settings.offered_frequencies
+    if not scheduled or worker or len(offered) == 1:
+        return _send_one(engine, settings, scheduled=scheduled, worker=worker, force=force,
+                         notify=notify, confirm=confirm, stop=stop, progress=progress, now=now,
+                         shape=shape, frequency=offered[0] if scheduled else None,
+                         acted=acted)  # fmt: skip
+    outcomes: list[SendOutcome] = []
+    for frequency in offered:
+        if outcomes and not _complete(outcomes[-1]):
+            break  # the next scheduled run goes on from here
+        found = _send_one(engine, settings, scheduled=True, worker=False, force=force,
+                          notify=notify, confirm=confirm, stop=stop, progress=progress,
+                          now=now, shape=shape, frequency=frequency, acted=acted)  # fmt: skip
+        if found is not None:
+            if outcomes:  # the caller reports the last one; say how the one before went
+                for line in outcome_report(outcomes[-1], settings).lines:
+                    notify(line)
+            outcomes.append(found)
+        if stop.is_set():
+            break
+    return outcomes[-1] if outcomes else None
+
+
+def _complete(outcome: SendOutcome) -> bool:
+    return outcome.finished and not outcome.interrupted and not outcome.unavailable
+
+
+def _send_one(
+    engine: Engine,
+    settings: Settings,
+    *,
+    scheduled: bool,
+    worker: bool,
+    force: bool,
+    notify: Callable[[str], None],
+    confirm: Callable[[SendPlan], None] | None,
+    stop: threading.Event,
+    progress: Callable[[int, int], Callable[[SendProgress], None] | None] | None,
+    now: datetime,
+    shape: NextIssue | None,
+    frequency: str | None,
+    acted: Callable[[], None] | None,
+) -> SendOutcome | None:
+    """One issue: the unfinished one, the next one, or (`scheduled`) this period's issue of
+    `frequency`."""
     with send_lock(settings.database_url):
         key: str | None = None
         decision: ScheduledPlan | None = None
@@ -75,7 +125,9 @@ def send_next(
                     notify("No issue is being sent; nothing for a worker to do.")
                     return None
             elif scheduled:
-                decision = plan_scheduled(session, settings, now=now, force=force)
+                decision = plan_scheduled(
+                    session, settings, now=now, force=force, frequency=frequency
+                )
                 notify(decision.message)
                 plan, key = decision.plan, decision.key
             else:
@@ -216,6 +268,21 @@ def retry_older(
     return outcome
 
 
+def variant_templates(
+    engine: Engine, settings: Settings, issue_id: int, *, domain: str | None, signer: Any
+) -> dict[int, MessageTemplate]:
+    """The message of each variant of the issue, composed once (its HTML was rendered and
+    inlined when the issue was made); one DKIM signer for them all."""
+    with session_scope(engine) as session:
+        rows = variant_rows(session, issue_id)
+        return {
+            v.id or 0: compose_issue(
+                settings, subject=v.subject, html=v.html, text=v.text, domain=domain, signer=signer
+            )  # fmt: skip
+            for v in rows
+        }
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident():x}"[:100]
 
@@ -242,12 +309,14 @@ def run_issue(
     recipients, pacer and SMTP connections."""
     pacer = Pacer(settings.send_rate, settings.send_rate_per_hour)
     template = compose_issue(settings, subject=subject, html=html, text=text, domain=domain)
+    variants = variant_templates(engine, settings, issue_id, domain=domain, signer=template.signer)
     recipients = Recipients.of(
         settings, issue_uid=issue_uid, key=settings.secret_key_bytes(), domain=domain,
         issue_number=issue_number,
     )  # fmt: skip
     try:
-        template.render(recipients.check_sample())  # a composer error is fatal before anything
+        for each in (template, *variants.values()):  # a composer error is fatal before anything
+            each.render(recipients.check_sample())
     except (UnicodeError, ValueError) as exc:
         raise DigestError(
             f"the message cannot be composed: {exc}",
@@ -261,6 +330,7 @@ def run_issue(
             store, template, recipients, lambda: SmtpSender(settings.smtp, stop=stop),
             options=RunOptions.of(settings, pacer, retry_wait), pacer=pacer, stop=stop,
             first_sender=first_sender, on_progress=on_progress, on_wait=on_wait, clock=clock,
+            variants=variants,
         ).run()  # fmt: skip
     finally:
         store.close()

@@ -10,11 +10,19 @@ from sqlmodel import Session, col, select
 
 from digest.config import Settings
 from digest.errors import DigestError, UsageError
-from digest.issues.freeze import IssueRace, active_count, create_issue
+from digest.issues.freeze import IssueRace, create_issue
 from digest.issues.manage import cancel_issue
-from digest.issues.review import make_review_draft, pending_issues, review_step, start_approved
-from digest.issues.select import Draft, NextIssue, draft_issue
+from digest.issues.review import (
+    Parts,
+    frozen_parts,
+    make_review_draft,
+    pending_issues,
+    review_step,
+    start_approved,
+)
+from digest.issues.select import Draft, NextIssue, draft_issue, for_readers_of
 from digest.issues.state import delivery_counts, unfinished_issue
+from digest.issues.variants import audience_count
 from digest.models import Issue, IssueStatus
 from digest.text import plural
 
@@ -30,6 +38,14 @@ class SendPlan:
     resume: Issue | None
     draft: Draft | None
     recipients: int  # deliveries still to make
+    parts: Parts | None = None  # an approved draft's: its recipients are queued when it starts
+
+
+def approved_plan(session: Session, settings: Settings, issue: Issue) -> SendPlan:
+    """A pending issue: an approved one is started with its parts; a draft is refused later."""
+    parts = frozen_parts(session, settings, issue) if issue.status == IssueStatus.approved else None
+    count = audience_count(session, parts.audience if parts else None)
+    return SendPlan(resume=issue, draft=None, recipients=count, parts=parts)
 
 
 def plan_send(
@@ -52,37 +68,49 @@ def plan_send(
                 f"issue {pending[0].number} is already made (a draft for review); --note and "
                 "--featured only shape a new issue"
             )
-        return SendPlan(resume=pending[0], draft=None, recipients=active_count(session))
+        return approved_plan(session, settings, pending[0])
     draft = draft_issue(session, settings, shape)
     if draft is None:
         return None
-    return SendPlan(resume=None, draft=draft, recipients=active_count(session))
+    return SendPlan(resume=None, draft=draft, recipients=audience_count(session, draft.audience))
 
 
 def start_issue(session: Session, plan: SendPlan, *, period_key: str | None = None) -> Issue:
     """The issue to send: the unfinished one, or the draft frozen now with its recipients."""
     if plan.resume is not None:
         if plan.resume.status == IssueStatus.approved:
-            return start_approved(session, plan.resume)  # its recipients are frozen now
+            assert plan.parts is not None
+            return start_approved(session, plan.resume, plan.parts)  # recipients frozen now
         return plan.resume
     assert plan.draft is not None
     return create_issue(session, plan.draft, period_key=period_key)
 
 
-def period_key(settings: Settings, now: datetime) -> str:
-    """The schedule period containing `now` in the newsletter's time zone: 2026-W48 or 2026-11-28."""
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def period_key(settings: Settings, now: datetime, frequency: str | None = None) -> str:
+    """The period of `frequency` (default: the first offered) containing `now` in the
+    newsletter's time zone: 2026-W48 (weekly) or 2026-11-28 (daily)."""
     local = now.astimezone(settings.tz)
-    if settings.schedule == "daily":
+    if (frequency or settings.offered_frequencies[0]) == "daily":
         return local.strftime("%Y-%m-%d")
     year, week, _ = local.isocalendar()
     return f"{year}-W{week:02d}"
 
 
-def period_start(settings: Settings, now: datetime) -> datetime:
-    """When the period containing `now` began (local midnight; Monday for a weekly schedule)."""
+def period_start(settings: Settings, now: datetime, frequency: str | None = None) -> datetime:
+    """When the period containing `now` began (local midnight; Monday for a weekly one)."""
     local = now.astimezone(settings.tz)
-    day = local.date() - timedelta(days=0 if settings.schedule == "daily" else local.weekday())
+    daily = (frequency or settings.offered_frequencies[0]) == "daily"
+    day = local.date() - timedelta(days=0 if daily else local.weekday())
     return datetime.combine(day, time(0), tzinfo=settings.tz)
+
+
+def _before_weekly_day(settings: Settings, now: datetime, frequency: str) -> bool:
+    """A weekly issue is made on `weekly_day` or later in its week."""
+    wanted = WEEKDAYS.index(settings.weekly_day)
+    return frequency == "weekly" and now.astimezone(settings.tz).weekday() < wanted
 
 
 @dataclass(frozen=True)
@@ -95,9 +123,14 @@ class ScheduledPlan:
 
 
 def plan_scheduled(
-    session: Session, settings: Settings, *, now: datetime, force: bool = False
+    session: Session,
+    settings: Settings,
+    *,
+    now: datetime,
+    force: bool = False,
+    frequency: str | None = None,
 ) -> ScheduledPlan:
-    """One issue per period.
+    """One issue per period, for the subscribers of `frequency` (default: the first offered).
 
     - This period's issue is complete: nothing to do (an issue sent by hand this period counts).
     - It is unfinished: resume it, unless it is older than max_issue_age_hours — a stale issue
@@ -106,13 +139,16 @@ def plan_scheduled(
       of it is dropped (never sent late) so that it cannot hold up this period's issue.
     - Otherwise a new issue with the items since the last one; none: nothing to send.
     """
-    key = period_key(settings, now)
+    frequency = frequency or settings.offered_frequencies[0]
+    key = period_key(settings, now, frequency)
     max_age = timedelta(hours=settings.max_issue_age_hours)
     current = session.exec(select(Issue).where(Issue.period_key == key)).first()
     if current is None:
+        started = period_start(settings, now, frequency)
         by_hand = session.exec(
             select(Issue)
-            .where(col(Issue.period_key).is_(None), Issue.created_at >= period_start(settings, now))
+            .where(col(Issue.period_key).is_(None), Issue.created_at >= started)
+            .where(for_readers_of(frequency))
             .order_by(col(Issue.number).desc())
         ).first()
         current = by_hand
@@ -126,7 +162,9 @@ def plan_scheduled(
 
     # Issues whose only remaining deliveries are deferred do not hold up a new one.
     sending = session.exec(
-        select(Issue).where(Issue.status == IssueStatus.sending).order_by(col(Issue.number))
+        select(Issue)
+        .where(Issue.status == IssueStatus.sending, for_readers_of(frequency))
+        .order_by(col(Issue.number))
     ).all()
     waiting = {i.id for i in sending if not _has_untried(session, i.id)}
     for older in sending:
@@ -144,10 +182,9 @@ def plan_scheduled(
             f"its {dropped} remaining deliveries were dropped, not sent late."
         )
     prefix = " ".join(notes) + (" " if notes else "")
-    step = review_step(session, settings, key=key, now=now, force=force)
+    step = review_step(session, settings, key=key, now=now, force=force, frequency=frequency)
     if step is not None:
-        start = step.start and SendPlan(resume=step.start, draft=None,
-                                        recipients=active_count(session))  # fmt: skip
+        start = step.start and approved_plan(session, settings, step.start)
         return ScheduledPlan(key, start or None, prefix + step.message, review=step.review,
                              error=step.error)  # fmt: skip
     if current is not None and current.status == IssueStatus.sending:
@@ -173,7 +210,10 @@ def plan_scheduled(
             prefix
             + f"Issue {current.number} for {key} is already {current.status}; nothing to do.",
         )
-    draft = draft_issue(session, settings, now=now)
+    if _before_weekly_day(settings, now, frequency):
+        return ScheduledPlan(key, None, prefix + f"The weekly issue for {key} is made on "
+                             f"{settings.weekly_day.title()} or later; nothing to send yet.")  # fmt: skip
+    draft = draft_issue(session, settings, now=now, frequency=frequency)
     if draft is None:
         return ScheduledPlan(key, None, prefix + f"No new items for {key}; nothing to send.")
     if settings.review == "required":
@@ -186,7 +226,7 @@ def plan_scheduled(
         return ScheduledPlan(key, None, prefix + f"Issue {draft.number} for {key}: "
                              f"{plural(len(draft.items), 'item')}, drafted for review.",
                              review=issue)  # fmt: skip
-    plan = SendPlan(resume=None, draft=draft, recipients=active_count(session))
+    plan = SendPlan(resume=None, draft=draft, recipients=audience_count(session, draft.audience))
     return ScheduledPlan(
         key, plan, prefix + f"Issue {draft.number} for {key}: {plural(len(draft.items), 'item')}."
     )

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -113,7 +113,11 @@ class DeliveryRun:
         on_progress: Callable[[SendProgress], None] | None = None,
         on_wait: Callable[[datetime, int], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        variants: Mapping[int, MessageTemplate] | None = None,
     ) -> None:
+        """`variants`: the message of each variant of the issue (digest.issues.variants), by
+        id; a delivery with none gets `template`, the whole issue."""
+        self.variants = variants or {}
         self.on_wait = on_wait  # (when, how many addresses): waiting to retry deferred rows
         self.store = store
         self.template = template
@@ -157,7 +161,9 @@ class DeliveryRun:
                         continue
                     if sender is None:
                         sender = self.sender_factory()
-                    data = self.template.render(job.recipient)
+                    variant = job.claim.variant_id
+                    template = self.template if variant is None else self.variants[variant]
+                    data = template.render(job.recipient)
                     r = job.recipient
                     result = sender.send(r.envelope_from, r.email, data)
                 except SmtpUnavailable as exc:

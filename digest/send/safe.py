@@ -4,7 +4,7 @@ preview files. None of them records anything."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -18,6 +18,7 @@ from digest.errors import NotFoundError, UsageError
 from digest.issues.review import NEXT, pending_issues
 from digest.issues.select import Draft, NextIssue, draft_issue, last_issue
 from digest.issues.state import archived_issue
+from digest.issues.variants import draft_variants
 from digest.models import Subscriber, SubscriberStatus, utcnow
 from digest.send.mailer import FileSender, Sender, SendResult, SmtpSender
 from digest.send.review import CopyOf, copy_of_issue, copy_template, send_copy
@@ -78,14 +79,27 @@ def copy_source(
 def dry_run(
     session: Session, settings: Settings, draft: Draft, folder: Path, sender: Sender
 ) -> int:
-    """Write the message every active subscriber would get; records nothing."""
+    """Write the message every active subscriber would get (their variant: issues/variants.py;
+    none for one who would be skipped); records nothing."""
     template = draft_template(settings, draft)
     recipients = Recipients.of(settings, issue_uid="dryrun", key=settings.secret_key_bytes())
+    parts = draft_variants(session, draft.items, draft.audience, draft.render_part)
+    templates: dict[int, MessageTemplate] = {}  # one per variant
     n = 0
     subs = session.exec(select(Subscriber).where(Subscriber.status == SubscriberStatus.active))
     for sub in subs:
+        chosen = template
+        if sub.id in parts:
+            rendered = parts[sub.id]
+            if rendered is None:
+                continue  # nothing of theirs in it: not mailed
+            if id(rendered) not in templates:
+                templates[id(rendered)] = draft_template(
+                    settings, replace(draft, rendered=rendered)
+                )
+            chosen = templates[id(rendered)]
         r = recipients.subscriber(sub.uid, sub.email, sub.name)
-        sender.send(r.envelope_from, sub.email, template.render(r))
+        sender.send(r.envelope_from, sub.email, chosen.render(r))
         n += 1
     return n
 
@@ -95,8 +109,8 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
     showing the HTML at desktop and phone widths side by side."""
     template = draft_template(settings, draft)
     recipient = Recipients.of(settings).preview()
-    sample = recipient.unsubscribe_url
-    from digest.render import PLACEHOLDER_UNSUBSCRIBE
+    sample, prefs = recipient.unsubscribe_url, recipient.preferences_url
+    from digest.render import fill_links
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -104,8 +118,8 @@ def preview_files(settings: Settings, draft: Draft, folder: Path) -> dict[str, P
         "text": folder / "digest.txt",
         "eml": folder / "digest.eml",
     }
-    paths["html"].write_text(draft.rendered.html.replace(PLACEHOLDER_UNSUBSCRIBE, sample), "utf-8")
-    paths["text"].write_text(draft.rendered.text.replace(PLACEHOLDER_UNSUBSCRIBE, sample), "utf-8")
+    paths["html"].write_text(fill_links(draft.rendered.html, sample, prefs), "utf-8")
+    paths["text"].write_text(fill_links(draft.rendered.text, sample, prefs), "utf-8")
     paths["eml"].write_bytes(template.render(recipient))
     from digest.render.views import write_views_page
 

@@ -43,6 +43,7 @@ class Claimed:
     attempts: int
     first_attempt_at: datetime | None
     subscriber: Who | None  # None: erased since the issue was made
+    variant_id: int | None = None  # the part of the issue they get (None: the whole issue)
 
 
 class Store(Protocol):
@@ -218,7 +219,8 @@ class SqlStore:
             self._raw.commit()
             cur.execute(
                 self._sql(
-                    "SELECT d.id, d.attempts, d.first_attempt_at, s.id, s.uid, s.email, s.name "  # noqa: S608
+                    "SELECT d.id, d.attempts, d.first_attempt_at, s.id, s.uid, s.email, s.name, "  # noqa: S608
+                    "d.variant_id "
                     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
                     f"WHERE d.id IN ({marks}) ORDER BY d.id"
                 ),
@@ -230,8 +232,14 @@ class SqlStore:
             cur.close()
         # Plain tuples: building a model object per row cost more than the whole claim.
         return [
-            Claimed(did, attempts, from_db_time(first), Who(sid, uid, email, name) if sid else None)
-            for did, attempts, first, sid, uid, email, name in rows
+            Claimed(
+                did,
+                attempts,
+                from_db_time(first),
+                Who(sid, uid, email, name) if sid else None,
+                variant,
+            )  # fmt: skip
+            for did, attempts, first, sid, uid, email, name, variant in rows
         ]
 
     def statuses(self, subscriber_ids: Sequence[int]) -> dict[int, str]:

@@ -4,6 +4,7 @@
   GET  /confirm/{token}      button; POST /confirm/{token}     -> active
   GET  /unsubscribe/{token}  button; POST /unsubscribe/{token} -> unsubscribed (RFC 8058 one-click)
   GET  /unsubscribe          how to unsubscribe (the link in web versions of issues)
+  GET  /preferences/{token}  topics and frequency; POST saves them (web/preferences.py)
   GET  /archive, /archive/N  sent issues and their web version
   GET  /preview              the next send, for staff (preview_token or preview_loopback)
   GET  /review/{token}       an issue (a draft too) from a review or test copy's link
@@ -32,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from digest import lifecycle
+from digest import lifecycle, preferences
 from digest.addresses import is_loopback
 from digest.config import Settings
 from digest.db import Engine, check_schema, make_engine, session_scope
@@ -46,6 +47,7 @@ from digest.tokens import TEST_COPY_TOKEN
 from digest.web.archive import archive_page, list_archive, preview_page, review_page
 from digest.web.limits import ClientLimiter, client_key
 from digest.web.pages import Pages
+from digest.web.preferences import add_preferences_routes
 
 log = logging.getLogger("digest.web")
 
@@ -71,13 +73,13 @@ DEFAULT_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 PUBLIC_CACHE = "public, max-age=300"
 ROBOTS_TXT = (
-    "User-agent: *\nDisallow: /confirm/\nDisallow: /unsubscribe/\nDisallow: /preview\n"
-    "Disallow: /review/\n"
+    "User-agent: *\nDisallow: /confirm/\nDisallow: /unsubscribe/\nDisallow: /preferences/\n"
+    "Disallow: /preview\nDisallow: /review/\n"
 )
 PREVIEW_WINDOW = timedelta(minutes=15)
 PREVIEW_FAILURES_PER_CLIENT = 5
 PREVIEW_FAILURES_TOTAL = 50
-_TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|review)/[^\s?\"]+")
+_TOKEN_PATH = re.compile(r"/(unsubscribe|confirm|review|preferences)/[^\s?\"]+")
 
 
 class SecurityHeaders:
@@ -228,7 +230,11 @@ def create_app(
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     @app.api_route("/subscribe", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def subscribe_form() -> HTMLResponse:
-        return page("subscribe.html", email="", person_name="", error=None)
+        return page("subscribe.html", email="", person_name="", error=None, topics=topics())
+
+    def topics() -> list[Any]:
+        with session_scope(db) as session:
+            return preferences.signup_topics(session, settings)
 
     def client_of(request: Request) -> str:
         return lifecycle.client_marker(settings, request.client.host if request.client else None)
@@ -251,6 +257,7 @@ def create_app(
         email: Annotated[str, Form(max_length=1000)] = "",
         name: Annotated[str, Form(max_length=1000)] = "",
         website: Annotated[str, Form(max_length=1000)] = "",  # a field only robots fill in
+        topic: Annotated[list[str] | None, Form(max_length=100)] = None,
     ) -> HTMLResponse:
         # The same page whether the address was new, pending or already active.
         sent = page("subscribe_sent.html", email=email.strip())
@@ -263,13 +270,16 @@ def create_app(
             return too_many(wait.total_seconds(), "from your network")
         try:
             with session_scope(db) as session:
+                began = utcnow()
                 job = lifecycle.request_subscription(
                     session, settings, email=email, name=name, now=clock(),
                     client=client_of(request),
                 )  # fmt: skip
+                preferences.choose_at_signup(session, settings, email=email,
+                                             topic_keys=topic or [], since=began)  # fmt: skip
         except UsageError as exc:
             return page("subscribe.html", status=400, email=email.strip(), person_name=name,
-                        error=exc.message)  # fmt: skip
+                        error=exc.message, topics=topics())  # fmt: skip
         except TooManyRequests as exc:
             log.warning("confirmation limit for everyone reached: %s", exc.message)
             return too_many(exc.retry_after, "to this newsletter")
@@ -335,6 +345,9 @@ def create_app(
         if outcome is None:
             return invalid_link()
         return page("unsubscribed.html", noindex=True)
+
+    add_preferences_routes(app, settings=settings, db=db, page=page, invalid_link=invalid_link,
+                           client_of=client_of)  # fmt: skip
 
     # Archive and preview --------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from digest.issues.review import (
     read_review_token,
 )
 from digest.issues.state import archived_issue, archived_issues
-from digest.render import PLACEHOLDER_UNSUBSCRIBE
+from digest.render import fill_links
 from digest.send.plan import plan_send
 
 _BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
@@ -48,9 +48,11 @@ def list_archive(session: Session, settings: Settings) -> list[ArchiveEntry]:
 
 
 def web_version(issue_html: str, *, unsubscribe_help_url: str, banner_html: str = "") -> str:
-    """An issue's HTML for a browser: the unsubscribe placeholder made neutral, and an
-    optional banner (already escaped HTML) at the top of the body."""
-    out = issue_html.replace(PLACEHOLDER_UNSUBSCRIBE, html.escape(unsubscribe_help_url))
+    """An issue's HTML for a browser: the unsubscribe and preferences placeholders made
+    neutral (a page saying to use the reader's own email's link), and an optional banner
+    (already escaped HTML) at the top of the body."""
+    neutral = html.escape(unsubscribe_help_url)
+    out = fill_links(issue_html, neutral, neutral)
     if banner_html:
         match = _BODY.search(out)
         if match:

@@ -176,3 +176,15 @@ def write_templates(folder: Path, files: dict[str, str]) -> str:
     for name, body in files.items():
         (folder / "email" / name).write_text(body, encoding="utf-8")
     return str(folder)
+
+
+def render_fixed_variant(*categories: str) -> Any:
+    """A variant of issue 7: only its items of these categories (issues/variants.py renders a
+    variant the same way, from the issue's own items)."""
+    return render_issue(
+        BRAND,
+        [i for i in fixed_items() if i.category in categories],
+        period_start=T0 - timedelta(days=1),
+        period_end=T0 + timedelta(days=6),
+        number=7,
+    )
