@@ -12,11 +12,11 @@ unsubscribe request. Parsing is case-insensitive and constant-time in the signat
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
 from email.utils import parseaddr
+from functools import lru_cache
 from urllib.parse import unquote
 
 from digest.tokens import b36
@@ -39,8 +39,19 @@ class DeliveryRef:
     subscriber_uid: str
 
 
+_B32_PAIRS = [
+    a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567"
+]
+
+
 def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+    """RFC 4648 base32 in lower case without padding, two characters (10 bits) at a time:
+    base64.b32encode is Python code, and a send makes two tokens per recipient."""
+    bits = len(data) * 8
+    chars = -(-bits // 5)
+    pairs = -(-chars // 2)
+    n = int.from_bytes(data, "big") << (pairs * 10 - bits)
+    return "".join([_B32_PAIRS[(n >> s) & 1023] for s in range(pairs * 10 - 10, -1, -10)])[:chars]
 
 
 def _unb32(text: str) -> bytes:
@@ -49,8 +60,8 @@ def _unb32(text: str) -> bytes:
 
 
 def _sign(key: bytes, purpose: str, issue_number: int, uid: str) -> str:
-    mac = hmac.new(key, f"digest:{purpose}:{issue_number}:{uid}".encode(), hashlib.sha256)
-    return _b32(mac.digest()[:_SIG_BYTES])
+    mac = hmac.digest(key, f"digest:{purpose}:{issue_number}:{uid}".encode(), "sha256")
+    return _b32(mac[:_SIG_BYTES])
 
 
 def make_delivery_token(key: bytes, purpose: str, issue_number: int, subscriber_uid: str) -> str:
@@ -81,6 +92,7 @@ def read_delivery_token(key: bytes, purpose: str, token: str) -> DeliveryRef | N
     return DeliveryRef(issue_number, uid)
 
 
+@lru_cache(maxsize=64)  # a send splits the same bounce address for every recipient
 def split_address(address: str) -> tuple[str, str]:
     """(local part, domain) of a bare address, the domain in lower case."""
     local, _, domain = parseaddr(address)[1].rpartition("@")
