@@ -332,7 +332,7 @@ class SqlStore:
         )
 
     def still_ours(self, delivery_id: int) -> bool:
-        conn = getattr(self._local, "conn", None)
+        conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             with self._conns_lock:
                 if self._threads_engine is None:
