@@ -21,12 +21,12 @@ from procs import Sink, run_measured, smtp_source
 SESSIONS = 16
 
 
-def message_file(folder: Path) -> tuple[Path, int]:
+def message_file(folder: Path, n_items: int = corpus.N_ITEMS) -> tuple[Path, int]:
     """The digest's own message for one recipient, LF line ends, for smtp-source -F (which sends
-    each line with CRLF): byte for byte the size digest puts on the wire."""
+    each line with CRLF): byte for byte the size digest puts on the wire (unsigned)."""
     from digest.compose.wire import MessageTemplate, Recipient
 
-    r = corpus.render()
+    r = corpus.render(n_items)
     template = MessageTemplate(
         settings=corpus.message_settings(),
         subject=r.subject,
@@ -42,7 +42,7 @@ def message_file(folder: Path) -> tuple[Path, int]:
             f"{corpus.BASE_URL}/unsubscribe/0000000000000001.AAAAAAAAAAAAAAAAAAAAAAAAAAA",
         )
     )
-    path = folder / "message.eml"
+    path = folder / f"message-{n_items}.eml"
     path.write_bytes(data.replace(b"\r\n", b"\n"))
     return path, len(data)
 
@@ -64,9 +64,10 @@ def digest_send(
     timeout: float,
     connections: int = SESSIONS,
     wrap: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`digest send --yes` of a fresh issue to n subscribers. `wrap` prefixes the command
-    (a profiler)."""
+    (a profiler); `extra_env` adds settings (DKIM)."""
     work.mkdir(parents=True, exist_ok=True)
     db = seed.copy_db(template_db, work / f"{label}.db")
     with Sink(expected=n, timeout=timeout) as sink:
@@ -75,6 +76,7 @@ def digest_send(
             **corpus.digest_env(
                 f"sqlite:///{db}", sink.port, DIGEST_SMTP_CONNECTIONS=str(connections)
             ),
+            **(extra_env or {}),
         }
         cmd = (wrap or []) + [sys.executable, "-P", "-m", "digest", "send", "--yes"]
         fin = run_measured(cmd, env=env, cwd=work, timeout=timeout, log=work / label)
@@ -135,6 +137,25 @@ def source_send(message: Path, n: int, work: Path, *, label: str, timeout: float
         "sink_accepted": sink.messages,
         "sink_cpu_s": sink_fin.cpu,
     }
+
+
+def dkim_env(folder: Path, kind: str) -> dict[str, str]:
+    """DIGEST_DKIM_* for signing with a fresh key: "rsa" (2048 bits) or "ed25519"."""
+    import dkim_cost
+
+    path = folder / f"dkim-{kind}.key"
+    if not path.exists():
+        path.write_bytes(dkim_cost.rsa_pem() if kind == "rsa" else dkim_cost.ed25519_pem())
+        path.chmod(0o600)
+    return {
+        "DIGEST_DKIM_DOMAIN": "partnership.example.org",
+        "DIGEST_DKIM_SELECTOR": f"bench-{kind}",
+        "DIGEST_DKIM_PRIVATE_KEY_FILE": str(path),
+    }
+
+
+def cpu_per_msg(run: dict[str, Any]) -> float:
+    return (run["cpu_user_s"] + run["cpu_sys_s"]) / run["messages"]
 
 
 def rate(run: dict[str, Any], key: str = "wall_s") -> float | None:
