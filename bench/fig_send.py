@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import statistics
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ def digest_send(
             **(extra_env or {}),
         }
         cmd = (wrap or []) + [sys.executable, "-P", "-m", "digest", "send", "--yes"]
+        started = time.monotonic()
         fin = run_measured(cmd, env=env, cwd=work, timeout=timeout, log=work / label)
+        ended = time.monotonic()
         sink_fin = sink.stop()
     counts = _counts(db)
     ok = fin.returncode == 0 and counts.get("sent", 0) == n and sink.messages == n
@@ -99,6 +102,9 @@ def digest_send(
         "exit": fin.returncode,
         "wall_s": fin.wall,
         "sink_window_s": sink.window,
+        # outside the sink's window: start-up, render, queuing; then the final bookkeeping
+        "before_first_s": sink.first_at - started if sink.first_at else None,
+        "after_last_s": ended - sink.last_at if sink.last_at else None,
         "cpu_user_s": fin.user,
         "cpu_sys_s": fin.sys,
         "maxrss_kb": fin.maxrss_kb,

@@ -60,10 +60,16 @@ def run_size(
                 )  # fmt: skip
             runs[side].append(r)
             what = "smtp-source" if side == "smtp_source" else f"digest send ({side})"
+            outside = (
+                f", {r['before_first_s']:.2f} s before the first message and "
+                f"{r['after_last_s']:.2f} s after the last"
+                if r.get("before_first_s") is not None and r.get("after_last_s") is not None
+                else ""
+            )
             log(
                 f"  run {i + 1} {what:22} {_fmt(fig_send.rate(r))} msg/s end to end, "
                 f"{_fmt(fig_send.rate(r, 'sink_window_s'))} in the window, "
-                f"{fig_send.cpu_per_msg(r) * 1e6:.0f} µs CPU/msg, ok={r['ok']}"
+                f"{fig_send.cpu_per_msg(r) * 1e6:.0f} µs CPU/msg{outside}, ok={r['ok']}"
                 + (f" PROBLEM: {r['problem']}" if r["problem"] else "")
             )
         if i + 1 < repeats and time.monotonic() - started > budget:
@@ -99,6 +105,8 @@ def summarise(
             "cpu_us_per_msg": _us(med([fig_send.cpu_per_msg(r) for r in good])),
             "sink_cpu_us_per_msg": _us(med([r["sink_cpu_s"] / r["messages"] for r in good])),
             "maxrss_kb": med([r["maxrss_kb"] for r in good]),
+            "before_first_s": med([r.get("before_first_s") for r in good]),
+            "after_last_s": med([r.get("after_last_s") for r in good]),
         }
     src = sides["smtp_source"]
     for side, v in sides.items():
