@@ -66,12 +66,14 @@ def digest_send(
     connections: int = SESSIONS,
     wrap: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
+    sink_delay: int = 0,
 ) -> dict[str, Any]:
     """`digest send --yes` of a fresh issue to n subscribers. `wrap` prefixes the command
-    (a profiler); `extra_env` adds settings (DKIM)."""
+    (a profiler); `extra_env` adds settings (DKIM); `sink_delay`: seconds the sink waits
+    before answering each DATA."""
     work.mkdir(parents=True, exist_ok=True)
     db = seed.copy_db(template_db, work / f"{label}.db")
-    with Sink(expected=n, timeout=timeout) as sink:
+    with Sink(expected=n, timeout=timeout, delay=sink_delay) as sink:
         env = {
             **seed.base_env(),
             **corpus.digest_env(

@@ -195,3 +195,61 @@ def _fmt(v: float | None, unit: str = "", digits: int = 0) -> str:
 
 def _ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}×"
+
+
+def run_connections(
+    work: Path,
+    *,
+    subscribers: int,
+    counts: tuple[int, ...],
+    modes: tuple[str, ...],
+    timeout: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Figure C (reported): `digest send` at several smtp_connections, unsigned and signed,
+    into smtp-sink on loopback, where a transaction costs no network round trip: what one more
+    connection buys when the sender, not the relay, is the limit. Then "slow": 32 messages
+    into a sink that waits 1 s before answering each DATA (a relay that scans every message,
+    or one far away): there the connections are the limit."""
+    message, size = fig_send.message_file(work)
+    template = seed.sqlite_template(work, subscribers)
+    envs = {m: {} if m == "none" else fig_send.dkim_env(work, m) for m in modes}
+    out: dict[str, Any] = {"subscribers": subscribers, "message_bytes_on_wire": size, "runs": {}}
+    for mode in modes:
+        for c in counts:
+            r = fig_send.digest_send(
+                template, subscribers, work, label=f"conn-{mode}-{c}", timeout=timeout,
+                connections=c, extra_env=envs[mode],
+            )  # fmt: skip
+            out["runs"][f"{mode}-{c}"] = r
+            log(
+                f"  {mode:8} {c:2} connection(s): {_fmt(fig_send.rate(r))} msg/s end to end, "
+                f"{_fmt(fig_send.rate(r, 'sink_window_s'))} in the window, "
+                f"{fig_send.cpu_per_msg(r) * 1e6:.0f} µs CPU/msg, ok={r['ok']}"
+            )
+    template_slow = seed.sqlite_template(work, 32)
+    for c in counts:
+        r = fig_send.digest_send(
+            template_slow, 32, work, label=f"conn-slow-{c}", timeout=timeout, connections=c,
+            sink_delay=1,
+        )  # fmt: skip
+        out["runs"][f"slow-{c}"] = r
+        log(f"  slow relay (1 s per DATA) {c:2} connection(s): {_fmt(fig_send.rate(r), '', 1)} "
+            f"msg/s end to end, ok={r['ok']}")  # fmt: skip
+    return out
+
+
+def connection_rows(c: dict[str, Any]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    base: dict[str, float | None] = {}
+    for key, r in c["runs"].items():
+        mode, n = key.rsplit("-", 1)
+        rate = fig_send.rate(r) if r["ok"] else None
+        base.setdefault(mode, rate)
+        who = "32, slow relay" if mode == "slow" else f"{c['subscribers']:,}"
+        digits = 1 if mode == "slow" else 0
+        rows.append(
+            (f"C {mode}, {n} connection(s), {who}", _fmt(rate, " msg/s", digits),
+             _fmt(base[mode], " msg/s", digits), _ratio(_div(rate, base[mode])), "report", None)
+        )  # fmt: skip
+    return rows

@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-FIGURES = ("T1", "T2", "T3", "T4", "T5", "PG")
+FIGURES = ("T1", "T2", "T3", "T4", "T5", "C", "PG")
 
 
 def _log(msg: str) -> None:
@@ -269,6 +269,8 @@ def report(out: dict[str, Any]) -> str:
                 t4["ratio"] is not None and t4["ratio"] <= 1.2,
             )
         )
+    if out.get("C"):
+        rows.extend(fig_sends.connection_rows(out["C"]))
     if t5:
         rows.append(
             (
@@ -313,7 +315,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="smaller sizes (development only)")
-    p.add_argument("--only", default=",".join(FIGURES), help="comma-separated: T1,T2,T3,T4,T5,PG")
+    p.add_argument("--only", default=",".join(FIGURES), help="comma-separated: T1,T2,T3,T4,T5,C,PG")
     p.add_argument(
         "--source",
         help="measure the digest in this folder (e.g. a `git archive` "
@@ -391,6 +393,15 @@ def main() -> int:
             repeats=1 if args.quick else 3,
             log=_log,
         )
+    if "C" in args.only:
+        import fig_sends
+
+        _log("C: digest send at 1, 4 and 16 connections (reported)")
+        out["C"] = fig_sends.run_connections(
+            work, subscribers=1000 if args.quick else 5000, counts=(1, 4, 16),
+            modes=tuple(m for m in args.dkim if m in ("none", "rsa")),
+            timeout=args.send_timeout, log=_log,
+        )  # fmt: skip
     if "PG" in args.only:
         import fig_postgres
 
