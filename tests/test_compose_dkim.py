@@ -13,8 +13,18 @@ from typing import Any
 
 import dkim
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from digest.compose.dkim import ED25519, RSA, SIGNED_HEADERS, DkimSigner, load_signer, parse_key
+from digest.compose.dkim import (
+    ED25519,
+    RSA,
+    SIGNED_HEADERS,
+    DkimSigner,
+    fold,
+    load_signer,
+    parse_key,
+)  # fmt: skip
 from digest.config_load import load_settings
 from digest.errors import ConfigError
 
@@ -231,3 +241,15 @@ def test_every_message_of_an_awkward_send_verifies(
         assert dkim.verify(m.data, dnsfunc=dns_for(signer)), m.rcpt_tos
         hashes.add(re.search(rb"bh=([^;]+);", m.data).group(1))  # type: ignore[union-attr]
     assert len(hashes) == len(people)  # a body hash per message: the bodies differ
+
+
+@given(
+    st.lists(st.binary(max_size=90).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+             min_size=1, max_size=14),
+    st.sampled_from([0, 14]), st.booleans(),
+)  # fmt: skip
+@settings(max_examples=400, deadline=None)
+def test_fold_is_dkimpys(words: list[bytes], namelen: int, crlf: bool) -> None:
+    """The signature field is folded exactly as dkimpy folds it (dkim.fold)."""
+    value = b" ".join(words) + (b"\r\n" if crlf else b"")
+    assert fold(value, namelen=namelen) == dkim.fold(value, namelen=namelen)
