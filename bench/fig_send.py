@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import statistics
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,12 @@ from procs import Sink, run_measured, smtp_source
 SESSIONS = 16
 
 
-def message_file(folder: Path) -> tuple[Path, int]:
+def message_file(folder: Path, n_items: int = corpus.N_ITEMS) -> tuple[Path, int]:
     """The digest's own message for one recipient, LF line ends, for smtp-source -F (which sends
-    each line with CRLF): byte for byte the size digest puts on the wire."""
+    each line with CRLF): byte for byte the size digest puts on the wire (unsigned)."""
     from digest.compose.wire import MessageTemplate, Recipient
 
-    r = corpus.render()
+    r = corpus.render(n_items)
     template = MessageTemplate(
         settings=corpus.message_settings(),
         subject=r.subject,
@@ -42,7 +43,7 @@ def message_file(folder: Path) -> tuple[Path, int]:
             f"{corpus.BASE_URL}/unsubscribe/0000000000000001.AAAAAAAAAAAAAAAAAAAAAAAAAAA",
         )
     )
-    path = folder / "message.eml"
+    path = folder / f"message-{n_items}.eml"
     path.write_bytes(data.replace(b"\r\n", b"\n"))
     return path, len(data)
 
@@ -64,20 +65,26 @@ def digest_send(
     timeout: float,
     connections: int = SESSIONS,
     wrap: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+    sink_delay: int = 0,
 ) -> dict[str, Any]:
     """`digest send --yes` of a fresh issue to n subscribers. `wrap` prefixes the command
-    (a profiler)."""
+    (a profiler); `extra_env` adds settings (DKIM); `sink_delay`: seconds the sink waits
+    before answering each DATA."""
     work.mkdir(parents=True, exist_ok=True)
     db = seed.copy_db(template_db, work / f"{label}.db")
-    with Sink(expected=n, timeout=timeout) as sink:
+    with Sink(expected=n, timeout=timeout, delay=sink_delay) as sink:
         env = {
             **seed.base_env(),
             **corpus.digest_env(
                 f"sqlite:///{db}", sink.port, DIGEST_SMTP_CONNECTIONS=str(connections)
             ),
+            **(extra_env or {}),
         }
         cmd = (wrap or []) + [sys.executable, "-P", "-m", "digest", "send", "--yes"]
+        started = time.monotonic()
         fin = run_measured(cmd, env=env, cwd=work, timeout=timeout, log=work / label)
+        ended = time.monotonic()
         sink_fin = sink.stop()
     counts = _counts(db)
     ok = fin.returncode == 0 and counts.get("sent", 0) == n and sink.messages == n
@@ -97,6 +104,9 @@ def digest_send(
         "exit": fin.returncode,
         "wall_s": fin.wall,
         "sink_window_s": sink.window,
+        # outside the sink's window: start-up, render, queuing; then the final bookkeeping
+        "before_first_s": sink.first_at - started if sink.first_at else None,
+        "after_last_s": ended - sink.last_at if sink.last_at else None,
         "cpu_user_s": fin.user,
         "cpu_sys_s": fin.sys,
         "maxrss_kb": fin.maxrss_kb,
@@ -135,6 +145,25 @@ def source_send(message: Path, n: int, work: Path, *, label: str, timeout: float
         "sink_accepted": sink.messages,
         "sink_cpu_s": sink_fin.cpu,
     }
+
+
+def dkim_env(folder: Path, kind: str) -> dict[str, str]:
+    """DIGEST_DKIM_* for signing with a fresh key: "rsa" (2048 bits) or "ed25519"."""
+    import dkim_cost
+
+    path = folder / f"dkim-{kind}.key"
+    if not path.exists():
+        path.write_bytes(dkim_cost.rsa_pem() if kind == "rsa" else dkim_cost.ed25519_pem())
+        path.chmod(0o600)
+    return {
+        "DIGEST_DKIM_DOMAIN": "partnership.example.org",
+        "DIGEST_DKIM_SELECTOR": f"bench-{kind}",
+        "DIGEST_DKIM_PRIVATE_KEY_FILE": str(path),
+    }
+
+
+def cpu_per_msg(run: dict[str, Any]) -> float:
+    return (run["cpu_user_s"] + run["cpu_sys_s"]) / run["messages"]
 
 
 def rate(run: dict[str, Any], key: str = "wall_s") -> float | None:

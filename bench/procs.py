@@ -117,6 +117,7 @@ class Sink:
 
     expected: int
     timeout: float
+    delay: int = 0  # seconds before answering each DATA (-w): a relay that takes its time
     port: int = field(default_factory=free_port)
     messages: int = 0
     first_at: float | None = None
@@ -130,6 +131,7 @@ class Sink:
         if os.geteuid() == 0:
             cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root without it
         # -M: stop by itself after (more than) the expected number of messages, as a backstop.
+        cmd += ["-w", str(self.delay)] if self.delay else []
         cmd += ["-c", "-M", str(self.expected * 2 + 1000), f"127.0.0.1:{self.port}", "256"]
         self._started = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

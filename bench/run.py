@@ -1,6 +1,6 @@
-"""Issue 5's speed figures, each against a reference measured in the same run.
+"""Issue 5's and 11's speed figures, each against a reference measured in the same run.
 
-    python bench/run.py              # every figure at full size (~4 min on 2 cores)
+    python bench/run.py              # every figure at full size (~12 min on 2 cores)
     python bench/run.py --quick      # smaller sizes, for development; not for the record
     python bench/run.py --only T1,T5 --source /tmp/digest-at-abc123 --profile
 
@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-FIGURES = ("T1", "T2", "T3", "T4", "T5", "PG", "TV")
+FIGURES = ("T1", "T2", "T3", "T4", "T5", "C", "PG", "TV")
 
 
 def _log(msg: str) -> None:
@@ -80,74 +80,45 @@ def code_under_test() -> dict[str, Any]:
     return info
 
 
+def _load() -> str:
+    """The load average (1, 5, 15 minutes): other work on the machine moves the figures."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def compile_code_under_test() -> None:
+    """Byte-compile digest's modules once, as an installed package has them: with
+    PYTHONDONTWRITEBYTECODE set (as here), every `digest` process would compile them again."""
+    import compileall
+
+    import digest
+
+    compileall.compile_dir(Path(digest.__file__).resolve().parent, quiet=1)
+
+
 def _fmt(v: float | None, unit: str = "", digits: int = 0) -> str:
     return "-" if v is None else f"{v:,.{digits}f}{unit}"
 
 
 def fig_t2_t3_t4(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
     import fig_send
+    import fig_sends
     import seed
 
-    n_main = 2000 if args.quick else 20000
+    n_main = args.subscribers or (2000 if args.quick else 20000)
     small, large = (2000, 20000) if args.quick else (10000, 100000)
-    message, size = fig_send.message_file(work)
-    out["message_bytes_on_wire"] = size
     if {"T2", "T3"} & args.only:
-        t0 = time.monotonic()
-        template = seed.sqlite_template(work, n_main)
-        _log(f"  database with {n_main:,} subscribers ready ({time.monotonic() - t0:.0f} s)")
-        digest_runs, source_runs = [], []
-        t_start = time.monotonic()
-        for i in range(args.repeats):
-            s = fig_send.source_send(message, n_main, work, label=f"source-{i}", timeout=300)
-            source_runs.append(s)
+        out["sends"] = {}
+        for n_items in args.sizes:
             _log(
-                f"  smtp-source run {i + 1}: {fig_send.rate(s):,.0f} msg/s, "
-                f"{s['cpu_user_s'] + s['cpu_sys_s']:.2f} s CPU, ok={s['ok']}"
+                f" digest of {n_items} items: smtp-source and digest send ({', '.join(args.dkim)})"
             )
-            d = fig_send.digest_send(
-                template, n_main, work, label=f"digest-{i}", timeout=args.send_timeout
-            )
-            digest_runs.append(d)
-            _log(
-                f"  digest send run {i + 1}: {fig_send.rate(d):,.0f} msg/s end to end, "
-                f"{_fmt(fig_send.rate(d, 'sink_window_s'))} msg/s in the sending window, "
-                f"{d['cpu_user_s'] + d['cpu_sys_s']:.1f} s CPU, ok={d['ok']}"
-                + (f" PROBLEM: {d['problem']}" if d["problem"] else "")
-            )
-            if i + 1 < args.repeats and time.monotonic() - t_start > args.t2_budget:
-                _log(
-                    f"  (stopping T2 after {i + 1} pair(s): over the {args.t2_budget:.0f} s budget)"
-                )
-                break
-        out["T2_runs"] = {"digest": digest_runs, "smtp_source": source_runs}
-        good_d = [r for r in digest_runs if r["ok"]]
-        good_s = [r for r in source_runs if r["ok"]]
-        med = fig_send.median
-        d_rate = med([fig_send.rate(r) for r in good_d])
-        d_win = med([fig_send.rate(r, "sink_window_s") for r in good_d])
-        s_rate = med([fig_send.rate(r) for r in good_s])
-        s_win = med([fig_send.rate(r, "sink_window_s") for r in good_s])
-        out["T2"] = {
-            "messages": n_main,
-            "pairs": len(digest_runs),
-            "valid_digest_runs": len(good_d),
-            "digest_rate": d_rate,
-            "digest_window_rate": d_win,
-            "smtp_source_rate": s_rate,
-            "smtp_source_window_rate": s_win,
-            "ratio": d_rate / s_rate if d_rate and s_rate else None,
-            "ratio_window": d_win / s_win if d_win and s_win else None,
-        }
-        d_cpu = med([(r["cpu_user_s"] + r["cpu_sys_s"]) / r["messages"] for r in good_d])
-        s_cpu = med([(r["cpu_user_s"] + r["cpu_sys_s"]) / r["messages"] for r in good_s])
-        out["T3"] = {
-            "digest_cpu_us_per_msg": d_cpu * 1e6 if d_cpu else None,
-            "smtp_source_cpu_us_per_msg": s_cpu * 1e6 if s_cpu else None,
-            "ratio": d_cpu / s_cpu if d_cpu and s_cpu else None,
-            "sink_cpu_us_per_msg_digest_runs": _per_msg(good_d, "sink_cpu_s"),
-            "sink_cpu_us_per_msg_source_runs": _per_msg(good_s, "sink_cpu_s"),
-        }
+            out["sends"][str(n_items)] = fig_sends.run_size(
+                work, n_items=n_items, subscribers=n_main, modes=args.dkim,
+                repeats=args.repeats, budget=args.t2_budget, timeout=args.send_timeout, log=_log,
+            )  # fmt: skip
     if "T4" in args.only:
         runs = {}
         for n in (small, large):
@@ -170,13 +141,6 @@ def fig_t2_t3_t4(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> N
             "ratio": b["maxrss_kb"] / a["maxrss_kb"] if a["ok"] and b["ok"] else None,
             "runs": {str(k): v for k, v in runs.items()},
         }
-
-
-def _per_msg(runs: list[dict[str, Any]], key: str) -> float | None:
-    import fig_send
-
-    v = fig_send.median([r[key] / r["messages"] for r in runs])
-    return v * 1e6 if v else None
 
 
 def profile_send(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> None:
@@ -263,7 +227,9 @@ def _frame(f: str) -> str:
 
 def report(out: dict[str, Any]) -> str:
     rows = []
-    t1, t2, t3, t4, t5, pg = (out.get(k) for k in ("T1", "T2", "T3", "T4", "T5", "PG"))
+    import fig_sends
+
+    t1, t4, t5, pg = (out.get(k) for k in ("T1", "T4", "T5", "PG"))
     if t1:
         rows.append(
             (
@@ -287,38 +253,11 @@ def report(out: dict[str, Any]) -> str:
                         None,
                     )
                 )
-    if t2:
-        rows.append(
-            (
-                "T2 send rate, end to end",
-                _fmt(t2["digest_rate"], " msg/s"),
-                _fmt(t2["smtp_source_rate"], " msg/s"),
-                _ratio(t2["ratio"]),
-                "≥ 0.8×",
-                t2["ratio"] is not None and t2["ratio"] >= 0.8,
-            )
-        )
-        rows.append(
-            (
-                "   T2, sending window (sink)",
-                _fmt(t2["digest_window_rate"], " msg/s"),
-                _fmt(t2["smtp_source_window_rate"], " msg/s"),
-                _ratio(t2["ratio_window"]),
-                "",
-                None,
-            )
-        )
-    if t3:
-        rows.append(
-            (
-                "T3 sender CPU per message",
-                _fmt(t3["digest_cpu_us_per_msg"], " µs"),
-                _fmt(t3["smtp_source_cpu_us_per_msg"], " µs"),
-                _ratio(t3["ratio"]),
-                "≤ 5×",
-                t3["ratio"] is not None and t3["ratio"] <= 5,
-            )
-        )
+    sends = out.get("sends") or {}
+    biggest = max((int(k) for k in sends), default=0)
+    for key, v in sends.items():
+        label = f"{v['message_bytes_on_wire'] / 1000:.1f} KB"
+        rows.extend(fig_sends.rows(label, v, large=int(key) == biggest))
     if t4:
         rows.append(
             (
@@ -330,6 +269,8 @@ def report(out: dict[str, Any]) -> str:
                 t4["ratio"] is not None and t4["ratio"] <= 1.2,
             )
         )
+    if out.get("C"):
+        rows.extend(fig_sends.connection_rows(out["C"]))
     if t5:
         rows.append(
             (
@@ -379,14 +320,26 @@ def main() -> int:
     )
     p.add_argument("--quick", action="store_true", help="smaller sizes (development only)")
     p.add_argument(
-        "--only", default=",".join(FIGURES), help="comma-separated: T1,T2,T3,T4,T5,PG,TV"
+        "--only", default=",".join(FIGURES), help="comma-separated: T1,T2,T3,T4,T5,C,PG,TV"
     )
     p.add_argument(
         "--source",
         help="measure the digest in this folder (e.g. a `git archive` "
         "snapshot) instead of the installed one",
     )
-    p.add_argument("--repeats", type=int, default=3, help="T2/T3 pairs of runs (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="T2/T3 repeats of every side (default 3)")
+    p.add_argument(
+        "--sizes",
+        default="33,12",
+        help="T2/T3: digest sizes as numbers of news items (default 33,12: ~73 KB and ~30 KB)",
+    )
+    p.add_argument(
+        "--dkim",
+        default="none,rsa,ed25519",
+        help="T2/T3: digest's signing modes, each a side of its own (default none,rsa,ed25519)",
+    )
+    p.add_argument("--subscribers", type=int, help="T2/T3 send size (default 20000; quick 2000)")
+    p.add_argument("--results", help="folder for the JSON result (default bench/results)")
     p.add_argument(
         "--t2-budget",
         type=float,
@@ -398,6 +351,10 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/digest-bench", help="scratch folder for databases")
     args = p.parse_args()
     args.only = {x.strip().upper() for x in args.only.split(",") if x.strip()}
+    args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    args.dkim = tuple(x.strip().lower() for x in args.dkim.split(",") if x.strip())
+    if "none" not in args.dkim or not set(args.dkim) <= {"none", "rsa", "ed25519"}:
+        p.error("--dkim: a list of none, rsa, ed25519 that includes none")
     if args.source:
         src = str(Path(args.source).resolve())
         sys.path.insert(0, src)
@@ -415,6 +372,8 @@ def main() -> int:
         "code": code_under_test(),
         "figures": sorted(args.only),
     }
+    out["load_before"] = _load()
+    compile_code_under_test()
     _log(f"digest under test: {out['code']}")
     _log(f"machine: {out['machine']}")
     t0 = time.monotonic()
@@ -440,6 +399,15 @@ def main() -> int:
             repeats=1 if args.quick else 3,
             log=_log,
         )
+    if "C" in args.only:
+        import fig_sends
+
+        _log("C: digest send at 1, 4 and 16 connections (reported)")
+        out["C"] = fig_sends.run_connections(
+            work, subscribers=1000 if args.quick else 5000, counts=(1, 4, 16),
+            modes=tuple(m for m in args.dkim if m in ("none", "rsa")),
+            timeout=args.send_timeout, log=_log,
+        )  # fmt: skip
     if "PG" in args.only:
         import fig_postgres
 
@@ -474,11 +442,14 @@ def main() -> int:
         _log("inclusive, digest and smtplib frames:")
         for f, pct in out["profile"]["inclusive"]:
             _log(f"  {pct:5.1f}%  {f}")
-    RESULTS.mkdir(exist_ok=True)
+    results = Path(args.results) if args.results else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     name = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "") + ".json"
     out["table"] = table
-    (RESULTS / name).write_text(json.dumps(out, indent=2, default=str))
-    _log(f"\n{out['duration_s']:.0f} s; results in {RESULTS / name}")
+    out["load"] = {"before": out.pop("load_before"), "after": _load()}
+    (results / name).write_text(json.dumps(out, indent=2, default=str))
+    _log(f"load average before: {out['load']['before']}, after: {out['load']['after']}")
+    _log(f"\n{out['duration_s']:.0f} s; results in {results / name}")
     return 0
 
 

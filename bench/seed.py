@@ -104,10 +104,13 @@ def add_subscribers_sqlite(path: Path, n: int) -> None:
     con.close()
 
 
-def sqlite_template(folder: Path, subscribers: int, *, items: bool = True) -> Path:
-    """A ready database file with `subscribers` active subscribers (and the news items)."""
+def sqlite_template(
+    folder: Path, subscribers: int, *, items: bool = True, n_items: int = corpus.N_ITEMS
+) -> Path:
+    """A ready database file with `subscribers` active subscribers (and `n_items` news items)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"template-{subscribers}{'' if items else '-noitems'}.db"
+    shape = f"-{n_items}items" if items and n_items != corpus.N_ITEMS else ""
+    path = folder / f"template-{subscribers}{shape}{'' if items else '-noitems'}.db"
     if path.exists():
         return path
     building = path.with_name(path.name + ".building")
@@ -117,7 +120,7 @@ def sqlite_template(folder: Path, subscribers: int, *, items: bool = True) -> Pa
     env = corpus.digest_env(url, 25)
     init_db(url, folder / "init", {**_base_env(), **env})
     if items:
-        add_items(url)
+        add_items(url, n_items)
     add_subscribers_sqlite(building, subscribers)
     building.rename(path)
     return path

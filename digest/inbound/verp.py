@@ -17,6 +17,7 @@ import hmac
 import re
 from dataclasses import dataclass
 from email.utils import parseaddr
+from functools import lru_cache
 from urllib.parse import unquote
 
 from digest.tokens import Keyring, b36
@@ -39,8 +40,19 @@ class DeliveryRef:
     subscriber_uid: str
 
 
+_B32_PAIRS = [
+    a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567"
+]
+
+
 def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+    """RFC 4648 base32 in lower case without padding, two characters (10 bits) at a time:
+    base64.b32encode is Python code, and a send makes two tokens per recipient."""
+    bits = len(data) * 8
+    chars = -(-bits // 5)
+    pairs = -(-chars // 2)
+    n = int.from_bytes(data, "big") << (pairs * 10 - bits)
+    return "".join([_B32_PAIRS[(n >> s) & 1023] for s in range(pairs * 10 - 10, -1, -10)])[:chars]
 
 
 def _unb32(text: str) -> bytes:
@@ -49,6 +61,7 @@ def _unb32(text: str) -> bytes:
 
 
 def _sign(key: bytes, purpose: str, issue_number: int, uid: str) -> str:
+    # hmac.new keeps the GIL (hmac.digest releases it for every call: see digest.tokens._mac)
     mac = hmac.new(key, f"digest:{purpose}:{issue_number}:{uid}".encode(), hashlib.sha256)
     return _b32(mac.digest()[:_SIG_BYTES])
 
@@ -86,6 +99,7 @@ def read_delivery_token(keys: Keyring | bytes, purpose: str, token: str) -> Deli
     return None
 
 
+@lru_cache(maxsize=64)  # a send splits the same bounce address for every recipient
 def split_address(address: str) -> tuple[str, str]:
     """(local part, domain) of a bare address, the domain in lower case."""
     local, _, domain = parseaddr(address)[1].rpartition("@")

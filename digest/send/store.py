@@ -108,7 +108,10 @@ class SqlStore:
         self.lease_seconds = lease_seconds
         self.clock = clock
         self.sqlite = engine.dialect.name == "sqlite"
-        self._raw: Any = engine.raw_connection()
+        self._pooled: Any = engine.raw_connection()
+        # The DB-API connection itself: going through the pool's proxy for every cursor and
+        # commit cost more than some of the statements.
+        self._raw: Any = self._pooled.driver_connection
         # One connection of its own for each SMTP connection's thread (still_ours), outside
         # the engine's pool, which is smaller than smtp_connections may be.
         self._threads_engine: Engine | None = None
@@ -337,17 +340,18 @@ class SqlStore:
         )
 
     def still_ours(self, delivery_id: int) -> bool:
-        conn = getattr(self._local, "conn", None)
+        conn: Any = getattr(self._local, "conn", None)
         if conn is None:
             with self._conns_lock:
                 if self._threads_engine is None:
                     self._threads_engine = make_engine(
                         self.engine.url.render_as_string(hide_password=False), poolclass=NullPool
                     )
-            conn = self._threads_engine.raw_connection()
+            pooled = self._threads_engine.raw_connection()
+            conn = pooled.driver_connection
             self._local.conn = conn
             with self._conns_lock:
-                self._thread_conns.append(conn)
+                self._thread_conns.append(pooled)
         cur = conn.cursor()
         try:
             if self.sqlite:
@@ -407,7 +411,7 @@ class SqlStore:
     def close(self) -> None:
         with self._conns_lock:
             conns, self._thread_conns = self._thread_conns, []
-        for conn in [self._raw, *conns]:
+        for conn in [self._pooled, *conns]:
             with contextlib.suppress(Exception):  # a connection that is already broken
                 conn.close()
         if self._threads_engine is not None:
