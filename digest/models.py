@@ -148,6 +148,17 @@ class SubscriberEvent(SQLModel, table=True):
     # a coarse marker of the web client (its network), when consent_client = "network"
     client: str = Field(default="", max_length=64)
 
+    @classmethod
+    def of(
+        cls, sub: Subscriber, at: datetime, source: str, detail: str = "", client: str = ""
+    ) -> SubscriberEvent:
+        """The consent log's row for `sub` in its status now (detail and client cut to fit)."""
+        assert sub.id is not None
+        return cls(
+            subscriber_id=sub.id, at=at, status=sub.status, source=source, detail=detail[:500],
+            client=client[:64],
+        )  # fmt: skip
+
 
 class Topic(SQLModel, table=True):
     """What staff say about a topic (a category of news items): its description on the

@@ -223,12 +223,8 @@ def set_preferences(
             if value != before.frequency:
                 changes.append(f"frequency: {value} (was {before.frequency})")
     if changes:
-        session.add(
-            SubscriberEvent(
-                subscriber_id=sub.id, at=utcnow(), status=sub.status, source=source,
-                detail=("preferences: " + "; ".join(changes))[:500], client=client[:64],
-            )
-        )  # fmt: skip
+        detail = "preferences: " + "; ".join(changes)
+        session.add(SubscriberEvent.of(sub, utcnow(), source, detail, client))
     session.flush()
     return changes
 
@@ -377,8 +373,6 @@ class PreferenceColumns:
             session.add(sub)
         if keys or (frequency and frequency != self.settings.offered_frequencies[0]):
             chosen = _words(topic_names(keys, self.known))
-            session.add(SubscriberEvent(
-                subscriber_id=sub.id, at=utcnow(), status=sub.status, source="import",
-                detail=f"preferences: topics: {chosen}; frequency: {sub.frequency}"[:500],
-            ))  # fmt: skip
+            detail = f"preferences: topics: {chosen}; frequency: {sub.frequency}"
+            session.add(SubscriberEvent.of(sub, utcnow(), "import", detail))
         session.flush()
