@@ -74,15 +74,15 @@ def news_edit(
 
     Example: digest news edit 12 --title "Neglect toolkit (2027 edition)" --category Training
     """
-    from digest.news.control import edit_item
+    from digest.news.control import ItemChanges, edit_item
 
     s = state(ctx)
-    moment = when(published, s.settings, "--published")
+    changes = ItemChanges(
+        title=title, url=url, summary=summary, category=category,
+        published=when(published, s.settings, "--published"),
+    )  # fmt: skip
     with session_scope(s.engine()) as session:
-        saved = edit_item(
-            session, ref, title=title, url=url, summary=summary, category=category,
-            published=moment,
-        )  # fmt: skip
+        saved = edit_item(session, ref, changes)
         item = saved.item
         at = local_time(item.published_at, s.settings)
         if saved.changed:
