@@ -180,16 +180,14 @@ def news_import_page(
     Example: digest news import-page https://example.org/news/item.aspx?id=92 --category Procedures
     """
     from digest.dates import human_date
-    from digest.news.pages import import_page
+    from digest.news.pages import PageChoices, import_page
 
     s = state(ctx)
     tz = s.settings.tz
     moment = when(published, s.settings, "--published")
+    chosen = PageChoices(category=category or "", title=title, published=moment)
     with session_scope(s.engine()) as session:
-        done = import_page(
-            session, url, tz=tz, category=category or "", title=title, published=moment,
-            limits=fetch_limits(s),
-        )  # fmt: skip
+        done = import_page(session, url, chosen, tz=tz, limits=fetch_limits(s))
     page, item = done.page, done.item
     typer.echo(f"{_VERB[done.outcome]} {item.title!r}")
     typer.echo(f"  Link:      {item.url}{' (the page’s canonical link)' if page.canonical else ''}")
