@@ -94,10 +94,11 @@ def news_edit(
 
 def _control(s: State, ref: str, action: Action, by: str | None, reason: str = "") -> None:
     """Apply one decision and say what it means for the next issue."""
+    from digest.news.control import Decision
     from digest.news.status import decide
 
     with session_scope(s.engine()) as session:
-        done, now = decide(session, s.settings, ref, action, by=by, reason=reason)
+        done, now = decide(session, s.settings, ref, Decision(action, by, reason))
         _echo_controlled(s, done, action, now)
 
 

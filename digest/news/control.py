@@ -111,16 +111,21 @@ class Controlled:
     undo: str | None  # the command that undoes it
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What staff decide about an item, and for the record who decided (default: the user
+    name on this machine) and why."""
+
+    action: Action
+    by: str | None = None
+    reason: str = ""
+
+
 def control_item(
-    session: Session,
-    ref: str,
-    action: Action,
-    *,
-    by: str | None = None,
-    reason: str = "",
-    now: datetime | None = None,
+    session: Session, ref: str, decision: Decision, *, now: datetime | None = None
 ) -> Controlled:
     """Apply one staff decision to an item and record who made it, when and why."""
+    action = decision.action
     item = find_item(session, ref)
     target, sources, verb = _ACTIONS[action]
     carried = sent_in(session, item.id)
@@ -140,9 +145,9 @@ def control_item(
             else None,
         )
     item.control = target
-    item.control_by = staff_name(by)
+    item.control_by = staff_name(decision.by)
     item.control_at = now or utcnow()
-    item.control_reason = " ".join(reason.split())[:500]
+    item.control_reason = " ".join(decision.reason.split())[:500]
     session.add(item)
     session.flush()
     return Controlled(item, verb, False, carried, _UNDO.get(target))
