@@ -23,6 +23,13 @@ from digest.tokens import Keyring
 SECRET_KEYS = frozenset({"smtp_password", "secret_key", "preview_token", "inbox_password"})
 
 
+# Optional settings where "" (an empty value in the file or the environment) means not set.
+_BLANK_IS_UNSET = (
+    "base_url", "logo_url", "bounce_address", "inbox_url", "inbox_done_folder",
+    "inbox_oauth2_token_command",
+)  # fmt: skip
+
+
 class Settings(BaseModel):
     """Every setting of digest. Keys are the names used in digest.toml; DIGEST_<KEY> overrides."""
 
@@ -218,10 +225,15 @@ class Settings(BaseModel):
                 )
         return self
 
+    @field_validator(*_BLANK_IS_UNSET, mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("bounce_address")
     @classmethod
     def _check_bounce_address(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None:
             return None
         _ensure_single_line(value)
         from digest.addresses import normalise_address
@@ -234,22 +246,17 @@ class Settings(BaseModel):
     @field_validator("inbox_url")
     @classmethod
     def _check_inbox_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None:
             return None
         from digest.inbound.spec import parse_source
 
         parse_source(value)  # raises ValueError with the reason
         return value
 
-    @field_validator("inbox_done_folder", "inbox_oauth2_token_command")
-    @classmethod
-    def _one_line_or_none(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        _ensure_single_line(value)
-        return value
-
-    @field_validator("name", "organisation", "subject", "list_id")
+    @field_validator(
+        "name", "organisation", "subject", "list_id", "footer_text", "dkim_domain",
+        "dkim_selector", "inbox_done_folder", "inbox_oauth2_token_command",
+    )  # fmt: skip
     @classmethod
     def _single_line(cls, value: str | None) -> str | None:
         if value is not None:
@@ -259,7 +266,7 @@ class Settings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None:
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
@@ -287,7 +294,7 @@ class Settings(BaseModel):
     @field_validator("logo_url")
     @classmethod
     def _check_logo_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None:
             return None
         parts = urlsplit(value)
         if parts.scheme != "https" or not parts.netloc or any(c in value for c in " \"'<>\r\n"):
@@ -306,13 +313,6 @@ class Settings(BaseModel):
     def _check_language(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*", value):
             raise ValueError(f"{value!r} is not a language tag, e.g. en, cy or en-GB")
-        return value
-
-    @field_validator("footer_text", "dkim_domain", "dkim_selector")
-    @classmethod
-    def _one_line(cls, value: str | None) -> str | None:
-        if value is not None:
-            _ensure_single_line(value)
         return value
 
     @model_validator(mode="after")

@@ -13,10 +13,21 @@ EXIT_INTERRUPTED = 130
 
 
 class DigestError(Exception):
-    """An error a user can act on: a message saying what is wrong and a hint saying what to do."""
+    """An error a user can act on: a message saying what is wrong and a hint saying what to do.
+    A subclass names its exit code and HTTP status in its class line:
+    `class UsageError(DigestError, exit_code=EXIT_USAGE, http_status=400)`."""
 
     exit_code = EXIT_ERROR
     http_status = 500
+
+    def __init_subclass__(
+        cls, *, exit_code: int | None = None, http_status: int | None = None, **kw: object
+    ) -> None:
+        super().__init_subclass__(**kw)
+        if exit_code is not None:
+            cls.exit_code = exit_code
+        if http_status is not None:
+            cls.http_status = http_status
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -24,47 +35,42 @@ class DigestError(Exception):
         self.hint = hint
 
 
-class UsageError(DigestError):
-    exit_code = EXIT_USAGE
-    http_status = 400
+class UsageError(DigestError, exit_code=EXIT_USAGE, http_status=400):
+    """The command line or the request asked for something that cannot be done as asked."""
 
 
-class ConfigError(DigestError):
-    exit_code = EXIT_CONFIG
+class ConfigError(DigestError, exit_code=EXIT_CONFIG):
+    """The settings (digest.toml, the environment, a secret file) are wrong or missing."""
 
 
-class NotFoundError(DigestError):
-    http_status = 404
+class NotFoundError(DigestError, http_status=404):
+    """What was named (an issue, an item, a subscriber, a page) does not exist."""
 
 
-class TooManyRequests(DigestError):
+class TooManyRequests(DigestError, http_status=429):
     """A limit on what the public may make us do was reached; try again after `retry_after`
     seconds."""
-
-    http_status = 429
 
     def __init__(self, message: str, hint: str | None = None, *, retry_after: int = 60) -> None:
         super().__init__(message, hint)
         self.retry_after = retry_after
 
 
-class DatabaseError(DigestError):
-    http_status = 503
+class DatabaseError(DigestError, http_status=503):
+    """The database could not be reached or used."""
 
 
-class SmtpUnavailable(DigestError):
+class SmtpUnavailable(DigestError, exit_code=EXIT_TEMPFAIL, http_status=503):
     """The SMTP server could not be reached or refused us: temporary, try again later."""
 
-    exit_code = EXIT_TEMPFAIL
-    http_status = 503
+
+class TemporaryFailure(DigestError, exit_code=EXIT_TEMPFAIL):
+    """Something needed is unavailable for now (a mailbox, a folder): trying again later may
+    succeed."""
 
 
-class TemporaryFailure(DigestError):
-    exit_code = EXIT_TEMPFAIL
-
-
-class Interrupted(DigestError):
-    exit_code = EXIT_INTERRUPTED
+class Interrupted(DigestError, exit_code=EXIT_INTERRUPTED):
+    """Stopped by a signal (Ctrl-C, SIGTERM) before it was done."""
 
 
 def explain_os_error(exc: OSError) -> DigestError | None:

@@ -102,15 +102,7 @@ def client_marker(settings: Settings, host: str | None) -> str:
 def _log_confirmation(
     session: Session, sub: Subscriber, source: str, now: datetime, client: str = ""
 ) -> ConfirmationJob:
-    assert sub.id is not None
-    event = SubscriberEvent(
-        subscriber_id=sub.id,
-        at=now,
-        status=sub.status,
-        source=source,
-        detail=CONFIRMATION_SENT,
-        client=client,
-    )
+    event = SubscriberEvent.of(sub, now, source, CONFIRMATION_SENT, client)
     session.add(event)
     session.flush()
     assert event.id is not None

@@ -73,6 +73,12 @@ def _ts(nullable: bool = False, index: bool = False, **kw: Any) -> Any:
     return Field(sa_type=UTCDateTime, nullable=nullable, index=index, **kw)
 
 
+def _fk(target: str, ondelete: str, **kw: Any) -> Any:
+    """A column that refers to `target` ("issue.id"): CASCADE for a row that belongs to it,
+    SET NULL (with default=None) for one that outlives it."""
+    return Field(sa_column_args=[sa.ForeignKey(target, ondelete=ondelete)], **kw)
+
+
 class SubscriberStatus(StrEnum):
     pending = "pending"
     active = "active"
@@ -134,16 +140,24 @@ class SubscriberEvent(SQLModel, table=True):
 
     __tablename__ = "subscriber_event"
     id: int | None = Field(default=None, primary_key=True)
-    subscriber_id: int = Field(
-        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="CASCADE")],
-        index=True,
-    )
+    subscriber_id: int = _fk("subscriber.id", "CASCADE", index=True)
     at: datetime = _ts(default_factory=utcnow)
     status: str = Field(max_length=16)
     source: str = Field(max_length=16)
     detail: str = Field(default="", max_length=500)
     # a coarse marker of the web client (its network), when consent_client = "network"
     client: str = Field(default="", max_length=64)
+
+    @classmethod
+    def of(
+        cls, sub: Subscriber, at: datetime, source: str, detail: str = "", client: str = ""
+    ) -> SubscriberEvent:
+        """The consent log's row for `sub` in its status now (detail and client cut to fit)."""
+        assert sub.id is not None
+        return cls(
+            subscriber_id=sub.id, at=at, status=sub.status, source=source, detail=detail[:500],
+            client=client[:64],
+        )  # fmt: skip
 
 
 class Topic(SQLModel, table=True):
@@ -163,9 +177,7 @@ class SubscriberTopic(SQLModel, table=True):
     __tablename__ = "subscriber_topic"
     __table_args__ = (sa.UniqueConstraint("subscriber_id", "topic_key"),)
     id: int | None = Field(default=None, primary_key=True)
-    subscriber_id: int = Field(
-        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="CASCADE")],
-    )
+    subscriber_id: int = _fk("subscriber.id", "CASCADE")
     topic_key: str = Field(max_length=100, index=True)
 
 
@@ -248,12 +260,8 @@ class IssueItem(SQLModel, table=True):
     __tablename__ = "issue_item"
     __table_args__ = (sa.UniqueConstraint("issue_id", "position"),)
     id: int | None = Field(default=None, primary_key=True)
-    issue_id: int = Field(sa_column_args=[sa.ForeignKey("issue.id", ondelete="CASCADE")])
-    news_item_id: int | None = Field(
-        default=None,
-        sa_column_args=[sa.ForeignKey("news_item.id", ondelete="SET NULL")],
-        index=True,
-    )
+    issue_id: int = _fk("issue.id", "CASCADE")
+    news_item_id: int | None = _fk("news_item.id", "SET NULL", default=None, index=True)
     position: int
     title: str = Field(max_length=500)
     url: str = Field(max_length=2000)
@@ -270,7 +278,7 @@ class IssueVariant(SQLModel, table=True):
     __tablename__ = "issue_variant"
     __table_args__ = (sa.UniqueConstraint("issue_id", "positions"),)
     id: int | None = Field(default=None, primary_key=True)
-    issue_id: int = Field(sa_column_args=[sa.ForeignKey("issue.id", ondelete="CASCADE")])
+    issue_id: int = _fk("issue.id", "CASCADE")
     positions: str = Field(max_length=2000)  # "1,3,4": the issue's items it holds
     topics: str = Field(default="", max_length=1000)  # the topics it holds, as shown
     subject: str = Field(max_length=500)
@@ -287,13 +295,9 @@ class Delivery(SQLModel, table=True):
         sa.Index("ix_delivery_issue_status", "issue_id", "status"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    issue_id: int = Field(sa_column_args=[sa.ForeignKey("issue.id", ondelete="CASCADE")])
+    issue_id: int = _fk("issue.id", "CASCADE")
     # NULL once the person was erased with `subscribers remove`; the row keeps the counts honest.
-    subscriber_id: int | None = Field(
-        default=None,
-        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="SET NULL")],
-        index=True,
-    )
+    subscriber_id: int | None = _fk("subscriber.id", "SET NULL", default=None, index=True)
     status: str = Field(default=DeliveryStatus.queued, max_length=16)
     attempts: int = Field(default=0)
     last_reply: str = Field(default="", max_length=500)
@@ -305,9 +309,7 @@ class Delivery(SQLModel, table=True):
     lease_expires_at: datetime | None = _ts(nullable=True, default=None)
     # The part of the issue this subscriber gets, chosen when the delivery was queued (a
     # change of topics during the send changes nothing); NULL: the whole issue.
-    variant_id: int | None = Field(
-        default=None, sa_column_args=[sa.ForeignKey("issue_variant.id", ondelete="CASCADE")]
-    )
+    variant_id: int | None = _fk("issue_variant.id", "CASCADE", default=None)
 
 
 class SourceStatus(StrEnum):
@@ -354,9 +356,7 @@ class SourceEntry(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(max_length=200)  # NewsItem.source of the feed
     guid_hash: str = Field(max_length=64)  # sha256 of the guid: guids can be long URLs
-    news_item_id: int = Field(
-        sa_column_args=[sa.ForeignKey("news_item.id", ondelete="CASCADE")], index=True
-    )
+    news_item_id: int = _fk("news_item.id", "CASCADE", index=True)
 
 
 class InboundKind(StrEnum):
@@ -401,23 +401,11 @@ class BounceEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _ts(default_factory=utcnow, index=True)
     origin: str = Field(max_length=100, unique=True)
-    subscriber_id: int | None = Field(
-        default=None,
-        sa_column_args=[sa.ForeignKey("subscriber.id", ondelete="SET NULL")],
-        index=True,
-    )
+    subscriber_id: int | None = _fk("subscriber.id", "SET NULL", default=None, index=True)
     email: str = Field(default="", max_length=320)
-    issue_id: int | None = Field(
-        default=None,
-        sa_column_args=[sa.ForeignKey("issue.id", ondelete="SET NULL")],
-        index=True,
-    )
-    delivery_id: int | None = Field(
-        default=None, sa_column_args=[sa.ForeignKey("delivery.id", ondelete="SET NULL")]
-    )
-    inbound_message_id: int | None = Field(
-        default=None, sa_column_args=[sa.ForeignKey("inbound_message.id", ondelete="SET NULL")]
-    )
+    issue_id: int | None = _fk("issue.id", "SET NULL", default=None, index=True)
+    delivery_id: int | None = _fk("delivery.id", "SET NULL", default=None)
+    inbound_message_id: int | None = _fk("inbound_message.id", "SET NULL", default=None)
     kind: str = Field(max_length=16)
     status: str = Field(default="", max_length=32)  # enhanced status (5.1.1) or SMTP code
     diagnostic: str = Field(default="", max_length=500)

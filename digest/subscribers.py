@@ -34,23 +34,6 @@ def _clean_name(name: str | None) -> str:
     return " ".join("".join(ch if ch.isprintable() else " " for ch in name).split())[:MAX_NAME]
 
 
-def _record(
-    session: Session,
-    sub: Subscriber,
-    source: str,
-    detail: str = "",
-    at: datetime | None = None,
-    client: str = "",
-) -> None:
-    assert sub.id is not None
-    session.add(
-        SubscriberEvent(
-            subscriber_id=sub.id, at=at or sub.status_changed_at, status=sub.status,
-            source=source, detail=detail[:500], client=client[:64],
-        )
-    )  # fmt: skip
-
-
 def get_subscriber(session: Session, email: str) -> Subscriber:
     sub = session.exec(
         select(Subscriber).where(Subscriber.email_key == address_key(email.strip()))
@@ -99,7 +82,7 @@ def add_subscriber(
     now = utcnow()
     sub = _insert(session, _Row(normalised, _clean_name(name), status, source, now, now,
                                 now if status == SubscriberStatus.active else None))  # fmt: skip
-    _record(session, sub, source, "added", client=client)
+    session.add(SubscriberEvent.of(sub, sub.status_changed_at, source, "added", client))
     return sub
 
 
@@ -176,7 +159,7 @@ def claim_subscriber(
         .execution_options(populate_existing=True)
     ).one()
     if added:
-        _record(session, sub, source, "added", client=client)
+        session.add(SubscriberEvent.of(sub, sub.status_changed_at, source, "added", client))
     return sub
 
 
@@ -291,7 +274,7 @@ def import_subscribers(
             except UsageError as exc:
                 report.rejected.append((line, exc.message))
                 continue
-            _record(session, sub, source, _import_detail(path, row, values), at=now)
+            session.add(SubscriberEvent.of(sub, now, source, _import_detail(path, row, values)))
             if prefs is not None and chosen is not None:
                 prefs.apply(session, sub, chosen)
             report.added += 1
@@ -412,7 +395,7 @@ def set_status(
         sub.confirmed_at = now
     session.add(sub)
     session.flush()
-    _record(session, sub, source, detail, client=client)
+    session.add(SubscriberEvent.of(sub, sub.status_changed_at, source, detail, client))
     return True
 
 

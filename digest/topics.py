@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -222,12 +223,8 @@ def set_preferences(
             if value != before.frequency:
                 changes.append(f"frequency: {value} (was {before.frequency})")
     if changes:
-        session.add(
-            SubscriberEvent(
-                subscriber_id=sub.id, at=utcnow(), status=sub.status, source=source,
-                detail=("preferences: " + "; ".join(changes))[:500], client=client[:64],
-            )
-        )  # fmt: skip
+        detail = "preferences: " + "; ".join(changes)
+        session.add(SubscriberEvent.of(sub, utcnow(), source, detail, client))
     session.flush()
     return changes
 
@@ -271,6 +268,21 @@ class Renamed:
     subscribers: int
 
 
+_Categorised = TypeVar("_Categorised", NewsItem, Source)
+
+
+def _recategorise(session: Session, model: type[_Categorised], key: str, new_name: str) -> int:
+    """Give the rows of `model` whose category is the topic `key` the category `new_name`;
+    how many there were (categories are compared by their key)."""
+    n = 0
+    for row in session.exec(select(model).where(model.category != "")).all():
+        if category_key(row.category) == key:
+            row.category = new_name
+            session.add(row)
+            n += 1
+    return n
+
+
 def rename_topic(session: Session, settings: Settings, old: str, new: str) -> Renamed:
     """Rename a topic everywhere it is named: the items and feed sources with that category,
     the subscribers who chose it (merged if they had both) and its description. Issues
@@ -286,18 +298,8 @@ def rename_topic(session: Session, settings: Settings, old: str, new: str) -> Re
             f"{new_name!r} is not in the topics setting",
             hint="Add it to `topics` in digest.toml first: that list fixes the topics.",
         )
-    items = 0
-    for item in session.exec(select(NewsItem).where(NewsItem.category != "")).all():
-        if category_key(item.category) == topic.key:
-            item.category = new_name
-            session.add(item)
-            items += 1
-    sources = 0
-    for source in session.exec(select(Source).where(Source.category != "")).all():
-        if category_key(source.category) == topic.key:
-            source.category = new_name
-            session.add(source)
-            sources += 1
+    items = _recategorise(session, NewsItem, topic.key, new_name)
+    sources = _recategorise(session, Source, topic.key, new_name)
     moved = 0
     if new_key != topic.key:
         both = select(SubscriberTopic.subscriber_id).where(SubscriberTopic.topic_key == new_key)
@@ -371,8 +373,6 @@ class PreferenceColumns:
             session.add(sub)
         if keys or (frequency and frequency != self.settings.offered_frequencies[0]):
             chosen = _words(topic_names(keys, self.known))
-            session.add(SubscriberEvent(
-                subscriber_id=sub.id, at=utcnow(), status=sub.status, source="import",
-                detail=f"preferences: topics: {chosen}; frequency: {sub.frequency}"[:500],
-            ))  # fmt: skip
+            detail = f"preferences: topics: {chosen}; frequency: {sub.frequency}"
+            session.add(SubscriberEvent.of(sub, utcnow(), "import", detail))
         session.flush()

@@ -94,6 +94,39 @@ Address = Annotated[str, typer.Argument(help="The address.")]
 IssueNumber = Annotated[int, typer.Argument(help="The issue number.")]
 Format = Annotated[OutputFormat, typer.Option("--format", help="table, csv or json.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+By = Annotated[
+    str | None,
+    typer.Option(
+        "--by", help="Who decides (default: your user name on this machine), for the record."
+    ),
+]
+# A news item's (news add, news edit, news import-page)
+Summary = Annotated[
+    str | None, typer.Option(help="Summary: text or simple HTML (sanitised); '' for none.")
+]
+Category = Annotated[
+    str | None, typer.Option(help="Section of the digest, e.g. Procedures; '' for none.")
+]
+Published = Annotated[
+    str | None,
+    typer.Option(help="When it was published, e.g. 2026-11-20 or 'Thurs 12th Sept 2013'."),
+]
+# The next issue's (preview, send; see next_issue)
+Since = Annotated[
+    str | None,
+    typer.Option(
+        help="Items published since WHEN (default: since the last issue; lookback_days back for the first)."
+    ),
+]
+Until = Annotated[str | None, typer.Option(help="Items published before WHEN (default: now).")]
+Note = Annotated[
+    Path | None,
+    typer.Option("--note", help="An editor's note in Markdown, shown at the top of the issue."),
+]
+Featured = Annotated[
+    str | None,
+    typer.Option("--featured", help="The link of one of the issue's items, shown first."),
+]
 
 
 def when(value: str | None, settings: Settings, option: str) -> datetime | None:

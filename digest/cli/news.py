@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from digest.cli._context import (
+    Category,
     Format,
     OutputFormat,
+    Published,
     State,
+    Summary,
     exit_if_rejected,
     local_time,
     state,
@@ -52,21 +55,13 @@ def news_add(
     ctx: typer.Context,
     title: Annotated[str, typer.Option(help="Headline (plain text).")],
     url: Annotated[str, typer.Option(help="Link to the full item (http or https).")],
-    summary: Annotated[
-        str | None, typer.Option(help="Summary: text or simple HTML (sanitised).")
-    ] = None,
-    published: Annotated[
-        str | None,
-        typer.Option(
-            help="When it was published, e.g. 2026-11-20 or 'Thurs 12th Sept 2013' (default: now)."
-        ),
-    ] = None,
-    category: Annotated[
-        str | None, typer.Option(help="Section of the digest, e.g. Procedures.")
-    ] = None,
+    summary: Summary = None,
+    published: Published = None,
+    category: Category = None,
 ) -> None:
-    """Add a news item. Adding the same link again updates it: the options given change,
-    the others keep what is stored, and it says what changed.
+    """Add a news item (dated now unless --published says when). Adding the same link again
+    updates it: the options given change, the others keep what is stored, and it says what
+    changed.
 
     Example: digest news add --title "New neglect toolkit" --url https://example.org/n/1 --category Procedures
     """
@@ -171,33 +166,28 @@ def news_import(
 def news_import_page(
     ctx: typer.Context,
     url: Annotated[str, typer.Argument(help="The article page's address (http or https).")],
-    category: Annotated[str, typer.Option(help="Section of the digest, e.g. Procedures.")] = "",
+    category: Category = None,
     title: Annotated[
         str | None, typer.Option(help="Use this headline instead of the extracted one.")
     ] = None,
-    published: Annotated[
-        str | None,
-        typer.Option(help="Use this date instead of the extracted one, e.g. 2013-09-12."),
-    ] = None,
+    published: Published = None,
 ) -> None:
     """Store one article page as a news item (for sites with no feed), and show what was extracted.
 
-    The title, date, main text and canonical link are taken from the page; importing the
-    same page again updates the item.
+    The title, date, main text and canonical link are taken from the page (--title and
+    --published say otherwise); importing the same page again updates the item.
 
     Example: digest news import-page https://example.org/news/item.aspx?id=92 --category Procedures
     """
     from digest.dates import human_date
-    from digest.news.pages import import_page
+    from digest.news.pages import PageChoices, import_page
 
     s = state(ctx)
     tz = s.settings.tz
     moment = when(published, s.settings, "--published")
+    chosen = PageChoices(category=category or "", title=title, published=moment)
     with session_scope(s.engine()) as session:
-        done = import_page(
-            session, url, tz=tz, category=category, title=title, published=moment,
-            limits=fetch_limits(s),
-        )  # fmt: skip
+        done = import_page(session, url, chosen, tz=tz, limits=fetch_limits(s))
     page, item = done.page, done.item
     typer.echo(f"{_VERB[done.outcome]} {item.title!r}")
     typer.echo(f"  Link:      {item.url}{' (the page’s canonical link)' if page.canonical else ''}")

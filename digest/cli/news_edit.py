@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from digest.cli._context import State, local_time, state, sub_app, when
+from digest.cli._context import (
+    By,
+    Category,
+    Published,
+    State,
+    Summary,
+    local_time,
+    state,
+    sub_app,
+    when,
+)
 from digest.db import session_scope
 
 if TYPE_CHECKING:
@@ -21,9 +31,6 @@ ItemRef = Annotated[
     typer.Argument(
         metavar="ID|URL", help="The item: its id (as `digest news list` shows it) or its link."
     ),
-]
-By = Annotated[
-    str | None, typer.Option("--by", help="Who decides (default: your user name), for the record.")
 ]
 Reason = Annotated[str, typer.Option("--reason", help="Why, for the record.")]
 
@@ -58,30 +65,24 @@ def news_edit(
     ref: ItemRef,
     title: Annotated[str | None, typer.Option(help="A new headline.")] = None,
     url: Annotated[str | None, typer.Option(help="A new link (http or https).")] = None,
-    summary: Annotated[
-        str | None, typer.Option(help="A new summary: text or simple HTML; '' clears it.")
-    ] = None,
-    category: Annotated[
-        str | None, typer.Option(help="A new section, e.g. Procedures; '' for none.")
-    ] = None,
-    published: Annotated[
-        str | None, typer.Option(help="A new date, e.g. 2026-11-20 or 'Thurs 12th Sept 2013'.")
-    ] = None,
+    summary: Summary = None,
+    category: Category = None,
+    published: Published = None,
 ) -> None:
     """Correct a stored item: only the options given change. Edited fields stay as staff
     left them when the item's feed is fetched again. An issue already sent keeps its copy.
 
     Example: digest news edit 12 --title "Neglect toolkit (2027 edition)" --category Training
     """
-    from digest.news.control import edit_item
+    from digest.news.control import ItemChanges, edit_item
 
     s = state(ctx)
-    moment = when(published, s.settings, "--published")
+    changes = ItemChanges(
+        title=title, url=url, summary=summary, category=category,
+        published=when(published, s.settings, "--published"),
+    )  # fmt: skip
     with session_scope(s.engine()) as session:
-        saved = edit_item(
-            session, ref, title=title, url=url, summary=summary, category=category,
-            published=moment,
-        )  # fmt: skip
+        saved = edit_item(session, ref, changes)
         item = saved.item
         at = local_time(item.published_at, s.settings)
         if saved.changed:
@@ -93,10 +94,11 @@ def news_edit(
 
 def _control(s: State, ref: str, action: Action, by: str | None, reason: str = "") -> None:
     """Apply one decision and say what it means for the next issue."""
+    from digest.news.control import Decision
     from digest.news.status import decide
 
     with session_scope(s.engine()) as session:
-        done, now = decide(session, s.settings, ref, action, by=by, reason=reason)
+        done, now = decide(session, s.settings, ref, Decision(action, by, reason))
         _echo_controlled(s, done, action, now)
 
 

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from digest.cli._context import IssueNumber, State, local_time, state, sub_app
+from digest.cli._context import By, IssueNumber, State, local_time, state, sub_app
 from digest.db import session_scope
 from digest.errors import ConfigError, DigestError
 from digest.models import utcnow
@@ -19,10 +17,7 @@ review_commands = sub_app()
 def issues_approve(
     ctx: typer.Context,
     number: IssueNumber,
-    by: Annotated[
-        str | None,
-        typer.Option("--by", help="Who approves it (default: your user name on this machine)."),
-    ] = None,
+    by: By = None,
 ) -> None:
     """Approve draft issue N (review = "required"): the next `digest send --scheduled` (or
     `digest send`) sends it to the list. Records who approved it and when. Items added

@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from digest.cli._context import (
+    Featured,
+    Note,
+    Since,
+    Until,
     next_issue,
     send_display,
     state,
@@ -34,15 +38,10 @@ commands = sub_app()
 @commands.command()
 def preview(
     ctx: typer.Context,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            help="Items published since WHEN (default: since the last issue; lookback_days back for the first)."
-        ),
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Items published before WHEN (default: now).")
-    ] = None,
+    since: Since = None,
+    until: Until = None,
+    note: Note = None,
+    featured: Featured = None,
     out: Annotated[
         Path, typer.Option(help="Folder for digest.html, digest.txt, digest.eml and views.html.")
     ] = Path("preview"),
@@ -50,13 +49,6 @@ def preview(
     fetch: Annotated[
         bool, typer.Option("--fetch", help="Fetch every news source first (see `digest feeds`).")
     ] = False,
-    note: Annotated[
-        Path | None, typer.Option("--note", help="An editor's note in Markdown, shown at the top.")
-    ] = None,
-    featured: Annotated[
-        str | None,
-        typer.Option("--featured", help="The link of one of the issue's items, shown first."),
-    ] = None,
     serve: Annotated[
         bool,
         typer.Option(
@@ -181,12 +173,10 @@ def send(
             "--to", help="Send a test copy only to this address (repeatable); records nothing."
         ),
     ] = None,
-    since: Annotated[
-        str | None, typer.Option(help="Items published since WHEN (default: since the last issue).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Items published before WHEN (default: now).")
-    ] = None,
+    since: Since = None,
+    until: Until = None,
+    note: Note = None,
+    featured: Featured = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -225,14 +215,6 @@ def send(
             help="Help send the issue already being sent (PostgreSQL: run several, on any machines); never starts one.",
         ),
     ] = False,
-    note: Annotated[
-        Path | None,
-        typer.Option("--note", help="An editor's note in Markdown, frozen into the new issue."),
-    ] = None,
-    featured: Annotated[
-        str | None,
-        typer.Option("--featured", help="The link of one of the new issue's items, shown first."),
-    ] = None,
     quiet: Annotated[
         bool,
         typer.Option(

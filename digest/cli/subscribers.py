@@ -42,6 +42,11 @@ class NewStatus(StrEnum):
     pending = "pending"
 
 
+class ExportFormat(StrEnum):
+    csv = "csv"
+    excel = "excel"
+
+
 Topics = Annotated[
     list[str] | None,
     typer.Option("--topic", help="A topic they want (repeat for several); none: every topic."),
@@ -52,15 +57,10 @@ Frequency = Annotated[
 ]
 
 
-class ExportFormat(StrEnum):
-    csv = "csv"
-    excel = "excel"
-
-
 @subscribers_app.command("add")
 def subscribers_add(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The address to add.")],
+    email: Address,
     name: Annotated[str | None, typer.Option(help="The person's name.")] = None,
     status: Annotated[
         NewStatus, typer.Option(help="active, or pending until they confirm.")

@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -154,9 +155,10 @@ def _act(
     assert row.id is not None
     outcome = Outcome(found.kind, detail=found.reason)
     for sub, delivery in targets:
-        origin = f"msg:{row.id}:{sub.id}"
-        issue_id = delivery.issue_id if delivery else None
-        delivery_id = delivery.id if delivery else None
+        source = EventSource(
+            f"msg:{row.id}:{sub.id}", now, issue_id=delivery.issue_id if delivery else None,
+            delivery_id=delivery.id if delivery else None, inbound_message_id=row.id,
+        )  # fmt: skip
         if found.kind == InboundKind.bounce:
             failure = next(
                 (f for f in found.failures if address_key(f.address) == sub.email_key), None
@@ -166,10 +168,8 @@ def _act(
             else:  # a token or our Message-ID named the delivery: the report's overall verdict
                 permanent, status, diag = found.permanent, found.status, found.diagnostic
             changed = record_bounce(
-                session, settings, sub, permanent=permanent, at=now, status=status,
-                diagnostic=diag, origin=origin, issue_id=issue_id, delivery_id=delivery_id,
-                inbound_message_id=row.id,
-            )  # fmt: skip
+                session, settings, sub, source, permanent=permanent, status=status, diagnostic=diag
+            )
             outcome = Outcome(
                 found.kind, permanent=permanent, email=sub.email, changed=changed,
                 detail=found.reason,
@@ -178,11 +178,9 @@ def _act(
             complaint = found.kind == InboundKind.complaint
             kind = BounceKind.complaint if complaint else BounceKind.unsubscribe
             session.add(
-                BounceEvent(
-                    at=now, origin=origin, subscriber_id=sub.id, email=sub.email,
-                    issue_id=issue_id, delivery_id=delivery_id, inbound_message_id=row.id,
-                    kind=kind, status=found.feedback_type[:32], diagnostic=found.reason[:500],
-                    score_after=sub.bounce_score,
+                source.event(
+                    sub, kind=kind, status=found.feedback_type[:32],
+                    diagnostic=found.reason[:500], score_after=sub.bounce_score,
                 )
             )  # fmt: skip
             changed = False
@@ -247,21 +245,38 @@ def _issue(session: Session, *, number: int | None = None, uid: str | None = Non
 # The score --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class EventSource:
+    """Where a bounce event comes from: its origin (unique per event: `msg:MESSAGE:SUBSCRIBER`,
+    `smtp:DELIVERY`), when, and the issue, delivery and inbound message it names."""
+
+    origin: str
+    at: datetime
+    issue_id: int | None = None
+    delivery_id: int | None = None
+    inbound_message_id: int | None = None
+
+    def event(self, sub: Subscriber, **what: Any) -> BounceEvent:
+        """The event row for `sub`; `what`: its kind, status, diagnostic, score …"""
+        return BounceEvent(
+            at=self.at, origin=self.origin[:100], subscriber_id=sub.id, email=sub.email,
+            issue_id=self.issue_id, delivery_id=self.delivery_id,
+            inbound_message_id=self.inbound_message_id, **what,
+        )  # fmt: skip
+
+
 def record_bounce(
     session: Session,
     settings: Settings,
     sub: Subscriber,
+    source: EventSource,
     *,
     permanent: bool,
-    at: datetime,
     status: str,
     diagnostic: str,
-    origin: str,
-    issue_id: int | None = None,
-    delivery_id: int | None = None,
-    inbound_message_id: int | None = None,
 ) -> bool:
     """Add one bounce event to `sub`'s score; True when it made them `bounced`."""
+    at = source.at
     weight = settings.bounce_hard_score if permanent else settings.bounce_soft_score
     score, last = sub.bounce_score, sub.bounce_counted_at
     if last is not None and at - last >= timedelta(days=settings.bounce_reset_days):
@@ -294,10 +309,8 @@ def record_bounce(
     sub.bounce_score = round(score, 6)
     session.add(sub)
     session.add(
-        BounceEvent(
-            at=at, origin=origin[:100], subscriber_id=sub.id, email=sub.email, issue_id=issue_id,
-            delivery_id=delivery_id, inbound_message_id=inbound_message_id,
-            kind=BounceKind.permanent if permanent else BounceKind.temporary,
+        source.event(
+            sub, kind=BounceKind.permanent if permanent else BounceKind.temporary,
             status=status[:32], diagnostic=diagnostic[:500], counted=counted,
             score_after=sub.bounce_score,
         )
@@ -340,10 +353,12 @@ def record_smtp_failures(engine: Engine, settings: Settings, *, now: datetime | 
         ).all()
         for d, sub in rows:
             m = _REPLY_STATUS.search(d.last_reply)
+            source = EventSource(
+                f"smtp:{d.id}", d.updated_at or now, issue_id=d.issue_id, delivery_id=d.id
+            )
             record_bounce(
-                session, settings, sub, permanent=True, at=d.updated_at or now,
+                session, settings, sub, source, permanent=True,
                 status=m.group(1) if m else d.last_reply[:3], diagnostic=d.last_reply,
-                origin=f"smtp:{d.id}", issue_id=d.issue_id, delivery_id=d.id,
             )  # fmt: skip
         return len(rows)
 

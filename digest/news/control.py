@@ -7,7 +7,7 @@ reads it through `control_filter`. An item already in an issue stays as it was s
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -111,16 +111,21 @@ class Controlled:
     undo: str | None  # the command that undoes it
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What staff decide about an item, and for the record who decided (default: the user
+    name on this machine) and why."""
+
+    action: Action
+    by: str | None = None
+    reason: str = ""
+
+
 def control_item(
-    session: Session,
-    ref: str,
-    action: Action,
-    *,
-    by: str | None = None,
-    reason: str = "",
-    now: datetime | None = None,
+    session: Session, ref: str, decision: Decision, *, now: datetime | None = None
 ) -> Controlled:
     """Apply one staff decision to an item and record who made it, when and why."""
+    action = decision.action
     item = find_item(session, ref)
     target, sources, verb = _ACTIONS[action]
     carried = sent_in(session, item.id)
@@ -140,44 +145,46 @@ def control_item(
             else None,
         )
     item.control = target
-    item.control_by = staff_name(by)
+    item.control_by = staff_name(decision.by)
     item.control_at = now or utcnow()
-    item.control_reason = " ".join(reason.split())[:500]
+    item.control_reason = " ".join(decision.reason.split())[:500]
     session.add(item)
     session.flush()
     return Controlled(item, verb, False, carried, _UNDO.get(target))
 
 
-def edit_item(
-    session: Session,
-    ref: str,
-    *,
-    title: str | None = None,
-    url: str | None = None,
-    summary: str | None = None,
-    category: str | None = None,
-    published: datetime | None = None,
-) -> Saved:
+@dataclass(frozen=True)
+class ItemChanges:
+    """What staff change in a stored item (`digest news edit`); None leaves a field as it is."""
+
+    title: str | None = None
+    url: str | None = None
+    summary: str | None = None
+    category: str | None = None
+    published: datetime | None = None
+
+    @property
+    def given(self) -> set[str]:
+        """The fields it changes, by name (as save_item's `given` takes them)."""
+        return {f.name for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def edit_item(session: Session, ref: str, changes: ItemChanges) -> Saved:
     """Change only the given fields of an item; they are marked as edited by staff, so a
     later fetch of its feed does not undo them. A new link must not be another item's."""
     item = find_item(session, ref)
-    given = {
-        name
-        for name, value in (("title", title), ("url", url), ("summary", summary),
-                            ("category", category), ("published", published))
-        if value is not None
-    }  # fmt: skip
-    if not given:
+    if not changes.given:
         raise UsageError(
             "nothing to change",
             hint="Give one or more of --title, --url, --summary, --category, --published.",
         )
+    url = changes.url
     raw = ItemInput(
-        title=item.title if title is None else title,
+        title=item.title if changes.title is None else changes.title,
         url=item.url if url is None else url,
-        summary=item.summary_html if summary is None else summary,
-        category=item.category if category is None else category,
-        published=published,
+        summary=item.summary_html if changes.summary is None else changes.summary,
+        category=item.category if changes.category is None else changes.category,
+        published=changes.published,
         source=item.source,
         key=item.key,
     )
@@ -185,7 +192,7 @@ def edit_item(
     if url is not None:
         _check_link_free(session, item, url)
     try:
-        saved = save_item(session, raw, given=given, by_staff=True)
+        saved = save_item(session, raw, given=changes.given, by_staff=True)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if linked and url is not None and saved.item.url:

@@ -187,14 +187,22 @@ class PageImport:
     outcome: Outcome
 
 
+@dataclass(frozen=True)
+class PageChoices:
+    """What staff say about an imported page: its section, and a title or date to use instead
+    of the extracted ones (None: the page's own)."""
+
+    category: str = ""
+    title: str | None = None
+    published: datetime | None = None
+
+
 def import_page(
     session: Session,
     url: str,
+    chosen: PageChoices,
     *,
     tz: ZoneInfo,
-    category: str = "",
-    title: str | None = None,
-    published: datetime | None = None,
     limits: FetchLimits | None = None,
 ) -> PageImport:
     """Fetch one article page, extract it and store it as an item (re-importing updates it)."""
@@ -212,16 +220,16 @@ def import_page(
             hint="Give the address of an HTML article page.",
         )
     page = extract_page(_decode(fetched.content, ctype), url=fetched.url, tz=tz)
-    if title is not None:
-        page = replace(page, title=clean_text(title))
-    if published is not None:
-        page = replace(page, published=published, date_from="--published")
+    if chosen.title is not None:
+        page = replace(page, title=clean_text(chosen.title))
+    if chosen.published is not None:
+        page = replace(page, published=chosen.published, date_from="--published")
     raw = ItemInput(
         title=page.title,
         url=page.url,
         summary=page.summary_html,
         published=page.published,
-        category=category,
+        category=chosen.category,
         source=f"page:{page.url}"[:200],
         key=item_key(page.url),
     )

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from digest.config import Settings
 from digest.issues.select import default_window, select_items
 from digest.models import Issue, IssueItem, IssueStatus, NewsItem, utcnow
-from digest.news.control import HELD, INCLUDED, REMOVED, Action, Controlled, control_item
+from digest.news.control import HELD, INCLUDED, REMOVED, Controlled, Decision, control_item
 from digest.news.items import list_items
 
 StatusFilter = Literal["next", "held", "removed", "sent", "too-old", "later"]
@@ -128,14 +128,8 @@ def status_of(session: Session, settings: Settings, item: NewsItem) -> ItemStatu
 
 
 def decide(
-    session: Session,
-    settings: Settings,
-    ref: str,
-    action: Action,
-    *,
-    by: str | None = None,
-    reason: str = "",
+    session: Session, settings: Settings, ref: str, decision: Decision
 ) -> tuple[Controlled, ItemStatus]:
     """A staff decision about an item (news/control.py), and where the item stands after it."""
-    done = control_item(session, ref, action, by=by, reason=reason)
+    done = control_item(session, ref, decision)
     return done, status_of(session, settings, done.item)
