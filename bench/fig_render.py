@@ -56,6 +56,7 @@ def recipients(n: int, name_class: str | None = None) -> list[Any]:
                 name=f"{name} {i}" if name else "",
                 message_id=f"<digest.0123456789abcdef.{i:016x}@partnership.example.org>",
                 unsubscribe_url=f"{corpus.BASE_URL}/unsubscribe/{i:016x}.{'S' * 27}",
+                preferences_url=f"{corpus.BASE_URL}/preferences/{i:016x}.{'P' * 27}",
             )
         )
     return out
@@ -65,12 +66,13 @@ class Reference:
     """The naive way: a fresh EmailMessage per recipient, serialised for SMTP."""
 
     def __init__(self, rendered: Any, msg: Any, date: datetime) -> None:
-        from digest.render import PLACEHOLDER_UNSUBSCRIBE
+        from digest.render import fill_links
 
-        self.placeholder = PLACEHOLDER_UNSUBSCRIBE
+        self.fill_links = fill_links
         self.rendered, self.msg, self.date = rendered, msg, format_datetime(date)
 
     def build(self, r: Any) -> bytes:
+        fill_links = self.fill_links
         m, url = self.msg, r.unsubscribe_url
         ref = EmailMessage()
         ref["From"] = m.from_address
@@ -82,8 +84,8 @@ class Reference:
         ref["List-Id"] = m.list_id
         ref["List-Unsubscribe"] = f"<{url}>, <{m.mailto_unsubscribe}>"
         ref["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        ref.set_content(self.rendered.text.replace(self.placeholder, url))
-        ref.add_alternative(self.rendered.html.replace(self.placeholder, url), subtype="html")
+        ref.set_content(fill_links(self.rendered.text, url, r.preferences_url))
+        ref.add_alternative(fill_links(self.rendered.html, url, r.preferences_url), subtype="html")
         return ref.as_bytes(policy=policy.SMTP)
 
 
