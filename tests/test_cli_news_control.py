@@ -7,9 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,22 +19,14 @@ from digest.dates import date_range
 from digest.db import make_engine
 from digest.models import Issue, IssueItem, NewsItem, utcnow
 
-from .helpers.db import postgres_schema
+from .helpers.db import (
+    database_url_on_both,  # noqa: F401 (the database_url fixture: both databases)
+)
 from .helpers.feeds import SEED_PAGE, no_traceback, serve
 from .helpers.smtp import SmtpServer
 
 Cli = Callable[..., Any]
 SEED_URL = "https://www.teescpp.example.org/news/item.aspx?id=92"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
-    """Each test on SQLite, and on PostgreSQL when DIGEST_TEST_POSTGRES_URL is set."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{workdir / 'subscribers.db'}"
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 def _add(cli: Cli, title: str, url: str, *extra: str) -> None:

@@ -9,13 +9,15 @@ run; a draft never approved is never sent late; items after approval wait for th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from .helpers.db import BOTH_DATABASES, database_of, rows
+from .helpers.db import (
+    database_url_on_both,  # noqa: F401 (the database_url fixture: both databases)
+    rows,
+)
 from .helpers.sending import digest, execute, faketime_library, finish
 from .helpers.smtp import SmtpServer
 
@@ -26,13 +28,6 @@ needs_faketime = pytest.mark.skipif(
     not faketime_library(),
     reason="needs Debian's libfaketime (apt-get install faketime; .ci/run installs it)",
 )
-
-
-@pytest.fixture(params=BOTH_DATABASES)
-def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
-    """Every test on SQLite and on PostgreSQL."""
-    with database_of(request.param, workdir) as url:
-        yield url
 
 
 @pytest.fixture

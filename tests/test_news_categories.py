@@ -8,7 +8,7 @@ import csv
 import dataclasses
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,20 +18,12 @@ import pytest
 from digest.news.categories import category_key, order_sections
 from digest.render.issue import ItemView, render_issue
 
-from .helpers.db import postgres_schema
+from .helpers.db import (
+    database_url_on_both,  # noqa: F401 (the database_url fixture: both databases)
+)
 from .helpers.render import BRAND, T0
 
 Cli = Callable[..., Any]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
-    """Each test on SQLite, and on PostgreSQL when DIGEST_TEST_POSTGRES_URL is set."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{workdir / 'subscribers.db'}"
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 @pytest.mark.parametrize(

@@ -10,28 +10,22 @@ import signal
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from digest.db import make_engine
 
-from .helpers.db import postgres_schema, rows
+from .helpers.db import (
+    database_url_on_both,  # noqa: F401 (the database_url fixture: both databases)
+    postgres_schema,
+    rows,
+)
 from .helpers.faults import FaultProxy
 from .helpers.process import digest_process
 from .helpers.seed import seed
 from .helpers.sending import bulk_subscribers
 from .helpers.smtp import SmtpServer
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{workdir / 'subscribers.db'}"
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 @pytest.fixture

@@ -5,27 +5,17 @@ issue completes. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from digest.config_load import load_settings
 from digest.db import make_engine, session_scope
 from digest.preferences import set_preferences_of
 
-from .helpers.db import postgres_schema, rows
+from .helpers.db import (
+    database_url_on_both,  # noqa: F401 (the database_url fixture: both databases)
+    rows,
+)
 from .helpers.smtp import SmtpServer
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{workdir / 'subscribers.db'}"
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 def _news(cli, *items: tuple[str, str]) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,20 +14,13 @@ from digest.config_load import load_settings
 from digest.db import make_engine
 from digest.web.app import create_app
 
-from .helpers.db import postgres_schema
+from .helpers.db import (
+    database_url_on_both,  # noqa: F401 (the database_url fixture: both databases)
+)
 from .helpers.smtp import SmtpServer
 from .helpers.web import live_server, rows
 
 ROUNDS, THREADS = 25, 4
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{workdir / 'subscribers.db'}"
-    else:
-        with postgres_schema() as url:
-            yield url
 
 
 def test_concurrent_subscribes_of_one_new_address(

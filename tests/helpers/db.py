@@ -54,6 +54,14 @@ def database_of(kind: str, folder: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=BOTH_DATABASES, name="database_url")
+def database_url_on_both(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
+    """Imported into a test module, it stands in for conftest's `database_url`: every test of
+    that module runs on SQLite and on PostgreSQL (when DIGEST_TEST_POSTGRES_URL is set)."""
+    with database_of(request.param, workdir) as url:
+        yield url
+
+
 def rows(where: Engine | Mapping[str, str] | str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     """The rows of `sql`, from an engine, a database URL, or the test environment's
     DIGEST_DATABASE_URL."""
