@@ -178,7 +178,10 @@ def test_cancel_discards_a_draft_and_its_items_go_back(
     r = cli("send", "--scheduled")
     assert r.exit_code == 0, r.output
     r = cli("issues", "cancel", "1", "--yes")
-    assert r.exit_code == 0 and "Cancelled issue 1" in r.stdout
+    assert r.exit_code == 0, r.output
+    assert (
+        "Discarded draft issue 1: nothing was sent; its items go into the next issue." in r.stdout
+    )
     assert rows(review_env, "SELECT status FROM issue") == [("discarded",)]
     r = cli("issues", "approve", "1")
     assert r.exit_code == 1 and "issue 1 is discarded, not a draft; nothing to approve" in r.stderr

@@ -145,5 +145,12 @@ def issues_cancel(
 
     confirm_on_terminal(f"Cancel the rest of issue {number}?", yes=yes)
     with session_scope(state(ctx).engine()) as session:
-        n = cancel_issue(session, number)
-    typer.echo(f"Cancelled issue {number}: {plural(n, 'delivery', 'deliveries')} will not be sent.")
+        done = cancel_issue(session, number)
+    if done.discarded:
+        typer.echo(f"Discarded draft issue {number}: nothing was sent; its items go into the "
+                   "next issue.")  # fmt: skip
+    else:
+        n = done.skipped
+        typer.echo(
+            f"Cancelled issue {number}: {plural(n, 'delivery', 'deliveries')} will not be sent."
+        )

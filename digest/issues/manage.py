@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from sqlmodel import Session
 
@@ -36,13 +38,19 @@ def retry_issue(session: Session, number: int) -> int:
     return n
 
 
-def cancel_issue(session: Session, number: int, *, reason: str = "issue cancelled") -> int:
+@dataclass(frozen=True)
+class Cancelled:
+    skipped: int  # deliveries that will not be made
+    discarded: bool = False  # a draft (or approved issue) not started: nothing was sent
+
+
+def cancel_issue(session: Session, number: int, *, reason: str = "issue cancelled") -> Cancelled:
     """Stop an unfinished issue: deliveries not yet made are skipped, never sent. A draft
     not sent yet is discarded, its items left for the next issue."""
     issue = get_issue(session, number)
     if issue.status in (IssueStatus.draft, IssueStatus.approved):
         release(session, issue, IssueStatus.discarded, now=utcnow())  # its items go back
-        return 0
+        return Cancelled(0, discarded=True)
     if issue.status != IssueStatus.sending:
         words = status_words(issue, delivery_counts(session, issue.id or 0), active=False)
         raise DigestError(f"issue {number} is {words}, not being sent; nothing to cancel")
@@ -56,4 +64,4 @@ def cancel_issue(session: Session, number: int, *, reason: str = "issue cancelle
     issue.status = IssueStatus.cancelled
     issue.completed_at = utcnow()
     session.add(issue)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return Cancelled(int(result.rowcount or 0))  # type: ignore[attr-defined]

@@ -175,7 +175,7 @@ def plan_scheduled(
             return resume(older)
         if fresh:
             continue  # only deferred deliveries left: retried after this period's issue
-        dropped = cancel_issue(session, older.number, reason="stale: not sent late")
+        dropped = cancel_issue(session, older.number, reason="stale: not sent late").skipped
         hours = (now - older.created_at).total_seconds() / 3600
         notes.append(
             f"Issue {older.number} was still unfinished {hours:.0f} hours after it was made; "
