@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from digest.compose.wire import MessageSettings, MessageTemplate, Recipient
 from digest.config import Settings
+from digest.inbound import verp
 from digest.models import utcnow
 from digest.tokens import TEST_COPY_TOKEN, make_token
 
@@ -135,31 +136,31 @@ class Recipients:
                          preferences_url=preferences)  # fmt: skip
 
     def subscriber(self, uid: str, email: str, name: str) -> Recipient:
-        """A subscriber's message: their unsubscribe token and the issue's stable Message-ID."""
-        assert self.key is not None, "a subscriber's link needs the secret key"
-        link = make_token(self.key, "unsubscribe", uid)
-        preferences = self._preferences(make_token(self.key, PREFERENCES, uid))
+        """A subscriber's message: their unsubscribe and preferences links (signed tokens, made
+        only where there is a web address to put them in), the issue's stable Message-ID, and
+        for a real issue its delivery tokens (VERP return path, tokened mailto:)."""
+        key = self.key
+        assert key is not None, "a subscriber's link needs the secret key"
         mid = message_id(self.issue_uid, uid, self.domain)
+        web, preferences = "", ""
+        if self.base_url:
+            web = f"{self.base_url}/unsubscribe/{make_token(key, 'unsubscribe', uid)}"
+            preferences = f"{self.base_url}/preferences/{make_token(key, PREFERENCES, uid)}"
         envelope_from, mailto = self.envelope_from, ""
         if self.issue_number is not None:
-            from digest.inbound import verp
-
-            def token(purpose: str) -> str:
-                assert self.key is not None and self.issue_number is not None
-                return verp.make_delivery_token(self.key, purpose, self.issue_number, uid)
-
             try:
-                mailto = f"mailto:{self.mailto}?subject=unsubscribe%20{token(verp.UNSUBSCRIBE)}"
+                unsub = verp.make_delivery_token(key, verp.UNSUBSCRIBE, self.issue_number, uid)
+                mailto = f"mailto:{self.mailto}?subject=unsubscribe%20{unsub}"
                 if self.bounce_address:
-                    envelope_from = verp.verp_address(self.bounce_address, token(verp.BOUNCE))
+                    bounce = verp.make_delivery_token(key, verp.BOUNCE, self.issue_number, uid)
+                    envelope_from = verp.verp_address(self.bounce_address, bounce)
             except ValueError:  # a uid that is not digest's own (32 hex): no delivery token
-                mailto = ""
+                envelope_from, mailto = self.envelope_from, ""
         if not mailto:
-            return self._for(email, name, mid, self._link(link), preferences)
+            return self._for(email, name, mid, web or self.mailto_unsubscribe, preferences)
         return Recipient(
-            email, name, mid,
-            f"{self.base_url}/unsubscribe/{link}" if self.base_url else mailto,
-            envelope_from=envelope_from, mailto_unsubscribe=mailto, preferences_url=preferences,
+            email, name, mid, web or mailto, envelope_from=envelope_from,
+            mailto_unsubscribe=mailto, preferences_url=preferences,
         )  # fmt: skip
 
     def test_copy(self, email: str) -> Recipient:
