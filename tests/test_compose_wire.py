@@ -27,6 +27,7 @@ from email.message import EmailMessage
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from digest.compose import wire
 from digest.compose.wire import MessageSettings, MessageTemplate, Recipient, header_text
 from digest.render import PLACEHOLDER_UNSUBSCRIBE
 
@@ -368,3 +369,33 @@ def test_to_parses_back(case: Case) -> None:
 def test_to_name_that_looks_encoded_parses_back(name: str) -> None:
     case = Case(MSG, "s", name, "reader1@example.net", "t", "h", MSG.mailto_unsubscribe)
     assert _display_name(case.render()) == header_text(name)
+
+
+# Speed (issue 11): the links are quoted-printable pieces made without quoprimime when they
+# need no encoding; they must be exactly what the library path makes.
+
+url_text = st.text(
+    alphabet=st.sampled_from(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'()*+,;%="
+        " \t.é"
+    ),
+    max_size=400,
+).map(lambda s: s.replace("Z", "a" * 60))  # long runs too, past several line breaks
+
+
+@PROPERTY
+@given(value=url_text)
+@example(value="." + "a" * 72 + "." + "b" * 100)  # a line that would start with "."
+@example(value="a" * 73 + "." + "b" * 74)
+@example(value="a" * 74)
+@example(value="a" * 75)
+@example(value="a" * 147)
+@example(value="a" * 148)
+def test_a_link_piece_is_what_the_library_makes(value: str) -> None:
+    assert wire._qp_value(value) == wire._qp_piece(value)
+
+
+def test_a_real_unsubscribe_link_takes_the_fast_path_and_matches() -> None:
+    link = "https://news.partnership.example.org/unsubscribe/" + "ab12cd34_" + "f" * 32 + "_Z" * 11
+    assert len(link) > 74  # past one line: the soft breaks are where body_encode puts them
+    assert wire._qp_value(link) == wire._qp_piece(link)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -174,24 +175,46 @@ def test_a_fatal_reply_stops_the_loop_with_everyone_queued() -> None:
 
 def test_a_cancelled_row_is_not_sent_even_when_already_handed_to_a_connection() -> None:
     """The loop hands out rows ahead of the connections; one taken away (a cancel) between
-    the hand-out and MAIL FROM is not sent (still_ours says no)."""
+    the hand-out and MAIL FROM is not sent (the check right before MAIL FROM says no)."""
     emails = [f"r{i}@example.net" for i in range(6)]
     store = MemoryStore(emails)
-    original = store.still_ours
+    original = store.check
+    handed_out: list[int] = []
 
-    def cancelled_after_the_first(delivery_id: int) -> bool:
-        if store.checks >= 1:  # the issue is cancelled after the first message
+    def cancelled_before_the_first_check(delivery_ids: Sequence[int]) -> dict[int, str]:
+        if store.checks == 0:  # the issue is cancelled once rows were handed out
             with store.lock:
+                handed_out.extend(r.id for r in store.rows.values() if r.status == "sending")
                 for row in store.rows.values():
                     if row.status in ("queued", "sending", "deferred") and row.id != 1:
                         row.status, row.leased = "skipped", False
-        return original(delivery_id)
+        return original(delivery_ids)
 
-    store.still_ours = cancelled_after_the_first  # type: ignore[method-assign]
+    store.check = cancelled_before_the_first_check  # type: ignore[method-assign]
     run, log = _run(store, lambda rcpt, attempt: OK, connections=2)
     run.run()
+    assert len(handed_out) > 1  # rows were with the connections when the cancel came
     assert [r for r, _ in log] == [emails[0]]
     assert store.counts()["skipped"] == 5
+
+
+def test_an_unsubscribe_after_the_hand_out_is_honoured_at_mail_from() -> None:
+    """A subscriber who unsubscribes while their message waits for a connection is skipped,
+    never sent: their status is read in the same check right before MAIL FROM."""
+    emails = [f"r{i}@example.net" for i in range(4)]
+    store = MemoryStore(emails)
+    original = store.check
+
+    def unsubscribed_meanwhile(delivery_ids: Sequence[int]) -> dict[int, str]:
+        store.subscriber_status[3] = "unsubscribed"
+        return original(delivery_ids)
+
+    store.check = unsubscribed_meanwhile  # type: ignore[method-assign]
+    run, log = _run(store, lambda rcpt, attempt: OK, connections=2)
+    outcome = run.run()
+    assert sorted(r for r, _ in log) == [emails[0], emails[1], emails[3]]
+    assert store.rows[3].status == "skipped" and store.rows[3].reply == "subscriber unsubscribed"
+    assert outcome.counts["sent"] == 3 and outcome.counts["skipped"] == 1
 
 
 # An exception inside a connection thread never hangs the run (real SqlStore) ---------------
@@ -200,10 +223,10 @@ def test_a_cancelled_row_is_not_sent_even_when_already_handed_to_a_connection() 
 class Exploding:
     """A Sender whose send raises (a bug, or an encoding error in the envelope)."""
 
-    def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
         raise RuntimeError("boom in send")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 

@@ -26,7 +26,8 @@ from digest.issues.state import delivery_counts, retrying_issues
 from digest.issues.variants import variant_rows
 from digest.models import Issue, IssueStatus, utcnow
 from digest.send.lock import send_lock
-from digest.send.mailer import Sender, SmtpSender
+from digest.send.mailer import SmtpSender
+from digest.send.smtp import SmtpConnection
 from digest.send.outcome import SendOutcome, SendProgress, outcome_report
 from digest.send.pacing import Pacer
 from digest.send.plan import (
@@ -299,7 +300,7 @@ def run_issue(
     domain: str | None,
     stop: threading.Event,
     issue_number: int | None = None,  # delivery tokens (VERP, mailto:) name the issue by it
-    first_sender: Sender | None = None,
+    first_sender: SmtpSender | None = None,
     on_progress: Callable[[SendProgress], None] | None = None,
     on_wait: Callable[[datetime, int], None] | None = None,
     retry_wait: float | None = None,
@@ -327,10 +328,11 @@ def run_issue(
     )
     try:
         return DeliveryRun(
-            store, template, recipients, lambda: SmtpSender(settings.smtp, stop=stop),
+            store, template, recipients, lambda: SmtpConnection(settings.smtp, stop=stop),
             options=RunOptions.of(settings, pacer, retry_wait), pacer=pacer, stop=stop,
-            first_sender=first_sender, on_progress=on_progress, on_wait=on_wait, clock=clock,
-            variants=variants,
+            first_sender=first_sender.connection if first_sender else None,
+            loop=first_sender.loop if first_sender else None, on_progress=on_progress,
+            on_wait=on_wait, clock=clock, variants=variants,
         ).run()  # fmt: skip
     finally:
         store.close()

@@ -10,7 +10,8 @@ from collections.abc import Callable
 class Pacer:
     """Spaces sends to the configured rate, and slows the whole run when the server asks.
 
-    Thread-safe: every connection's worker calls wait() before it sends.
+    Every connection calls reserve() (or wait(), from blocking code) before it sends.
+    Thread-safe.
     """
 
     def __init__(
@@ -29,13 +30,18 @@ class Pacer:
         self.calm = 0
         self.lock = threading.Lock()
 
-    def wait(self, stop: threading.Event) -> None:
+    def reserve(self) -> float:
+        """Take the next slot: the seconds to wait before sending in it (0: now)."""
         with self.lock:
             now = self.clock()
             slot = max(self.next_slot, self.paused_until, now)
             self.next_slot = slot + self.interval
-        if slot > now:
-            stop.wait(slot - now)
+        return slot - now
+
+    def wait(self, stop: threading.Event) -> None:
+        delay = self.reserve()
+        if delay > 0:
+            stop.wait(delay)
 
     def throttled(self) -> float:
         """421/45x or a dropped line: pause everyone (longer each time in a row) and halve

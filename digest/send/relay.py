@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 from digest.config import Settings
-from digest.send.mailer import _login, tls_context
+from digest.send.smtp import tls_context
 
 
 @dataclass(frozen=True)
@@ -192,3 +192,18 @@ def format_relay_report(report: RelayReport) -> str:
     lines.append("The relay is ready: a send would get this far." if report.ok
                  else "The relay check failed; nothing was sent.")  # fmt: skip
     return "\n".join(lines)
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """One AUTH attempt (PLAIN, else LOGIN, else smtplib's choice).
+
+    smtplib.login() tries every mechanism in turn after a failure, which some servers answer
+    by hanging up or stalling; one clear 535 is better.
+    """
+    mechanisms = smtp.esmtp_features.get("auth", "").upper().split()
+    smtp.user, smtp.password = user, password
+    for mech in ("PLAIN", "LOGIN"):
+        if mech in mechanisms:
+            smtp.auth(mech, getattr(smtp, f"auth_{mech.lower()}"))
+            return
+    smtp.login(user, password)

@@ -9,12 +9,17 @@ Who may send a row: the worker that holds its lease. The lease is renewed on a t
 does not depend on SMTP progress, and re-asserted right before MAIL FROM (a job whose lease
 is gone, or whose issue was cancelled, is not sent). So only the messages in flight at a
 crash can arrive twice, with the same Message-ID. The issue is done only when every row is.
+
+Everything runs on one thread: the connections are coroutines on one asyncio event loop
+(digest.send.smtp), and this loop is another; the database calls are made from it between
+their turns. A stop (a threading.Event, set by a signal handler or another thread) is seen
+within 50 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -28,10 +33,11 @@ from digest.compose.wire import MessageTemplate, Recipient
 from digest.config import Settings
 from digest.errors import DigestError, SmtpUnavailable
 from digest.models import SubscriberStatus, utcnow
-from digest.send.mailer import Sender, SendResult
+from digest.send.mailer import AsyncSender, SendResult
 from digest.send.outcome import SendOutcome, SendProgress
 from digest.send.pacing import Pacer
 from digest.send.policy import CircuitBreaker, RetryPolicy, Update, skip
+from digest.send.smtp import run_blocking
 from digest.send.store import Claimed, Store
 from digest.text import plural
 
@@ -50,7 +56,7 @@ class _Job:
     recipient: Recipient
 
 
-Kind = Literal["result", "stopping", "lost", "unreachable", "fatal", "error"]
+Kind = Literal["result", "stopping", "lost", "inactive", "unreachable", "fatal", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +110,22 @@ class DeliveryRun:
         store: Store,
         template: MessageTemplate,
         recipients: Recipients,
-        sender_factory: Callable[[], Sender],
+        sender_factory: Callable[[], AsyncSender],
         *,
         options: RunOptions,
         pacer: Pacer,
         stop: threading.Event | None = None,
-        first_sender: Sender | None = None,
+        first_sender: AsyncSender | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
         on_progress: Callable[[SendProgress], None] | None = None,
         on_wait: Callable[[datetime, int], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         variants: Mapping[int, MessageTemplate] | None = None,
     ) -> None:
         """`variants`: the message of each variant of the issue (digest.issues.variants), by
-        id; a delivery with none gets `template`, the whole issue."""
+        id; a delivery with none gets `template`, the whole issue. `loop`: the event loop of
+        `first_sender` (a connection opened earlier); else the run makes its own."""
+        self.loop = loop
         self.variants = variants or {}
         self.on_wait = on_wait  # (when, how many addresses): waiting to retry deferred rows
         self.store = store
@@ -129,11 +138,8 @@ class DeliveryRun:
         self.first_sender = first_sender
         self.on_progress = on_progress
         self.clock = clock
-        # set when the run stops or ends: a refused connection resting before it tries again
-        # wakes at once (stop is set from outside; the loop sets this one too)
-        self.wake = threading.Event()
-        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self.done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self.done: list[_Done] = []
         self.breaker = CircuitBreaker(options.max_consecutive_failures)
         self.progress = SendProgress()
         self.working: set[int] = set()  # connections whose last attempt reached the server
@@ -144,20 +150,26 @@ class DeliveryRun:
 
     # The connections ---------------------------------------------------------------------------
 
-    def _connection(self, index: int) -> None:
+    async def _connection(self, index: int) -> None:
         sender = self.first_sender if index == 0 else None
         try:
             while True:
-                job = self.jobs.get()
+                job = await self.jobs.get()
                 if job is None:
                     return
-                self.pacer.wait(self.stop)
+                delay = self.pacer.reserve()
+                if delay > 0:
+                    await _sleep(delay, self._stopped)
                 if self._stopping():
-                    self.done.put(_Done(job, "stopping"))
+                    self._finished(_Done(job, "stopping"))
                     continue
                 try:
-                    if not self.store.still_ours(job.claim.delivery_id):
-                        self.done.put(_Done(job, "lost"))
+                    status = await self._check(job.claim.delivery_id)
+                    if status is None:
+                        self._finished(_Done(job, "lost"))
+                        continue
+                    if status != SubscriberStatus.active:
+                        self._finished(_Done(job, "inactive", error=f"subscriber {status}"))
                         continue
                     if sender is None:
                         sender = self.sender_factory()
@@ -165,41 +177,87 @@ class DeliveryRun:
                     template = self.template if variant is None else self.variants[variant]
                     data = template.render(job.recipient)
                     r = job.recipient
-                    result = sender.send(r.envelope_from, r.email, data)
+                    result = await sender.send(r.envelope_from, r.email, data)
                 except SmtpUnavailable as exc:
-                    self.done.put(_Done(job, "unreachable", error=exc.message, connection=index))
+                    self._finished(_Done(job, "unreachable", error=exc.message, connection=index))
                     # This connection was refused (a relay allowing fewer connections than
                     # smtp_connections, say): rest before trying again; the others carry on.
-                    self.wake.wait(min(30.0, 1.0 + 2.0 * index))
+                    await _sleep(min(30.0, 1.0 + 2.0 * index), self._wake)
                     continue
                 except DigestError as exc:  # a setup problem (login, certificate)
-                    self.done.put(_Done(job, "fatal", error=exc.message, hint=exc.hint))
+                    self._finished(_Done(job, "fatal", error=exc.message, hint=exc.hint))
                     continue
                 except Exception as exc:  # a bug: fail this job, stop the run, never hang it
                     log.exception("sending delivery %d failed", job.claim.delivery_id)
-                    self.done.put(_Done(job, "error", error=f"{type(exc).__name__}: {exc}"))
+                    self._finished(_Done(job, "error", error=f"{type(exc).__name__}: {exc}"))
                     if sender is not None:
-                        sender.close()
+                        await _quietly_close(sender)
                     sender = None
                     continue
-                self.done.put(_Done(job, "result", result=result, connection=index))
+                self._finished(_Done(job, "result", result=result, connection=index))
         finally:
             if sender is not None:
-                sender.close()
+                await _quietly_close(sender)
+
+    async def _check(self, delivery_id: int) -> str | None:
+        """Right before MAIL FROM: the subscriber's status now, or None when the row is no
+        longer ours (its lease is gone, or the issue was cancelled). The connections that get
+        here in the same turn of the event loop share one query."""
+        loop = asyncio.get_running_loop()
+        if not self._checks:
+            loop.call_soon(self._run_checks)
+        found = self._checks[delivery_id] = loop.create_future()
+        return await found
+
+    def _run_checks(self) -> None:
+        pending, self._checks = self._checks, {}
+        try:
+            found = self.store.check(list(pending))
+        except Exception as exc:  # the connections waiting report it, as they would their own
+            for waiter in pending.values():
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for delivery_id, waiter in pending.items():
+            if not waiter.done():
+                waiter.set_result(found.get(delivery_id))
+
+    def _finished(self, item: _Done) -> None:
+        self.done.append(item)
+        waiter = self._done_waiter
+        if waiter is not None and len(self.done) >= self._done_wanted and not waiter.done():
+            waiter.set_result(None)
+
+    async def _watch_stop(self) -> None:
+        """The stop is a threading.Event (set by a signal handler or another thread): seen
+        here within 50 ms, and passed on to what waits on this loop."""
+        while not self.stop.is_set():
+            await asyncio.sleep(0.05)
+        self._stopped.set()
 
     # The loop ------------------------------------------------------------------------------------
 
     def run(self) -> SendOutcome:
+        loop = self.loop or asyncio.new_event_loop()
+        try:
+            return run_blocking(loop, self._run())
+        finally:
+            if self.loop is None:
+                loop.close()
+
+    async def _run(self) -> SendOutcome:
         store, options = self.store, self.options
+        self._stopped = asyncio.Event()  # the stop, seen on this loop
+        # set when the run ends: a refused connection resting before it tries again wakes
+        self._wake = asyncio.Event()
+        self._done_waiter: asyncio.Future[None] | None = None
+        self._done_wanted = 1
+        self._checks: dict[int, asyncio.Future[str | None]] = {}
         store.start()
         self.started_at = self.clock()
         retry_deadline = time.monotonic() + options.retry_wait_seconds
-        threads = [
-            threading.Thread(target=self._connection, args=(i,), name=f"smtp-{i}", daemon=True)
-            for i in range(options.connections)
-        ]
-        for t in threads:
-            t.start()
+        watcher = asyncio.ensure_future(self._watch_stop())
+        tasks = [asyncio.ensure_future(self._connection(i)) for i in range(options.connections)]
         claimed: deque[Claimed] = deque()
         in_flight = 0
         renew_every = options.lease_seconds / 3
@@ -227,17 +285,19 @@ class DeliveryRun:
                 if in_flight == 0 and not records:
                     if claimed or self._stopping():
                         break
-                    if self._wait_for_others() or self._wait_for_retries(retry_deadline):
+                    if await self._wait_for_others() or await self._wait_for_retries(
+                        retry_deadline
+                    ):
                         continue
                     break
                 # 2. Collect what the connections finished; record it all in one commit.
                 if in_flight:
                     wait = max(0.0, last_renew + renew_every - time.monotonic())
-                    finished = self._collect(in_flight, wait)
-                    if not finished and not any(t.is_alive() for t in threads):
-                        break  # cannot happen unless a thread died: the rows go back below
+                    finished = await self._collect(in_flight, wait)
+                    if not finished and all(t.done() for t in tasks):
+                        break  # cannot happen unless a task died: the rows go back below
                     in_flight -= len(finished)
-                    in_flight += self._handle(finished, records)
+                    in_flight += await self._handle(finished, records)
                 store.record(records)
                 for update in records:
                     self.progress.count(update)
@@ -249,23 +309,18 @@ class DeliveryRun:
         finally:
             # Anything claimed but not handed out, or not started, goes back untouched.
             leftover = [c.delivery_id for c in claimed]
-            while True:
-                try:
-                    job = self.jobs.get_nowait()
-                except queue.Empty:
-                    break
+            while not self.jobs.empty():
+                job = self.jobs.get_nowait()
                 if job is not None:
                     leftover.append(job.claim.delivery_id)
-            for _ in threads:
-                self.jobs.put(None)
-            self.wake.set()
-            for t in threads:
-                t.join(timeout=5.0)
-            while True:
-                try:
-                    item = self.done.get_nowait()
-                except queue.Empty:
-                    break
+            for _ in tasks:
+                self.jobs.put_nowait(None)
+            self._wake.set()
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            for t in (*pending, watcher):
+                t.cancel()
+            await asyncio.gather(*pending, watcher, return_exceptions=True)
+            for item in self.done:
                 r = item.result
                 if item.kind == "result" and r is not None and not (r.untried or r.fatal):
                     update = self._update(item.job, r)
@@ -273,6 +328,7 @@ class DeliveryRun:
                     self.progress.count(update)
                 elif item.kind != "lost":
                     leftover.append(item.job.claim.delivery_id)
+            self.done = []
             held = self.breaker.success()
             if self.halted and self.halt_kind == "sender":
                 leftover += [u.delivery_id for u in held]  # refused because of the sender
@@ -287,42 +343,43 @@ class DeliveryRun:
         return self.stop.is_set() or self.halted is not None or self.unavailable is not None
 
     def _hand_out(self, chunk: Sequence[Claimed], records: list[Update]) -> int:
-        ids = [c.subscriber.id for c in chunk if c.subscriber is not None]
-        status = self.store.statuses(ids) if ids else {}
         handed = 0
         for c in chunk:
             sub = c.subscriber
-            now_status = status.get(sub.id, "removed") if sub is not None else "removed"
-            if now_status != SubscriberStatus.active or sub is None:
-                # Unsubscribed, bounced or erased since the issue was made: never sent.
-                records.append(
-                    skip(c.delivery_id, c.attempts, c.first_attempt_at, f"subscriber {now_status}")
-                )
+            if sub is None:  # erased since the issue was made: never sent
+                records.append(skip(c.delivery_id, c.attempts, c.first_attempt_at,
+                                    "subscriber removed"))  # fmt: skip
                 continue
-            self.jobs.put(_Job(c, self.recipients.subscriber(sub.uid, sub.email, sub.name)))
+            self.jobs.put_nowait(_Job(c, self.recipients.subscriber(sub.uid, sub.email, sub.name)))
             handed += 1
         return handed
 
-    def _collect(self, in_flight: int, wait: float) -> list[_Done]:
-        """Results: the first within `wait` seconds, then a few more for 2 ms, so that one
-        status read and one commit serve several messages."""
+    async def _collect(self, in_flight: int, wait: float) -> list[_Done]:
+        """Results: the first within `wait` seconds, and every other one that came with it
+        (the replies read in the same turn of the event loop), so that one status read and
+        one commit serve several messages without holding back an accepted one."""
+        if not self.done:
+            await self._results(1, max(wait, 0.001))
+            if not self.done:
+                return []
+        await asyncio.sleep(0)  # the connections whose replies came in the same turn
+        want = in_flight // 4
+        if len(self.done) < want:  # a busy run: a little longer, for fewer commits
+            await self._results(want, 0.002)
+        finished, self.done = self.done, []
+        return finished
+
+    async def _results(self, wanted: int, timeout: float) -> None:
+        """Until `wanted` results are in, or `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        waiter = self._done_waiter = loop.create_future()
+        self._done_wanted = wanted
+        timer = loop.call_later(timeout, _settle, waiter)
         try:
-            finished = [self.done.get(timeout=max(wait, 0.001))]
-        except queue.Empty:
-            return []
-        want = max(1, in_flight // 4)
-        until = time.monotonic() + 0.002
-        while len(finished) < want:
-            left = until - time.monotonic()
-            try:
-                finished.append(self.done.get(timeout=left) if left > 0 else self.done.get_nowait())
-            except queue.Empty:
-                break
-        while True:
-            try:
-                finished.append(self.done.get_nowait())
-            except queue.Empty:
-                return finished
+            await waiter
+        finally:
+            timer.cancel()
+            self._done_waiter = None
 
     def _update(self, job: _Job, result: SendResult) -> Update:
         c = job.claim
@@ -330,7 +387,7 @@ class DeliveryRun:
             c.delivery_id, c.attempts, c.first_attempt_at, result, self.clock()
         )
 
-    def _handle(self, finished: Sequence[_Done], records: list[Update]) -> int:
+    async def _handle(self, finished: Sequence[_Done], records: list[Update]) -> int:
         """Turn results into records; returns how many jobs went back to the connections."""
         release: list[int] = []
         requeued = 0
@@ -368,13 +425,16 @@ class DeliveryRun:
                         self.pacer.throttled()
                     else:
                         self.pacer.ok()
+            elif item.kind == "inactive":
+                # Unsubscribed, bounced or erased since the issue was made: never sent.
+                records.append(skip(c.delivery_id, c.attempts, c.first_attempt_at, item.error))
             elif item.kind == "lost":
                 # Its lease is gone (another worker has it) or the issue was cancelled.
                 log.warning("delivery %d not sent: no longer leased to this worker", c.delivery_id)
             elif item.kind == "unreachable":
                 self.working.discard(item.connection)
                 if self.working and not self._stopping():
-                    self.jobs.put(item.job)  # the connections that work take it
+                    self.jobs.put_nowait(item.job)  # the connections that work take it
                     requeued += 1
                 else:
                     release.append(c.delivery_id)
@@ -396,7 +456,7 @@ class DeliveryRun:
             if time.monotonic() - self.down_since > self.options.smtp_down_seconds:
                 self.unavailable = unreachable[-1].error or "the SMTP server is unreachable"
             elif pause:
-                self.stop.wait(pause)
+                await _sleep(pause, self._stopped)
         return requeued
 
     def _halt(self, kind: Literal["sender", "setup", "error"], why: str, hint: str | None) -> None:
@@ -412,7 +472,7 @@ class DeliveryRun:
                 "the SMTP login and the relay's rules; the rest stays queued, and "
                 "`digest send` resumes it.")  # fmt: skip
 
-    def _wait_for_others(self) -> bool:
+    async def _wait_for_others(self) -> bool:
         """Other workers still hold rows of this issue (being sent, or locked by a claim in
         progress): wait for them to finish, or for their leases to run out (a crashed
         worker's rows are then claimed here)."""
@@ -420,11 +480,11 @@ class DeliveryRun:
         if not pending:
             return False
         delay = 0.2 if seconds is None else min(max(seconds, 0.0) + 0.05, 1.0)
-        self.stop.wait(delay)
+        await _sleep(delay, self._stopped)
         self.store.reclaim_expired()  # rows whose lease ran out: theirs are ours now
         return not self.stop.is_set()
 
-    def _wait_for_retries(self, deadline: float) -> bool:
+    async def _wait_for_retries(self, deadline: float) -> bool:
         """Sleep until the next deferred row is due, if that is before `deadline`."""
         next_at, deferred = self.store.retries()
         if next_at is None:
@@ -435,7 +495,7 @@ class DeliveryRun:
         self.progress.waiting_until = next_at
         if self.on_wait:
             self.on_wait(next_at, deferred)
-        self.stop.wait(delay + 0.01)
+        await _sleep(delay + 0.01, self._stopped)
         self.progress.waiting_until = None
         return not self.stop.is_set()
 
@@ -459,3 +519,25 @@ class DeliveryRun:
             issue.number, finished, counts, self.stop.is_set(), next_retry, self.unavailable,
             failed, self.progress.failed,
         )  # fmt: skip
+
+
+async def _sleep(seconds: float, until: asyncio.Event) -> None:
+    """Sleep `seconds`, or less if `until` is set first."""
+    if until.is_set():
+        return
+    try:
+        await asyncio.wait_for(until.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _quietly_close(sender: AsyncSender) -> None:
+    try:
+        await sender.close()
+    except Exception:  # closing a broken connection: nothing to save
+        log.debug("closing a connection failed", exc_info=True)

@@ -4,25 +4,22 @@ Leases are written and compared with the database's clock on PostgreSQL (workers
 machines do not share a clock); on SQLite the send lock makes this process the only sender,
 and its own clock is the database's. The hot path (claims, status reads, a group of outcomes)
 goes through one DB-API connection with plain SQL: building SQLAlchemy statements there cost
-more than the database. `still_ours`, called by the connection threads right before MAIL FROM,
-uses a connection of each thread's own.
+more than the database. The send runs on one thread (digest.send.run), so one connection
+serves it all, `check` right before MAIL FROM included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
-from digest.db import make_engine
 from digest.issues.state import delivery_counts, finish_if_done
 from digest.models import Issue, from_db_time, to_db_time, utcnow
 from digest.send.policy import Update
@@ -56,9 +53,6 @@ class Store(Protocol):
         """Lease up to `limit` due rows. `deferred_before`: rows deferred at or after this
         time are not due again in this run."""
 
-    def statuses(self, subscriber_ids: Sequence[int]) -> dict[int, str]:
-        """These subscribers' statuses now."""
-
     def record(self, updates: Sequence[Update]) -> None:
         """Commit a group of outcomes."""
 
@@ -68,9 +62,10 @@ class Store(Protocol):
     def renew(self) -> None:
         """Extend the lease of every row this worker holds."""
 
-    def still_ours(self, delivery_id: int) -> bool:
-        """Right before MAIL FROM (any thread): the row is still leased to this worker and not
-        cancelled; its lease is extended."""
+    def check(self, delivery_ids: Sequence[int]) -> dict[int, str]:
+        """Right before MAIL FROM: of these rows, those still leased to this worker and not
+        cancelled (their leases extended), each with its subscriber's status now ('removed'
+        when erased)."""
 
     def others_pending(self) -> tuple[int, float | None]:
         """Rows other workers hold or may claim, and seconds until the first lease runs out."""
@@ -112,12 +107,6 @@ class SqlStore:
         # The DB-API connection itself: going through the pool's proxy for every cursor and
         # commit cost more than some of the statements.
         self._raw: Any = self._pooled.driver_connection
-        # One connection of its own for each SMTP connection's thread (still_ours), outside
-        # the engine's pool, which is smaller than smtp_connections may be.
-        self._threads_engine: Engine | None = None
-        self._local = threading.local()
-        self._thread_conns: list[Any] = []
-        self._conns_lock = threading.Lock()
         if self.sqlite:
             self._lease_until = "?"  # our clock, bound per statement
             self._now = "?"
@@ -245,13 +234,6 @@ class SqlStore:
             for did, attempts, first, sid, uid, email, name, variant in rows
         ]
 
-    def statuses(self, subscriber_ids: Sequence[int]) -> dict[int, str]:
-        marks = ",".join("?" * len(subscriber_ids))
-        # only placeholders are formatted in; the ids are bound parameters
-        sql = f"SELECT id, status FROM subscriber WHERE id IN ({marks})"  # noqa: S608
-        found = self._rows(sql, subscriber_ids)
-        return {row[0]: row[1] for row in found}
-
     def record(self, updates: Sequence[Update]) -> None:
         """`sent` is recorded whoever holds the row now (it was sent: that is the truth), unless
         someone recorded it sent already; any other outcome while the row is ours or back in
@@ -339,39 +321,28 @@ class SqlStore:
             [*self._lease_arg(), self.issue_id, self.worker],
         )
 
-    def still_ours(self, delivery_id: int) -> bool:
-        conn: Any = getattr(self._local, "conn", None)
-        if conn is None:
-            with self._conns_lock:
-                if self._threads_engine is None:
-                    self._threads_engine = make_engine(
-                        self.engine.url.render_as_string(hide_password=False), poolclass=NullPool
-                    )
-            pooled = self._threads_engine.raw_connection()
-            conn = pooled.driver_connection
-            self._local.conn = conn
-            with self._conns_lock:
-                self._thread_conns.append(pooled)
-        cur = conn.cursor()
-        try:
-            if self.sqlite:
-                # The send lock keeps other senders out; only a cancel can take the row away.
-                cur.execute(
-                    "SELECT 1 FROM delivery WHERE id = ? AND lease_owner = ? AND status = 'sending'",
-                    [delivery_id, self.worker],
-                )
-                ours = cur.fetchone() is not None
-            else:
-                cur.execute(
-                    f"UPDATE delivery SET lease_expires_at = {self._lease_until} "  # noqa: S608
-                    "WHERE id = %s AND lease_owner = %s AND status = 'sending'",
-                    [self.lease_seconds, delivery_id, self.worker],
-                )
-                ours = cur.rowcount == 1
-        finally:
-            cur.close()
-        conn.commit()
-        return ours
+    def check(self, delivery_ids: Sequence[int]) -> dict[int, str]:
+        if not delivery_ids:
+            return {}
+        marks = ",".join("?" * len(delivery_ids))
+        if self.sqlite:
+            # The send lock keeps other senders out; only a cancel can take a row away.
+            found = self._rows(
+                "SELECT d.id, coalesce(s.status, 'removed') FROM delivery d "  # noqa: S608
+                "LEFT JOIN subscriber s ON s.id = d.subscriber_id "
+                f"WHERE d.id IN ({marks}) AND d.lease_owner = ? AND d.status = 'sending'",
+                [*delivery_ids, self.worker],
+            )
+        else:
+            found = self._rows(
+                f"WITH ours AS (UPDATE delivery SET lease_expires_at = {self._lease_until} "  # noqa: S608
+                f"WHERE id IN ({marks}) AND lease_owner = ? AND status = 'sending' "
+                "RETURNING id, subscriber_id) "
+                "SELECT ours.id, coalesce(s.status, 'removed') FROM ours "
+                "LEFT JOIN subscriber s ON s.id = ours.subscriber_id",
+                [self.lease_seconds, *delivery_ids, self.worker],
+            )
+        return {row[0]: row[1] for row in found}
 
     def others_pending(self) -> tuple[int, float | None]:
         if self.sqlite:
@@ -409,10 +380,5 @@ class SqlStore:
             return issue, done, delivery_counts(session, self.issue_id)
 
     def close(self) -> None:
-        with self._conns_lock:
-            conns, self._thread_conns = self._thread_conns, []
-        for conn in [self._pooled, *conns]:
-            with contextlib.suppress(Exception):  # a connection that is already broken
-                conn.close()
-        if self._threads_engine is not None:
-            self._threads_engine.dispose()
+        with contextlib.suppress(Exception):  # a connection that is already broken
+            self._pooled.close()

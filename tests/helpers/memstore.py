@@ -48,7 +48,7 @@ class MemoryStore:
         self.issue = Issue(id=1, number=1, uid="0" * 32, subject="Test issue", html="", text="")
         self.calls: list[str] = []
         self.renewals = 0
-        self.checks = 0  # still_ours calls
+        self.checks = 0  # rows checked before MAIL FROM
 
     def by_email(self, email: str) -> Row:
         return next(r for r in self.rows.values() if r.who is not None and r.who.email == email)
@@ -87,12 +87,6 @@ class MemoryStore:
                 r.status, r.leased, r.updated_at = "sending", True, now
             return [Claimed(r.id, r.attempts, r.first_attempt_at, r.who) for r in due]
 
-    def statuses(self, subscriber_ids: Sequence[int]) -> dict[int, str]:
-        with self.lock:
-            return {
-                i: self.subscriber_status[i] for i in subscriber_ids if i in self.subscriber_status
-            }
-
     def record(self, updates: Sequence[Update]) -> None:
         with self.lock:
             self.calls.append(f"record {len(updates)}")
@@ -120,11 +114,16 @@ class MemoryStore:
         with self.lock:
             self.renewals += 1
 
-    def still_ours(self, delivery_id: int) -> bool:
+    def check(self, delivery_ids: Sequence[int]) -> dict[int, str]:
         with self.lock:
-            self.checks += 1
-            row = self.rows[delivery_id]
-            return row.status == "sending" and row.leased
+            self.checks += len(delivery_ids)
+            found = {}
+            for i in delivery_ids:
+                row = self.rows[i]
+                if row.status == "sending" and row.leased:
+                    who = row.who
+                    found[i] = self.subscriber_status.get(who.id, "removed") if who else "removed"
+            return found
 
     def others_pending(self) -> tuple[int, float | None]:
         return 0, None
@@ -171,7 +170,7 @@ class ScriptedSender:
         self.lock = lock
         self.closed = False
 
-    def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
         assert b"\r\n\r\n" in message and recipient.encode() in message  # a real message
         with self.lock:
             attempt = 1 + sum(1 for r, _ in self.log if r == recipient)
@@ -179,7 +178,7 @@ class ScriptedSender:
             self.log.append((recipient, result.outcome))
         return result
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.closed = True
 
 

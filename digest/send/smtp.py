@@ -1,0 +1,601 @@
+"""The SMTP client: one connection on an asyncio event loop, every reply read for the stage it
+answers (RFC 5321, RFC 2920 pipelining, RFC 3207 STARTTLS, RFC 4954 AUTH).
+
+One client serves every send: the bulk send runs many of these connections on one thread
+(digest.send.run), and `SmtpSender` (digest.send.mailer) drives one from blocking code for the
+single messages (test and review copies, confirmation emails). No thread per connection: the
+GIL is never handed between threads, which on a fast relay cost more than the protocol.
+
+How replies are judged (EMAIL-RULES.md): only a 2xx to the final "." means the message was
+accepted. A 5xx at MAIL FROM or a 552 at the final "." is about the sender or the message, not
+the recipient (`fatal`: the run stops and the rest stays queued). A 5xx at RCPT is permanent
+for that recipient, except 552 (temporary, §4.5.3.1.10). 4xx is temporary. A reply of the
+wrong kind (a 2xx where a 354 was due, RCPT 252) or one that cannot be parsed is a broken
+connection: temporary, and the connection is dropped.
+
+Time is bounded as a whole, not only per read: connecting and logging in, and one transaction
+up to its final ".", may take `transaction_seconds` in all; the reply to the "." may take
+`final_reply_seconds`, any other reply `timeout`. A ticker on the loop (every 0.1 s) cuts a
+connection when a deadline passes (a server that trickles a byte a second cannot hold a send),
+and at once when the run is told to stop while connecting or before the final "." (nothing
+can have been accepted then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import socket
+import ssl
+import threading
+import weakref
+from collections import deque
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal, TypeVar
+
+from digest.errors import ConfigError, DigestError, SmtpUnavailable
+from digest.smtp_url import SmtpConfig
+
+Outcome = Literal["sent", "temporary", "permanent"]
+# Replies that mean "slow down" rather than "this recipient is a problem".
+THROTTLE_CODES = frozenset({421, 450, 451, 452, 454})
+STOP_GRACE_SECONDS = 3.0  # a reply to the final "." may still come this long after a stop
+TICK_SECONDS = 0.1
+MAX_LINE = 8192  # as smtplib: a longer reply line is no reply
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    code: int
+    reply: str
+    connection_lost: bool = False
+    # About the sender, the message or the relay, not this recipient: stop the run, keep the
+    # rest queued (this delivery too: nothing is recorded for it).
+    fatal: bool = False
+    # Nothing of the message was sent (the run was stopping): the delivery goes back untouched.
+    untried: bool = False
+
+    @property
+    def throttled(self) -> bool:
+        return self.code in THROTTLE_CODES or self.connection_lost
+
+
+def reply_text(code: int, resp: bytes | str) -> str:
+    text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else resp
+    return f"{code} {' '.join(text.split())}"[:500]
+
+
+def classify(code: int) -> Outcome:
+    """The outcome of a reply to the final "." (an unparseable reply, -1, is temporary)."""
+    if 200 <= code < 300:
+        return "sent"
+    if 500 <= code < 600:
+        return "permanent"
+    return "temporary"
+
+
+def judge(stage: str, code: int, resp: bytes) -> SendResult | None:
+    """The result when `code` ends the transaction at `stage` (mail, rcpt, data); None when
+    the transaction goes on."""
+    if code in _EXPECTED[stage]:
+        return None
+    reply = reply_text(code, resp)
+    if 400 <= code < 500 or (stage == "rcpt" and code == 552):
+        return SendResult("temporary", code, reply, connection_lost=code == 421)
+    if 500 <= code < 600 and stage == "rcpt":
+        return SendResult("permanent", code, reply)
+    if 500 <= code < 600:
+        # refused at MAIL FROM (553 sender rejected, 530 authentication required, 554 relay
+        # denied) or at DATA with the recipient accepted: about the sender, not the recipient
+        return SendResult("permanent", code, f"{reply} (at {stage.upper()})", fatal=True)
+    # a 2xx or 3xx where another reply was due, or a line we cannot parse (-1)
+    return SendResult("temporary", code, f"protocol error at {stage.upper()}: {reply}", True)
+
+
+_EXPECTED = {"mail": (250,), "rcpt": (250, 251), "data": (354,)}
+
+
+def tls_context(cfg: SmtpConfig) -> ssl.SSLContext:
+    """Certificates verified against the system's CAs, or smtp_ca_file (`digest check --smtp`
+    uses the same)."""
+    try:
+        return ssl.create_default_context(cafile=cfg.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"smtp_ca_file {cfg.ca_file}: {exc}") from None
+
+
+@cache
+def default_hostname() -> str:
+    """What smtplib says in EHLO when not told: the FQDN, else a literal of the address."""
+    fqdn = socket.getfqdn()
+    return fqdn if "." in fqdn else "[127.0.0.1]"
+
+
+T = TypeVar("T")
+
+
+def run_blocking(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on `loop` until it is done, from blocking code. Where this thread already
+    runs an event loop (a notebook, an async web app, Playwright's sync API), `loop` runs on
+    a thread of its own meanwhile."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return loop.run_until_complete(coro)
+    with ThreadPoolExecutor(1, thread_name_prefix="digest-smtp") as pool:
+        return pool.submit(loop.run_until_complete, coro).result()
+
+
+class Lost(ConnectionError):
+    """The connection closed, was cut, or sent something that is not a reply."""
+
+
+class _Wire(asyncio.Protocol):
+    """Bytes in, replies out: (code, text) pairs, text lines joined by newlines."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.lines: list[bytes] = []  # the lines so far of a multi-line reply
+        self.replies: deque[tuple[int, bytes]] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.want = 0
+        self.lost: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            line = buf[start : end + 1]
+            start = end + 1
+            self.lines.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:  # as smtplib: a line without a code ends the reply, as -1
+                code = -1
+            if code < 0 or line[3:4] != b"-":
+                self.replies.append((code, b"\n".join(self.lines)))
+                self.lines = []
+        self.buf = buf[start:]
+        if len(self.buf) > MAX_LINE:
+            self._fail("a reply line longer than 8192 bytes")
+            if self.transport is not None:
+                self.transport.abort()
+        elif self.waiter is not None and len(self.replies) >= self.want:
+            waiter, self.waiter = self.waiter, None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._fail("Connection unexpectedly closed")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"Connection unexpectedly closed: {exc}" if exc else "Connection unexpectedly closed")
+
+    def _fail(self, why: str) -> None:
+        if self.lost is None:
+            self.lost = why
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(Lost(self.lost))
+
+
+class _Ticker:
+    """One per event loop: cuts the connections past their deadline, or told to stop while
+    they may still be stopped safely."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.armed: set[SmtpConnection] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self, conn: SmtpConnection) -> None:
+        self.armed.add(conn)
+        if self.handle is None:
+            self.handle = self.loop.call_later(TICK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        for conn in list(self.armed):
+            if not conn._check(now):
+                self.armed.discard(conn)
+        if self.armed:
+            self.handle = self.loop.call_later(TICK_SECONDS, self._tick)
+
+
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class SmtpConnection:
+    """One SMTP connection, opened on first use and reopened after it drops. Its coroutines
+    run on one event loop."""
+
+    def __init__(
+        self,
+        cfg: SmtpConfig,
+        local_hostname: str | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.local_hostname = local_hostname
+        self.stop = stop
+        self.wire: _Wire | None = None
+        self.pipelining = False
+        self.max_size = 0
+        self.features: dict[str, str] = {}
+        self._pending: asyncio.Future[object] | None = None  # connecting: cut by cancelling
+        self._deadline: float | None = None
+        self._stoppable_until: float | None = None
+        self._read_limit = cfg.timeout
+        self._read_since: float | None = None
+        self._ticker: _Ticker | None = None
+        self.timed_out = False
+        self.aborted = False
+
+    # Deadlines -----------------------------------------------------------------------------
+
+    def _arm(self, seconds: float, *, stoppable: bool, grace: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._deadline = now + seconds
+        self._stoppable_until = now + grace if stoppable else None
+        self.timed_out = self.aborted = False
+        ticker = self._ticker
+        if ticker is None or ticker.loop is not loop:
+            ticker = self._ticker = _TICKERS.get(loop) or _TICKERS.setdefault(loop, _Ticker(loop))
+        ticker.arm(self)
+
+    def _disarm(self) -> None:
+        self._deadline = self._stoppable_until = None
+
+    def _check(self, now: float) -> bool:
+        """Cut the connection if it is late or told to stop; False when no longer armed."""
+        if self._deadline is None:
+            return False
+        late = now >= self._deadline or (
+            self._read_since is not None and now - self._read_since >= self._read_limit
+        )
+        stopping = (
+            self.stop is not None
+            and self._stoppable_until is not None
+            and now >= self._stoppable_until
+            and self.stop.is_set()
+        )
+        if not (late or stopping):
+            return True
+        self.timed_out = late
+        self.aborted = True  # what is read from now on is not a reply
+        self._deadline = None
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+        wire = self.wire
+        if wire is not None:
+            wire._fail("the connection was cut")
+            if wire.transport is not None:
+                wire.transport.abort()
+        return False
+
+    # Reading and writing -------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        wire = self.wire
+        if wire is None or wire.lost is not None or wire.transport is None:
+            raise Lost(wire.lost if wire is not None and wire.lost else "not connected")
+        wire.transport.write(data)
+
+    async def _replies(self, n: int) -> list[tuple[int, bytes]]:
+        """The next `n` replies (each waited for at most the read limit)."""
+        wire = self.wire
+        if wire is None:
+            raise Lost("not connected")
+        if len(wire.replies) < n:
+            if wire.lost is not None:
+                raise Lost(wire.lost)
+            wire.want = n
+            wire.waiter = asyncio.get_running_loop().create_future()
+            self._read_since = asyncio.get_running_loop().time()
+            try:
+                await wire.waiter
+            finally:
+                self._read_since = None
+        if self.aborted:
+            raise Lost("the connection was cut")
+        return [wire.replies.popleft() for _ in range(n)]
+
+    async def _command(self, line: str) -> tuple[int, bytes]:
+        self._write(line.encode("ascii") + b"\r\n")
+        return (await self._replies(1))[0]
+
+    # Connecting ----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connection; raises SmtpUnavailable (temporary) or DigestError (setup)."""
+        cfg = self.cfg
+        if self.stop is not None and self.stop.is_set():
+            raise SmtpUnavailable("not connecting: stopping")
+        self._arm(cfg.transaction_seconds, stoppable=True)
+        self._read_limit = cfg.timeout
+        try:
+            await self._open()
+            code, resp = (await self._replies(1))[0]
+            if code != 220:
+                raise SmtpUnavailable(
+                    f"{cfg.display} refused the connection: {reply_text(code, resp)}",
+                    hint="Try again later; nothing was marked as sent.",
+                )
+            await self._ehlo()
+            if cfg.security == "starttls":
+                if "starttls" not in self.features:
+                    raise DigestError(
+                        f"{cfg.display} does not offer STARTTLS, which smtp+starttls:// requires",
+                        hint="Check smtp_url: use the server's submission port, or smtps://.",
+                    )
+                code, resp = await self._command("STARTTLS")
+                if code != 220:
+                    raise Lost(f"STARTTLS refused: {reply_text(code, resp)}")
+                await self._starttls()
+                await self._ehlo()
+            if cfg.user:
+                await self._login(cfg.user, cfg.password or "")
+        except DigestError:
+            self._drop()
+            raise
+        except (OSError, asyncio.CancelledError, EOFError) as exc:
+            self._drop()
+            if isinstance(exc, asyncio.CancelledError) and not self.aborted:
+                raise  # cancelled from outside, not cut by the ticker
+            raise self._connect_error(exc) from None
+        finally:
+            self._disarm()
+        try:
+            self.max_size = int(self.features.get("size", "0").split()[0] or 0)
+        except (ValueError, IndexError):
+            self.max_size = 0
+        self.pipelining = "pipelining" in self.features
+
+    async def _open(self) -> None:
+        cfg, loop = self.cfg, asyncio.get_running_loop()
+        tls = tls_context(cfg) if cfg.security == "tls" else None
+        self.wire = None
+        task = asyncio.ensure_future(
+            loop.create_connection(
+                _Wire, cfg.host, cfg.port, ssl=tls, server_hostname=cfg.host if tls else None
+            )
+        )
+        self._pending = task
+        try:
+            _, wire = await task
+        finally:
+            self._pending = None
+        self.wire = wire
+
+    async def _starttls(self) -> None:
+        loop, wire = asyncio.get_running_loop(), self.wire
+        assert wire is not None and wire.transport is not None
+        task = asyncio.ensure_future(
+            loop.start_tls(wire.transport, wire, tls_context(self.cfg), server_hostname=self.cfg.host)
+        )
+        self._pending = task
+        try:
+            transport = await task
+        finally:
+            self._pending = None
+        if transport is None:
+            raise Lost("the connection closed during the TLS handshake")
+        wire.transport = transport  # type: ignore[assignment]
+
+    async def _ehlo(self) -> None:
+        name = self.local_hostname or default_hostname()
+        code, resp = await self._command(f"EHLO {name}")
+        self.features = {}
+        if code != 250:
+            code, resp = await self._command(f"HELO {name}")
+            if code != 250:
+                raise Lost(f"HELO refused: {reply_text(code, resp)}")
+            return
+        for line in resp.decode("latin-1").split("\n")[1:]:
+            keyword, _, params = line.partition(" ")
+            keyword = keyword.lower()
+            if keyword.startswith("auth="):  # the old form some servers still send
+                keyword, params = "auth", keyword[5:] + " " + params
+            if keyword:
+                old = self.features.get(keyword, "")
+                self.features[keyword] = f"{old} {params}".strip() if keyword == "auth" else params
+
+    async def _login(self, user: str, password: str) -> None:
+        """One AUTH attempt (PLAIN, else LOGIN, else CRAM-MD5): a server that is tried with
+        one mechanism after another often hangs up or stalls; one clear 535 is better."""
+        mechanisms = self.features.get("auth", "").upper().split()
+        b64 = lambda raw: base64.b64encode(raw.encode()).decode("ascii")  # noqa: E731
+        try:
+            if "PLAIN" in mechanisms:
+                plain = b64("\0" + user + "\0" + password)
+                code, resp = await self._command(f"AUTH PLAIN {plain}")
+            elif "LOGIN" in mechanisms:
+                code, resp = await self._command(f"AUTH LOGIN {b64(user)}")
+                if code == 334:
+                    code, resp = await self._command(b64(password))
+            elif "CRAM-MD5" in mechanisms:
+                code, resp = await self._command("AUTH CRAM-MD5")
+                if code == 334:
+                    challenge = base64.b64decode(resp)
+                    digest = hmac.new(password.encode(), challenge, "md5").hexdigest()
+                    code, resp = await self._command(b64(f"{user} {digest}"))
+            else:
+                raise ConfigError(
+                    f"{self.cfg.display} offers no login this client can use "
+                    f"(AUTH {' '.join(mechanisms) or 'not offered'})",
+                    hint="Use a submission port that offers AUTH PLAIN or LOGIN over TLS.",
+                )
+        except Lost:
+            if self.timed_out or (self.stop is not None and self.stop.is_set()):
+                raise
+            # Servers often hang up after failed attempts rather than answer 535.
+            code, resp = 535, b"the server closed the connection during login"
+        if code not in (235, 503):
+            raise ConfigError(
+                f"{self.cfg.display} refused the login for user {user!r}: "
+                f"{reply_text(code, resp)}",
+                hint="Check the user in smtp_url and DIGEST_SMTP_PASSWORD.",
+            )
+
+    def _connect_error(self, exc: BaseException) -> DigestError:
+        """What a failure to connect means: a setup problem, or try again later."""
+        cfg = self.cfg
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return DigestError(
+                f"the TLS certificate of {cfg.host} could not be verified: {exc.verify_message}",
+                hint="For a private CA set smtp_ca_file to its certificate (PEM).",
+            )
+        hint = (
+            "Check smtp_url and that the server is running; queued deliveries stay queued and "
+            "the next `digest send` resumes them."
+        )
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, socket.gaierror):
+            why = f"cannot resolve {cfg.host}"
+        if self.timed_out:
+            why = f"no answer within {cfg.transaction_seconds:g} seconds"
+        elif self.stop is not None and self.stop.is_set():
+            why = "stopped while connecting"
+        return SmtpUnavailable(
+            f"cannot connect to {cfg.display}: {why or type(exc).__name__}", hint=hint
+        )
+
+    # Sending -------------------------------------------------------------------------------
+
+    async def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+        """Send prepared bytes (CRLF line ends, no line starting with '.') to one recipient."""
+        fresh = self.wire is None
+        if fresh:
+            await self.connect()
+        result = await self._transaction(envelope_from, recipient, message)
+        if result is None and not fresh:
+            # The server had closed the idle connection (some answer 250 and hang up): nothing
+            # was tried, so try once more on a new connection, at once.
+            await self.connect()
+            result = await self._transaction(envelope_from, recipient, message)
+        if result is None:
+            return SendResult("temporary", 0, "connection lost before MAIL FROM was answered", True)
+        return result
+
+    async def _transaction(
+        self, envelope_from: str, recipient: str, message: bytes
+    ) -> SendResult | None:
+        """One transaction; None when the connection was already gone (nothing was tried)."""
+        if self.max_size and len(message) > self.max_size:
+            return SendResult(
+                "permanent", 552,
+                f"552 the message is {len(message)} bytes; {self.cfg.display} accepts at most "
+                f"{self.max_size} (its SIZE)", fatal=True,
+            )  # fmt: skip
+        answered = dot_sent = False
+        self._arm(self.cfg.transaction_seconds, stoppable=True)
+        self._read_limit = self.cfg.timeout
+        try:
+            # Addresses were validated (no spaces, brackets or line breaks) when stored.
+            mail_cmd = f"MAIL FROM:<{envelope_from}>\r\n".encode("ascii")
+            rcpt_cmd = f"RCPT TO:<{recipient}>\r\n".encode("ascii")
+            if self.pipelining:
+                # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
+                self._write(mail_cmd + rcpt_cmd + b"DATA\r\n")
+                mail = (await self._replies(1))[0]
+                answered = True
+                rcpt, data = await self._replies(2)
+                # A server that opened DATA although MAIL or RCPT was not accepted: a lone "."
+                # could deliver an empty message, so the connection is dropped instead (the
+                # transaction dies with it).
+                abandon = data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251))
+                for stage, (code, resp) in (("mail", mail), ("rcpt", rcpt), ("data", data)):
+                    if abandon:
+                        self._drop()
+                    refused = judge(stage, code, resp)
+                    if refused is not None:
+                        return await self._after_refusal(refused)
+            else:
+                self._write(mail_cmd)
+                code, resp = (await self._replies(1))[0]
+                answered = True
+                for stage in ("mail", "rcpt", "data"):
+                    if stage == "rcpt":
+                        self._write(rcpt_cmd)
+                        code, resp = (await self._replies(1))[0]
+                    elif stage == "data":
+                        self._write(b"DATA\r\n")
+                        code, resp = (await self._replies(1))[0]
+                    refused = judge(stage, code, resp)
+                    if refused is not None:
+                        return await self._after_refusal(refused)
+            # The message is already in wire form: send it as is, then the lone dot.
+            self._write(message + b".\r\n")
+            dot_sent = True
+            # From here the server may have taken it: a stop waits a little for the reply,
+            # which may take up to final_reply_seconds (not only smtp_timeout) to come.
+            self._arm(self.cfg.final_reply_seconds, stoppable=True, grace=STOP_GRACE_SECONDS)
+            self._read_limit = self.cfg.final_reply_seconds
+            code, resp = (await self._replies(1))[0]
+        except (OSError, EOFError) as exc:  # lost, cut, or a reply line we cannot read
+            timed_out = self.timed_out
+            self._drop()
+            if not answered:
+                return None
+            if not dot_sent and not timed_out and self.stop is not None and self.stop.is_set():
+                return SendResult("temporary", 0, "stopped before the message was sent", True,
+                                  untried=True)  # fmt: skip
+            # Lost before a final reply: unknown whether it was taken; try again later with the
+            # same Message-ID so a receiver can tell a duplicate.
+            why = "no reply in time" if timed_out else f"{exc or type(exc).__name__}"
+            return SendResult("temporary", 0, f"connection lost: {why}"[:500], True)
+        finally:
+            self._disarm()
+            self._read_limit = self.cfg.timeout
+        if code == 421 or code < 0:
+            self._drop()  # closing, or a reply we cannot parse: the connection is not usable
+        if code == 552:
+            # RFC 5321: at the end of DATA, 552 is about the message (its size), not the recipient
+            return SendResult("permanent", code, reply_text(code, resp), fatal=True)
+        return SendResult(classify(code), code, reply_text(code, resp), connection_lost=code < 0)
+
+    async def _after_refusal(self, result: SendResult) -> SendResult:
+        """A refused stage: RSET for the next transaction, or drop a connection that is not
+        usable (421, a protocol error, or one dropped already)."""
+        if result.code == 421 or result.connection_lost or self.wire is None:
+            self._drop()
+            return result
+        try:
+            self._arm(self.cfg.timeout, stoppable=True)
+            await self._command("RSET")
+        except (OSError, EOFError):
+            self._drop()
+        finally:
+            self._disarm()
+        return result
+
+    def _drop(self) -> None:
+        wire, self.wire = self.wire, None
+        if wire is not None and wire.transport is not None:
+            wire.transport.abort()
+
+    async def close(self) -> None:
+        if self.wire is not None:
+            self._arm(min(self.cfg.timeout, 5.0), stoppable=False)
+            with contextlib.suppress(OSError, EOFError):
+                await self._command("QUIT")
+            self._disarm()
+            self._drop()
