@@ -27,7 +27,6 @@ from digest.issues.variants import variant_rows
 from digest.models import Issue, IssueStatus, utcnow
 from digest.send.lock import send_lock
 from digest.send.mailer import SmtpSender
-from digest.send.smtp import SmtpConnection
 from digest.send.outcome import SendOutcome, SendProgress, outcome_report
 from digest.send.pacing import Pacer
 from digest.send.plan import (
@@ -40,6 +39,7 @@ from digest.send.plan import (
 )
 from digest.send.review import after_review_step
 from digest.send.run import DeliveryRun, RunOptions
+from digest.send.smtp import SmtpConnection
 from digest.send.store import SqlStore
 from digest.text import plural
 

@@ -19,6 +19,7 @@ within 50 ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -140,6 +141,12 @@ class DeliveryRun:
         self.clock = clock
         self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self.done: list[_Done] = []
+        # made when the run starts, on its event loop
+        self._stopped = asyncio.Event()  # the stop, seen on this loop
+        self._wake = asyncio.Event()  # the run ended: a refused connection resting wakes
+        self._done_waiter: asyncio.Future[None] | None = None
+        self._done_wanted = 1
+        self._checks: dict[int, asyncio.Future[str | None]] = {}
         self.breaker = CircuitBreaker(options.max_consecutive_failures)
         self.progress = SendProgress()
         self.working: set[int] = set()  # connections whose last attempt reached the server
@@ -206,7 +213,8 @@ class DeliveryRun:
         loop = asyncio.get_running_loop()
         if not self._checks:
             loop.call_soon(self._run_checks)
-        found = self._checks[delivery_id] = loop.create_future()
+        found: asyncio.Future[str | None] = loop.create_future()
+        self._checks[delivery_id] = found
         return await found
 
     def _run_checks(self) -> None:
@@ -247,12 +255,6 @@ class DeliveryRun:
 
     async def _run(self) -> SendOutcome:
         store, options = self.store, self.options
-        self._stopped = asyncio.Event()  # the stop, seen on this loop
-        # set when the run ends: a refused connection resting before it tries again wakes
-        self._wake = asyncio.Event()
-        self._done_waiter: asyncio.Future[None] | None = None
-        self._done_wanted = 1
-        self._checks: dict[int, asyncio.Future[str | None]] = {}
         store.start()
         self.started_at = self.clock()
         retry_deadline = time.monotonic() + options.retry_wait_seconds
@@ -381,10 +383,10 @@ class DeliveryRun:
             timer.cancel()
             self._done_waiter = None
 
-    def _update(self, job: _Job, result: SendResult) -> Update:
+    def _update(self, job: _Job, result: SendResult, now: datetime | None = None) -> Update:
         c = job.claim
         return self.options.retry.update(
-            c.delivery_id, c.attempts, c.first_attempt_at, result, self.clock()
+            c.delivery_id, c.attempts, c.first_attempt_at, result, now or self.clock()
         )
 
     async def _handle(self, finished: Sequence[_Done], records: list[Update]) -> int:
@@ -392,6 +394,7 @@ class DeliveryRun:
         release: list[int] = []
         requeued = 0
         unreachable: list[_Done] = []
+        now = self.clock()  # one time for the group: one timestamp to encode, not one a row
         for item in finished:
             c = item.job.claim
             if item.kind == "result":
@@ -405,7 +408,7 @@ class DeliveryRun:
                     release.append(c.delivery_id)
                     self._halt("sender", f"{result.reply}", self._sender_hint(result))
                 else:
-                    update = self._update(item.job, result)
+                    update = self._update(item.job, result, now)
                     if result.outcome == "permanent":
                         records.extend(self.breaker.permanent(update))
                         if self.breaker.tripped:
@@ -525,10 +528,8 @@ async def _sleep(seconds: float, until: asyncio.Event) -> None:
     """Sleep `seconds`, or less if `until` is set first."""
     if until.is_set():
         return
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(until.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:

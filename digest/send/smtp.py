@@ -181,7 +181,9 @@ class _Wire(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(f"Connection unexpectedly closed: {exc}" if exc else "Connection unexpectedly closed")
+        self._fail(
+            f"Connection unexpectedly closed: {exc}" if exc else "Connection unexpectedly closed"
+        )
 
     def _fail(self, why: str) -> None:
         if self.lost is None:
@@ -189,6 +191,10 @@ class _Wire(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(Lost(self.lost))
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
 
 
 class _Ticker:
@@ -238,7 +244,7 @@ class SmtpConnection:
         self.pipelining = False
         self.max_size = 0
         self.features: dict[str, str] = {}
-        self._pending: asyncio.Future[object] | None = None  # connecting: cut by cancelling
+        self._pending: asyncio.Future[Any] | None = None  # connecting: cut by cancelling
         self._deadline: float | None = None
         self._stoppable_until: float | None = None
         self._read_limit = cfg.timeout
@@ -250,13 +256,13 @@ class SmtpConnection:
     # Deadlines -----------------------------------------------------------------------------
 
     def _arm(self, seconds: float, *, stoppable: bool, grace: float = 0.0) -> None:
-        loop = asyncio.get_running_loop()
+        ticker = self._ticker
+        loop = ticker.loop if ticker is not None else asyncio.get_running_loop()
         now = loop.time()
         self._deadline = now + seconds
         self._stoppable_until = now + grace if stoppable else None
         self.timed_out = self.aborted = False
-        ticker = self._ticker
-        if ticker is None or ticker.loop is not loop:
+        if ticker is None:
             ticker = self._ticker = _TICKERS.get(loop) or _TICKERS.setdefault(loop, _Ticker(loop))
         ticker.arm(self)
 
@@ -307,9 +313,10 @@ class SmtpConnection:
         if len(wire.replies) < n:
             if wire.lost is not None:
                 raise Lost(wire.lost)
+            loop = asyncio.get_running_loop()
             wire.want = n
-            wire.waiter = asyncio.get_running_loop().create_future()
-            self._read_since = asyncio.get_running_loop().time()
+            wire.waiter = loop.create_future()
+            self._read_since = loop.time()
             try:
                 await wire.waiter
             finally:
@@ -329,6 +336,7 @@ class SmtpConnection:
         cfg = self.cfg
         if self.stop is not None and self.stop.is_set():
             raise SmtpUnavailable("not connecting: stopping")
+        self._ticker = None  # the loop this runs on now has its own
         self._arm(cfg.transaction_seconds, stoppable=True)
         self._read_limit = cfg.timeout
         try:
@@ -389,7 +397,9 @@ class SmtpConnection:
         loop, wire = asyncio.get_running_loop(), self.wire
         assert wire is not None and wire.transport is not None
         task = asyncio.ensure_future(
-            loop.start_tls(wire.transport, wire, tls_context(self.cfg), server_hostname=self.cfg.host)
+            loop.start_tls(
+                wire.transport, wire, tls_context(self.cfg), server_hostname=self.cfg.host
+            )
         )
         self._pending = task
         try:
@@ -398,7 +408,7 @@ class SmtpConnection:
             self._pending = None
         if transport is None:
             raise Lost("the connection closed during the TLS handshake")
-        wire.transport = transport  # type: ignore[assignment]
+        wire.transport = transport
 
     async def _ehlo(self) -> None:
         name = self.local_hostname or default_hostname()
@@ -422,7 +432,6 @@ class SmtpConnection:
         """One AUTH attempt (PLAIN, else LOGIN, else CRAM-MD5): a server that is tried with
         one mechanism after another often hangs up or stalls; one clear 535 is better."""
         mechanisms = self.features.get("auth", "").upper().split()
-        b64 = lambda raw: base64.b64encode(raw.encode()).decode("ascii")  # noqa: E731
         try:
             if "PLAIN" in mechanisms:
                 plain = b64("\0" + user + "\0" + password)
@@ -450,8 +459,7 @@ class SmtpConnection:
             code, resp = 535, b"the server closed the connection during login"
         if code not in (235, 503):
             raise ConfigError(
-                f"{self.cfg.display} refused the login for user {user!r}: "
-                f"{reply_text(code, resp)}",
+                f"{self.cfg.display} refused the login for user {user!r}: {reply_text(code, resp)}",
                 hint="Check the user in smtp_url and DIGEST_SMTP_PASSWORD.",
             )
 
