@@ -114,3 +114,58 @@ def test_login_is_used_and_password_never_printed(cli, env, monkeypatch) -> None
         assert len(server.messages) == 1
     finally:
         controller.stop()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_send_over_starttls_with_a_login_on_either_event_loop(
+    cli, env, monkeypatch, tmp_path: Path, loop: str
+) -> None:
+    """The send runs on uvloop where it is installed and on asyncio's own loop where it is
+    not (digest.send.smtp.new_event_loop): the one SMTP client works the same on both, TLS
+    upgrade and login included."""
+    import asyncio
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+
+    from digest.send import mailer, run
+
+    if loop == "asyncio":
+        monkeypatch.setattr(mailer, "new_event_loop", asyncio.new_event_loop)
+        monkeypatch.setattr(run, "new_event_loop", asyncio.new_event_loop)
+    else:
+        pytest.importorskip("uvloop")
+    used: list[str] = []
+    real = run.DeliveryRun.run
+
+    def spy(self: run.DeliveryRun) -> object:
+        used.append(type(self.loop).__module__ if self.loop else "")
+        return real(self)
+
+    monkeypatch.setattr(run.DeliveryRun, "run", spy)
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+
+    def auth(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"digest" and auth_data.password == b"s3cret-pw"
+        return AuthResult(success=ok, handled=False)
+
+    server, controller = start_smtp(tls_context=ctx, require_starttls=True, authenticator=auth)
+    try:
+        seed(cli, subscribers=3)
+        monkeypatch.setenv("DIGEST_SMTP_URL", f"smtp+starttls://digest@127.0.0.1:{server.port}")
+        monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "s3cret-pw")
+        monkeypatch.setenv("DIGEST_SMTP_CA_FILE", str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("DIGEST_SMTP_CONNECTIONS", "2")
+        r = cli("send", "--yes")
+        assert r.exit_code == 0, r.output
+        assert sorted(m.rcpt_tos[0] for m in server.messages) == [
+            f"reader{i}@example.net" for i in range(3)
+        ]
+        assert rows(env, "SELECT status, count(*) FROM delivery GROUP BY status") == [("sent", 3)]
+        assert used == ["uvloop" if loop == "uvloop" else "asyncio.unix_events"]
+    finally:
+        controller.stop()

@@ -5,7 +5,6 @@ loop (digest.send.run). `FileSender` writes .eml files instead (dry runs)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +16,7 @@ from digest.send.smtp import (
     SendResult,
     SmtpConnection,
     classify,
+    new_event_loop,
     run_blocking,
     tls_context,
 )
@@ -56,7 +56,7 @@ class SmtpSender:
         stop: threading.Event | None = None,
     ) -> None:
         self.cfg = cfg
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self.connection = SmtpConnection(cfg, local_hostname, stop=stop)
 
     def connect(self) -> None:

@@ -38,7 +38,7 @@ from digest.send.mailer import AsyncSender, SendResult
 from digest.send.outcome import SendOutcome, SendProgress
 from digest.send.pacing import Pacer
 from digest.send.policy import CircuitBreaker, RetryPolicy, Update, skip
-from digest.send.smtp import run_blocking
+from digest.send.smtp import new_event_loop, run_blocking
 from digest.send.store import Claimed, Store
 from digest.text import plural
 
@@ -246,7 +246,7 @@ class DeliveryRun:
     # The loop ------------------------------------------------------------------------------------
 
     def run(self) -> SendOutcome:
-        loop = self.loop or asyncio.new_event_loop()
+        loop = self.loop or new_event_loop()
         try:
             return run_blocking(loop, self._run())
         finally:

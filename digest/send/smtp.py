@@ -36,7 +36,7 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from digest.errors import ConfigError, DigestError, SmtpUnavailable
 from digest.smtp_url import SmtpConfig
@@ -120,6 +120,16 @@ def default_hostname() -> str:
 T = TypeVar("T")
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (libuv; its transports are C, ~2-3x less work per reply) where
+    it is installed, else asyncio's own. The SMTP client behaves the same on both."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def run_blocking(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on `loop` until it is done, from blocking code. Where this thread already
     runs an event loop (a notebook, an async web app, Playwright's sync API), `loop` runs on
@@ -149,8 +159,7 @@ class _Wire(asyncio.Protocol):
         self.lost: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data

@@ -107,6 +107,9 @@ class SqlStore:
         # The DB-API connection itself: going through the pool's proxy for every cursor and
         # commit cost more than some of the statements.
         self._raw: Any = self._pooled.driver_connection
+        # SQLite: the rows leased here, with their subscribers' statuses, as of _version
+        self._known: dict[int, str] = {}
+        self._version: int | None = None
         if self.sqlite:
             self._lease_until = "?"  # our clock, bound per statement
             self._now = "?"
@@ -156,6 +159,22 @@ class SqlStore:
         self._raw.commit()  # end the read at once (PostgreSQL would keep a transaction open)
         return list(rows)
 
+    def _data_version(self, cur: Any) -> int | None:
+        """SQLite's count of commits by other connections (None on PostgreSQL)."""
+        if not self.sqlite:
+            return None
+        cur.execute("PRAGMA data_version")
+        return int(cur.fetchone()[0])
+
+    def _remember(self, version: int | None, statuses: dict[int, str]) -> None:
+        """Rows leased to this worker and their subscribers' statuses, as read when
+        `version` was current; a new version forgets the rest (they are read again when
+        they are asked about)."""
+        if version != self._version:
+            self._known = {}
+            self._version = version
+        self._known.update(statuses)
+
     # The Store --------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -195,6 +214,7 @@ class SqlStore:
             select_due += " FOR UPDATE SKIP LOCKED"
         cur = self._raw.cursor()
         try:
+            version = self._data_version(cur)
             cur.execute(self._sql(select_due), args)
             ids = [row[0] for row in cur.fetchall()]
             if not ids:
@@ -212,7 +232,7 @@ class SqlStore:
             cur.execute(
                 self._sql(
                     "SELECT d.id, d.attempts, d.first_attempt_at, s.id, s.uid, s.email, s.name, "  # noqa: S608
-                    "d.variant_id "
+                    "d.variant_id, s.status "
                     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
                     f"WHERE d.id IN ({marks}) ORDER BY d.id"
                 ),
@@ -222,6 +242,8 @@ class SqlStore:
             self._raw.commit()
         finally:
             cur.close()
+        if self.sqlite:
+            self._remember(version, {row[0]: row[8] or "removed" for row in rows})
         # Plain tuples: building a model object per row cost more than the whole claim.
         return [
             Claimed(
@@ -231,7 +253,7 @@ class SqlStore:
                 Who(sid, uid, email, name) if sid else None,
                 variant,
             )  # fmt: skip
-            for did, attempts, first, sid, uid, email, name, variant in rows
+            for did, attempts, first, sid, uid, email, name, variant, _ in rows
         ]
 
     def record(self, updates: Sequence[Update]) -> None:
@@ -326,13 +348,27 @@ class SqlStore:
             return {}
         marks = ",".join("?" * len(delivery_ids))
         if self.sqlite:
-            # The send lock keeps other senders out; only a cancel can take a row away.
+            # The send lock keeps other senders out: only another connection's commit (a
+            # cancel, an unsubscribe, a bounce) can change what this one read. SQLite counts
+            # those commits (PRAGMA data_version); while there were none, what this
+            # connection knows is still true and costs no query.
+            cur = self._raw.cursor()
+            try:
+                version = self._data_version(cur)
+            finally:
+                cur.close()
+            known = self._known
+            if version == self._version and all(i in known for i in delivery_ids):
+                return {i: known[i] for i in delivery_ids}
             found = self._rows(
                 "SELECT d.id, coalesce(s.status, 'removed') FROM delivery d "  # noqa: S608
                 "LEFT JOIN subscriber s ON s.id = d.subscriber_id "
                 f"WHERE d.id IN ({marks}) AND d.lease_owner = ? AND d.status = 'sending'",
                 [*delivery_ids, self.worker],
             )
+            statuses = {row[0]: row[1] for row in found}
+            self._remember(version, statuses)
+            return statuses
         else:
             found = self._rows(
                 f"WITH ours AS (UPDATE delivery SET lease_expires_at = {self._lease_until} "  # noqa: S608
