@@ -263,6 +263,8 @@ class SqlStore:
         cannot be recorded is logged, never dropped silently."""
         if not updates:
             return
+        for u in updates:  # no longer in flight: nothing to check before MAIL FROM
+            self._known.pop(u.delivery_id, None)
         memo: dict[datetime | None, Any] = {}
 
         def ts(moment: datetime | None) -> Any:  # most rows of a group share one timestamp
@@ -329,6 +331,8 @@ class SqlStore:
     def release(self, delivery_ids: Sequence[int]) -> None:
         if not delivery_ids:
             return
+        for i in delivery_ids:
+            self._known.pop(i, None)
         marks = ",".join("?" * len(delivery_ids))
         self._run(
             "UPDATE delivery SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL "  # noqa: S608
