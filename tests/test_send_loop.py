@@ -24,8 +24,8 @@ from digest.db import make_engine
 from digest.errors import DigestError
 from digest.send.mailer import SendResult
 from digest.send.pacing import Pacer
-from digest.send.policy import CircuitBreaker, RetryPolicy, Update
-from digest.send.run import DeliveryRun, RunOptions, SenderRejected, SendProgress
+from digest.send.policy import CircuitBreaker, RetryPolicy, RunOptions, Update
+from digest.send.run import DeliveryRun, SenderRejected, SendProgress
 from digest.send.store import SqlStore
 
 from .helpers.memstore import LATER, OK, UNKNOWN, MemoryStore, ScriptedSender

@@ -121,7 +121,7 @@ def test_a_send_over_starttls_with_a_login_on_either_event_loop(
     cli, env, monkeypatch, tmp_path: Path, loop: str
 ) -> None:
     """The send runs on uvloop where it is installed and on asyncio's own loop where it is
-    not (digest.send.smtp.new_event_loop): the one SMTP client works the same on both, TLS
+    not (digest.send.loop.new_event_loop): the one SMTP client works the same on both, TLS
     upgrade and login included."""
     import asyncio
     import ssl

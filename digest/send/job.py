@@ -37,8 +37,9 @@ from digest.send.plan import (
     plan_send,
     start_issue,
 )
+from digest.send.policy import RunOptions
 from digest.send.review import after_review_step
-from digest.send.run import DeliveryRun, RunOptions
+from digest.send.run import DeliveryRun
 from digest.send.smtp import SmtpConnection
 from digest.send.store import SqlStore
 from digest.text import plural

@@ -9,17 +9,9 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from digest.send.smtp import (
-    STOP_GRACE_SECONDS,
-    THROTTLE_CODES,
-    Outcome,
-    SendResult,
-    SmtpConnection,
-    classify,
-    new_event_loop,
-    run_blocking,
-    tls_context,
-)
+from digest.send.loop import new_event_loop, run_blocking
+from digest.send.replies import THROTTLE_CODES, Outcome, SendResult, classify
+from digest.send.smtp import STOP_GRACE_SECONDS, SmtpConnection, tls_context
 from digest.smtp_url import SmtpConfig
 
 __all__ = [

@@ -8,10 +8,15 @@ refuses everyone, so such replies stop the run instead of failing the whole list
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from digest.send.mailer import SendResult
+
+if TYPE_CHECKING:
+    from digest.config import Settings
+    from digest.send.pacing import Pacer
 
 BACKOFF_CAP = timedelta(hours=1)
 
@@ -89,3 +94,31 @@ class CircuitBreaker:
     @property
     def tripped(self) -> bool:
         return bool(self.limit) and len(self.held) >= self.limit
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    connections: int = 1
+    lease_seconds: float = 60.0
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(timedelta(hours=72), base_seconds=60.0)
+    )
+    retry_wait_seconds: float = 300.0
+    smtp_down_seconds: float = 300.0
+    max_consecutive_failures: int = 20
+    batch_size: int = 16
+
+    @classmethod
+    def of(cls, settings: Settings, pacer: Pacer, retry_wait: float | None = None) -> RunOptions:
+        connections = settings.smtp_connections
+        batch = max(connections, min(512, 16 * connections))
+        if pacer.base:  # a slow, paced run claims only what it sends within a third of a lease
+            batch = max(1, min(batch, int(settings.lease_seconds / 3 / pacer.base)))
+        return cls(
+            connections=connections, lease_seconds=settings.lease_seconds,
+            retry=RetryPolicy(timedelta(hours=settings.retry_lifetime_hours),
+                              settings.retry_base_seconds),
+            retry_wait_seconds=settings.retry_wait_seconds if retry_wait is None else retry_wait,
+            smtp_down_seconds=settings.smtp_down_seconds,
+            max_consecutive_failures=settings.max_consecutive_failures, batch_size=batch,
+        )  # fmt: skip

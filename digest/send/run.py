@@ -19,26 +19,24 @@ within 50 ms.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from digest.compose.recipients import Recipients
 from digest.compose.wire import MessageTemplate, Recipient
-from digest.config import Settings
 from digest.errors import DigestError, SmtpUnavailable
 from digest.models import SubscriberStatus, utcnow
+from digest.send.loop import new_event_loop, run_blocking, settle, sleep_until
 from digest.send.mailer import AsyncSender, SendResult
 from digest.send.outcome import SendOutcome, SendProgress
 from digest.send.pacing import Pacer
-from digest.send.policy import CircuitBreaker, RetryPolicy, Update, skip
-from digest.send.smtp import new_event_loop, run_blocking
+from digest.send.policy import CircuitBreaker, RunOptions, Update, skip
 from digest.send.store import Claimed, Store
 from digest.text import plural
 
@@ -70,40 +68,13 @@ class _Done:
     connection: int = 0
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    connections: int = 1
-    lease_seconds: float = 60.0
-    retry: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(timedelta(hours=72), base_seconds=60.0)
-    )
-    retry_wait_seconds: float = 300.0
-    smtp_down_seconds: float = 300.0
-    max_consecutive_failures: int = 20
-    batch_size: int = 16
-
-    @classmethod
-    def of(cls, settings: Settings, pacer: Pacer, retry_wait: float | None = None) -> RunOptions:
-        connections = settings.smtp_connections
-        batch = max(connections, min(512, 16 * connections))
-        if pacer.base:  # a slow, paced run claims only what it sends within a third of a lease
-            batch = max(1, min(batch, int(settings.lease_seconds / 3 / pacer.base)))
-        return cls(
-            connections=connections, lease_seconds=settings.lease_seconds,
-            retry=RetryPolicy(timedelta(hours=settings.retry_lifetime_hours),
-                              settings.retry_base_seconds),
-            retry_wait_seconds=settings.retry_wait_seconds if retry_wait is None else retry_wait,
-            smtp_down_seconds=settings.smtp_down_seconds,
-            max_consecutive_failures=settings.max_consecutive_failures, batch_size=batch,
-        )  # fmt: skip
-
-
 class DeliveryRun:
     """Sends one issue's outstanding deliveries over a pool of SMTP connections.
 
-    One thread per connection sends; this thread claims rows, checks each subscriber is
-    still active just before their message is handed to a connection, records every outcome
-    and renews the leases.
+    Each connection is a coroutine that takes the next message, checks it right before MAIL
+    FROM (still ours, the subscriber still active) and sends it; the loop claims rows, hands
+    them out, records every outcome and renews the leases. All of it on one event loop, on
+    the thread that calls run().
     """
 
     def __init__(
@@ -141,7 +112,6 @@ class DeliveryRun:
         self.clock = clock
         self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self.done: list[_Done] = []
-        # made when the run starts, on its event loop
         self._stopped = asyncio.Event()  # the stop, seen on this loop
         self._wake = asyncio.Event()  # the run ended: a refused connection resting wakes
         self._done_waiter: asyncio.Future[None] | None = None
@@ -166,7 +136,7 @@ class DeliveryRun:
                     return
                 delay = self.pacer.reserve()
                 if delay > 0:
-                    await _sleep(delay, self._stopped)
+                    await sleep_until(delay, self._stopped)
                 if self._stopping():
                     self._finished(_Done(job, "stopping"))
                     continue
@@ -189,7 +159,7 @@ class DeliveryRun:
                     self._finished(_Done(job, "unreachable", error=exc.message, connection=index))
                     # This connection was refused (a relay allowing fewer connections than
                     # smtp_connections, say): rest before trying again; the others carry on.
-                    await _sleep(min(30.0, 1.0 + 2.0 * index), self._wake)
+                    await sleep_until(min(30.0, 1.0 + 2.0 * index), self._wake)
                     continue
                 except DigestError as exc:  # a setup problem (login, certificate)
                     self._finished(_Done(job, "fatal", error=exc.message, hint=exc.hint))
@@ -207,9 +177,8 @@ class DeliveryRun:
                 await _quietly_close(sender)
 
     async def _check(self, delivery_id: int) -> str | None:
-        """Right before MAIL FROM: the subscriber's status now, or None when the row is no
-        longer ours (its lease is gone, or the issue was cancelled). The connections that get
-        here in the same turn of the event loop share one query."""
+        """Right before MAIL FROM: the subscriber's status now, or None when the row is no longer
+        ours (lease gone, issue cancelled). One query for a turn of the loop's connections."""
         loop = asyncio.get_running_loop()
         if not self._checks:
             loop.call_soon(self._run_checks)
@@ -237,8 +206,7 @@ class DeliveryRun:
             waiter.set_result(None)
 
     async def _watch_stop(self) -> None:
-        """The stop is a threading.Event (set by a signal handler or another thread): seen
-        here within 50 ms, and passed on to what waits on this loop."""
+        """The stop (a threading.Event, set by a signal handler or another thread) on this loop."""
         while not self.stop.is_set():
             await asyncio.sleep(0.05)
         self._stopped.set()
@@ -376,7 +344,7 @@ class DeliveryRun:
         loop = asyncio.get_running_loop()
         waiter = self._done_waiter = loop.create_future()
         self._done_wanted = wanted
-        timer = loop.call_later(timeout, _settle, waiter)
+        timer = loop.call_later(timeout, settle, waiter)
         try:
             await waiter
         finally:
@@ -459,7 +427,7 @@ class DeliveryRun:
             if time.monotonic() - self.down_since > self.options.smtp_down_seconds:
                 self.unavailable = unreachable[-1].error or "the SMTP server is unreachable"
             elif pause:
-                await _sleep(pause, self._stopped)
+                await sleep_until(pause, self._stopped)
         return requeued
 
     def _halt(self, kind: Literal["sender", "setup", "error"], why: str, hint: str | None) -> None:
@@ -483,7 +451,7 @@ class DeliveryRun:
         if not pending:
             return False
         delay = 0.2 if seconds is None else min(max(seconds, 0.0) + 0.05, 1.0)
-        await _sleep(delay, self._stopped)
+        await sleep_until(delay, self._stopped)
         self.store.reclaim_expired()  # rows whose lease ran out: theirs are ours now
         return not self.stop.is_set()
 
@@ -498,7 +466,7 @@ class DeliveryRun:
         self.progress.waiting_until = next_at
         if self.on_wait:
             self.on_wait(next_at, deferred)
-        await _sleep(delay + 0.01, self._stopped)
+        await sleep_until(delay + 0.01, self._stopped)
         self.progress.waiting_until = None
         return not self.stop.is_set()
 
@@ -522,19 +490,6 @@ class DeliveryRun:
             issue.number, finished, counts, self.stop.is_set(), next_retry, self.unavailable,
             failed, self.progress.failed,
         )  # fmt: skip
-
-
-async def _sleep(seconds: float, until: asyncio.Event) -> None:
-    """Sleep `seconds`, or less if `until` is set first."""
-    if until.is_set():
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(until.wait(), seconds)
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 async def _quietly_close(sender: AsyncSender) -> None:

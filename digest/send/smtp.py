@@ -4,21 +4,14 @@ answers (RFC 5321, RFC 2920 pipelining, RFC 3207 STARTTLS, RFC 4954 AUTH).
 One client serves every send: the bulk send runs many of these connections on one thread
 (digest.send.run), and `SmtpSender` (digest.send.mailer) drives one from blocking code for the
 single messages (test and review copies, confirmation emails). No thread per connection: the
-GIL is never handed between threads, which on a fast relay cost more than the protocol.
+GIL is never handed between threads, which on a fast relay cost more than the protocol. What
+each reply means is digest.send.replies.
 
-How replies are judged (EMAIL-RULES.md): only a 2xx to the final "." means the message was
-accepted. A 5xx at MAIL FROM or a 552 at the final "." is about the sender or the message, not
-the recipient (`fatal`: the run stops and the rest stays queued). A 5xx at RCPT is permanent
-for that recipient, except 552 (temporary, §4.5.3.1.10). 4xx is temporary. A reply of the
-wrong kind (a 2xx where a 354 was due, RCPT 252) or one that cannot be parsed is a broken
-connection: temporary, and the connection is dropped.
-
-Time is bounded as a whole, not only per read: connecting and logging in, and one transaction
-up to its final ".", may take `transaction_seconds` in all; the reply to the "." may take
-`final_reply_seconds`, any other reply `timeout`. A ticker on the loop (every 0.1 s) cuts a
-connection when a deadline passes (a server that trickles a byte a second cannot hold a send),
-and at once when the run is told to stop while connecting or before the final "." (nothing
-can have been accepted then).
+Time is bounded as a whole: connecting and logging in, and a transaction up to its final
+".", may take `transaction_seconds`; the reply to the "." `final_reply_seconds`, any other
+`timeout`. The loop's ticker (digest.send.loop) cuts a connection past a deadline (a server
+that trickles a byte a second cannot hold a send), and at once on a stop while connecting
+or before the final "." (nothing can have been accepted then).
 """
 
 from __future__ import annotations
@@ -30,75 +23,18 @@ import hmac
 import socket
 import ssl
 import threading
-import weakref
 from collections import deque
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, cast
 
 from digest.errors import ConfigError, DigestError, SmtpUnavailable
+from digest.send.loop import Ticker
+from digest.send.loop import ticker as loop_ticker
+from digest.send.replies import SendResult, classify, judge, reply_text
 from digest.smtp_url import SmtpConfig
 
-Outcome = Literal["sent", "temporary", "permanent"]
-# Replies that mean "slow down" rather than "this recipient is a problem".
-THROTTLE_CODES = frozenset({421, 450, 451, 452, 454})
 STOP_GRACE_SECONDS = 3.0  # a reply to the final "." may still come this long after a stop
-TICK_SECONDS = 0.1
 MAX_LINE = 8192  # as smtplib: a longer reply line is no reply
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    outcome: Outcome
-    code: int
-    reply: str
-    connection_lost: bool = False
-    # About the sender, the message or the relay, not this recipient: stop the run, keep the
-    # rest queued (this delivery too: nothing is recorded for it).
-    fatal: bool = False
-    # Nothing of the message was sent (the run was stopping): the delivery goes back untouched.
-    untried: bool = False
-
-    @property
-    def throttled(self) -> bool:
-        return self.code in THROTTLE_CODES or self.connection_lost
-
-
-def reply_text(code: int, resp: bytes | str) -> str:
-    text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else resp
-    return f"{code} {' '.join(text.split())}"[:500]
-
-
-def classify(code: int) -> Outcome:
-    """The outcome of a reply to the final "." (an unparseable reply, -1, is temporary)."""
-    if 200 <= code < 300:
-        return "sent"
-    if 500 <= code < 600:
-        return "permanent"
-    return "temporary"
-
-
-def judge(stage: str, code: int, resp: bytes) -> SendResult | None:
-    """The result when `code` ends the transaction at `stage` (mail, rcpt, data); None when
-    the transaction goes on."""
-    if code in _EXPECTED[stage]:
-        return None
-    reply = reply_text(code, resp)
-    if 400 <= code < 500 or (stage == "rcpt" and code == 552):
-        return SendResult("temporary", code, reply, connection_lost=code == 421)
-    if 500 <= code < 600 and stage == "rcpt":
-        return SendResult("permanent", code, reply)
-    if 500 <= code < 600:
-        # refused at MAIL FROM (553 sender rejected, 530 authentication required, 554 relay
-        # denied) or at DATA with the recipient accepted: about the sender, not the recipient
-        return SendResult("permanent", code, f"{reply} (at {stage.upper()})", fatal=True)
-    # a 2xx or 3xx where another reply was due, or a line we cannot parse (-1)
-    return SendResult("temporary", code, f"protocol error at {stage.upper()}: {reply}", True)
-
-
-_EXPECTED = {"mail": (250,), "rcpt": (250, 251), "data": (354,)}
 
 
 def tls_context(cfg: SmtpConfig) -> ssl.SSLContext:
@@ -115,31 +51,6 @@ def default_hostname() -> str:
     """What smtplib says in EHLO when not told: the FQDN, else a literal of the address."""
     fqdn = socket.getfqdn()
     return fqdn if "." in fqdn else "[127.0.0.1]"
-
-
-T = TypeVar("T")
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop (libuv; its transports are C, ~2-3x less work per reply) where
-    it is installed, else asyncio's own. The SMTP client behaves the same on both."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-def run_blocking(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on `loop` until it is done, from blocking code. Where this thread already
-    runs an event loop (a notebook, an async web app, Playwright's sync API), `loop` runs on
-    a thread of its own meanwhile."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return loop.run_until_complete(coro)
-    with ThreadPoolExecutor(1, thread_name_prefix="digest-smtp") as pool:
-        return pool.submit(loop.run_until_complete, coro).result()
 
 
 class Lost(ConnectionError):
@@ -206,35 +117,6 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode("ascii")
 
 
-class _Ticker:
-    """One per event loop: cuts the connections past their deadline, or told to stop while
-    they may still be stopped safely."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.armed: set[SmtpConnection] = set()
-        self.handle: asyncio.TimerHandle | None = None
-
-    def arm(self, conn: SmtpConnection) -> None:
-        self.armed.add(conn)
-        if self.handle is None:
-            self.handle = self.loop.call_later(TICK_SECONDS, self._tick)
-
-    def _tick(self) -> None:
-        self.handle = None
-        now = self.loop.time()
-        for conn in list(self.armed):
-            if not conn._check(now):
-                self.armed.discard(conn)
-        if self.armed:
-            self.handle = self.loop.call_later(TICK_SECONDS, self._tick)
-
-
-_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 class SmtpConnection:
     """One SMTP connection, opened on first use and reopened after it drops. Its coroutines
     run on one event loop."""
@@ -258,7 +140,7 @@ class SmtpConnection:
         self._stoppable_until: float | None = None
         self._read_limit = cfg.timeout
         self._read_since: float | None = None
-        self._ticker: _Ticker | None = None
+        self._ticker: Ticker | None = None
         self.timed_out = False
         self.aborted = False
 
@@ -272,7 +154,7 @@ class SmtpConnection:
         self._stoppable_until = now + grace if stoppable else None
         self.timed_out = self.aborted = False
         if ticker is None:
-            ticker = self._ticker = _TICKERS.get(loop) or _TICKERS.setdefault(loop, _Ticker(loop))
+            ticker = self._ticker = loop_ticker(loop)
         ticker.arm(self)
 
     def _disarm(self) -> None:
@@ -590,8 +472,7 @@ class SmtpConnection:
         return SendResult(classify(code), code, reply_text(code, resp), connection_lost=code < 0)
 
     async def _after_refusal(self, result: SendResult) -> SendResult:
-        """A refused stage: RSET for the next transaction, or drop a connection that is not
-        usable (421, a protocol error, or one dropped already)."""
+        """A refused stage: RSET, or drop an unusable connection (421, a protocol error)."""
         if result.code == 421 or result.connection_lost or self.wire is None:
             self._drop()
             return result
