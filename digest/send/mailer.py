@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Protocol
 
 from digest.send.loop import new_event_loop, run_blocking
-from digest.send.replies import THROTTLE_CODES, Outcome, SendResult, classify
-from digest.send.smtp import STOP_GRACE_SECONDS, SmtpConnection, tls_context
+from digest.send.replies import SendResult
+from digest.send.smtp import SmtpConnection
 from digest.smtp_url import SmtpConfig
 
-__all__ = [
-    "STOP_GRACE_SECONDS", "THROTTLE_CODES", "AsyncSender", "FileSender", "Outcome", "SendResult",
-    "Sender", "SmtpSender", "classify", "tls_context",
-]  # fmt: skip
+__all__ = ["AsyncSender", "FileSender", "SendResult", "Sender", "SmtpSender"]
 
 
 class Sender(Protocol):
