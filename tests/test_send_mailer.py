@@ -169,3 +169,25 @@ def test_a_send_over_starttls_with_a_login_on_either_event_loop(
         assert used == ["uvloop" if loop == "uvloop" else "asyncio.unix_events"]
     finally:
         controller.stop()
+
+
+def test_a_closed_senders_event_loop_is_freed(smtp_server: SmtpServer) -> None:
+    """Each SmtpSender has an event loop of its own (`digest serve` makes one for every
+    confirmation email): once closed, the loop and its deadline ticker are freed."""
+    import gc
+    import weakref
+
+    from digest.send.loop import TICKERS
+    from digest.send.mailer import SmtpSender
+    from digest.smtp_url import parse_smtp_url
+
+    sender = SmtpSender(parse_smtp_url(f"smtp://127.0.0.1:{smtp_server.port}"))
+    msg = b"Subject: hello\r\n\r\nhello\r\n"
+    assert sender.send("news@partnership.example.org", "ana@example.org", msg).outcome == "sent"
+    loop = weakref.ref(sender.loop)
+    assert loop() in TICKERS  # the send armed its deadlines on the loop's ticker
+    sender.close()
+    del sender
+    gc.collect()
+    assert loop() is None
+    assert len(smtp_server.messages) == 1

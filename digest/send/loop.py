@@ -48,23 +48,33 @@ class Ticker:
     they may still be stopped safely."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # weakly: TICKERS is keyed by the loop, and a value holding its key would keep every
+        # closed loop (one per confirmation email sent by `digest serve`) alive for good
+        # (nor the timer handle: it holds the loop too)
+        self._loop = weakref.ref(loop)
         self.armed: set[Watched] = set()
-        self.handle: asyncio.TimerHandle | None = None
+        self.scheduled = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        assert loop is not None, "a ticker outlived its loop"
+        return loop
 
     def arm(self, conn: Watched) -> None:
         self.armed.add(conn)
-        if self.handle is None:
-            self.handle = self.loop.call_later(TICK_SECONDS, self._tick)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_later(TICK_SECONDS, self._tick)
 
     def _tick(self) -> None:
-        self.handle = None
         now = self.loop.time()
         for conn in list(self.armed):
             if not conn._check(now):
                 self.armed.discard(conn)
-        if self.armed:
-            self.handle = self.loop.call_later(TICK_SECONDS, self._tick)
+        self.scheduled = bool(self.armed)
+        if self.scheduled:
+            self.loop.call_later(TICK_SECONDS, self._tick)
 
 
 TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ticker] = weakref.WeakKeyDictionary()

@@ -44,7 +44,6 @@ class SmtpSender:
         *,
         stop: threading.Event | None = None,
     ) -> None:
-        self.cfg = cfg
         self.loop = new_event_loop()
         self.connection = SmtpConnection(cfg, local_hostname, stop=stop)
 
