@@ -12,7 +12,6 @@ unsubscribe request. Parsing is case-insensitive and constant-time in the signat
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from email.utils import parseaddr
 from functools import lru_cache
 from urllib.parse import unquote
 
-from digest.tokens import Keyring, b36
+from digest.tokens import Keyring, b36, keyed_mac
 
 BOUNCE = "verp"  # the envelope sender of one delivery
 UNSUBSCRIBE = "unsubscribe-mail"  # the mailto: of List-Unsubscribe
@@ -61,9 +60,7 @@ def _unb32(text: str) -> bytes:
 
 
 def _sign(key: bytes, purpose: str, issue_number: int, uid: str) -> str:
-    # hmac.new keeps the GIL (hmac.digest releases it for every call: see digest.tokens._mac)
-    mac = hmac.new(key, f"digest:{purpose}:{issue_number}:{uid}".encode(), hashlib.sha256)
-    return _b32(mac.digest()[:_SIG_BYTES])
+    return _b32(keyed_mac(key, f"digest:{purpose}:", f"{issue_number}:{uid}")[:_SIG_BYTES])
 
 
 def make_delivery_token(key: bytes, purpose: str, issue_number: int, subscriber_uid: str) -> str:

@@ -190,11 +190,15 @@ class SmtpConnection:
 
     # Reading and writing -------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, *data: bytes) -> None:
+        """Write these bytes in order; several go out in one writev, none copied into one."""
         wire = self.wire
         if wire is None or wire.lost is not None or wire.transport is None:
             raise Lost(wire.lost if wire is not None and wire.lost else "not connected")
-        wire.transport.write(data)
+        if len(data) == 1:
+            wire.transport.write(data[0])
+        else:
+            wire.transport.writelines(data)
 
     async def _replies(self, n: int) -> list[tuple[int, bytes]]:
         """The next `n` replies (each waited for at most the read limit)."""
@@ -441,8 +445,9 @@ class SmtpConnection:
                     refused = judge(stage, code, resp)
                     if refused is not None:
                         return await self._after_refusal(refused)
-            # The message is already in wire form: send it as is, then the lone dot.
-            self._write(message + b".\r\n")
+            # The message is already in wire form: send it as is, then the lone dot (not
+            # appended to it: that copied every message once more).
+            self._write(message, b".\r\n")
             dot_sent = True
             # From here the server may have taken it: a stop waits a little for the reply,
             # which may take up to final_reply_seconds (not only smtp_timeout) to come.
