@@ -64,6 +64,11 @@ class SmtpUnavailable(DigestError, exit_code=EXIT_TEMPFAIL, http_status=503):
     """The SMTP server could not be reached or refused us: temporary, try again later."""
 
 
+class SenderRejected(DigestError):
+    """The relay refused the sender or the message, not a recipient: the run stopped and the
+    rest stays queued."""
+
+
 class TemporaryFailure(DigestError, exit_code=EXIT_TEMPFAIL):
     """Something needed is unavailable for now (a mailbox, a folder): trying again later may
     succeed."""

@@ -21,11 +21,11 @@ from digest.compose.recipients import Recipients, compose_issue
 from digest.config import Settings
 from digest.config_load import load_settings
 from digest.db import make_engine
-from digest.errors import DigestError
+from digest.errors import DigestError, SenderRejected
 from digest.send.mailer import SendResult
 from digest.send.pacing import Pacer
 from digest.send.policy import CircuitBreaker, RetryPolicy, RunOptions, Update
-from digest.send.run import DeliveryRun, SenderRejected, SendProgress
+from digest.send.run import DeliveryRun, SendProgress
 from digest.send.store import SqlStore
 
 from .helpers.memstore import LATER, OK, UNKNOWN, MemoryStore, ScriptedSender
@@ -223,7 +223,9 @@ def test_an_unsubscribe_after_the_hand_out_is_honoured_at_mail_from() -> None:
 class Exploding:
     """A Sender whose send raises (a bug, or an encoding error in the envelope)."""
 
-    async def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+    async def send(
+        self, envelope_from: str, recipient: str, message: bytes, then: object = None
+    ) -> SendResult:
         raise RuntimeError("boom in send")
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ loop (digest.send.run). `FileSender` writes .eml files instead (dry runs)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -12,7 +13,10 @@ from typing import Protocol
 from digest.send.loop import new_event_loop, run_blocking
 from digest.send.replies import SendResult
 from digest.send.smtp import SmtpConnection
+from digest.send.smtp_wire import Then
 from digest.smtp_url import SmtpConfig
+
+log = logging.getLogger("digest.send")
 
 __all__ = ["AsyncSender", "FileSender", "SendResult", "Sender", "SmtpSender"]
 
@@ -26,9 +30,21 @@ class Sender(Protocol):
 class AsyncSender(Protocol):
     """What the send loop (digest.send.run) drives: SmtpConnection, or a test's stand-in."""
 
-    async def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult: ...
+    async def send(
+        self, envelope_from: str, recipient: str, message: bytes, then: Then | None = None
+    ) -> SendResult:
+        """`then`: see SmtpConnection.send (the next envelope, pipelined behind this message)."""
+        ...
 
     async def close(self) -> None: ...
+
+
+async def close_quietly(sender: AsyncSender) -> None:
+    """Close a connection that may be broken already (there is nothing to save then)."""
+    try:
+        await sender.close()
+    except Exception:
+        log.debug("closing a connection failed", exc_info=True)
 
 
 class SmtpSender:

@@ -12,6 +12,7 @@ from digest.errors import (
     EXIT_FAILURES,
     DigestError,
     Interrupted,
+    SenderRejected,
     SmtpUnavailable,
     TemporaryFailure,
 )
@@ -121,3 +122,19 @@ def outcome_report(outcome: SendOutcome, settings: Settings) -> OutcomeReport:
             hint=f"`digest issues show {n}` lists them with the server's replies.",
         )
     return OutcomeReport(lines, warnings, error)
+
+
+def halt_error(kind: str, why: str, hint: str | None, issue_number: int) -> DigestError:
+    """The error of a run that stopped itself: the relay refused the sender or the message
+    ("sender"), a setting is wrong ("setup"), or a bug ("error")."""
+    if kind == "sender":
+        return SenderRejected(
+            f"stopped: the relay refused the sender or the message: {why}; "
+            f"issue {issue_number} is not complete",
+            hint=hint,
+        )
+    return DigestError(
+        why if kind == "setup" else f"stopped: {why}",
+        hint=hint
+        or "Nothing more was sent; fix the setting and run `digest send` again to resume.",
+    )

@@ -38,6 +38,11 @@ class Pacer:
             self.next_slot = slot + self.interval
         return slot - now
 
+    def unpaced(self) -> bool:
+        """No rate to keep and no pause now: a send may go at once."""
+        with self.lock:
+            return self.interval == 0 and self.paused_until <= self.clock()
+
     def wait(self, stop: threading.Event) -> None:
         delay = self.reserve()
         if delay > 0:

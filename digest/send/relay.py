@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 from digest.config import Settings
-from digest.send.smtp import tls_context
+from digest.send.smtp_wire import tls_context
 
 
 @dataclass(frozen=True)

@@ -68,3 +68,13 @@ def judge(stage: str, code: int, resp: bytes) -> SendResult | None:
 
 
 _EXPECTED = {"mail": (250,), "rcpt": (250, 251), "data": (354,)}
+
+
+def sender_hint(result: SendResult) -> str:
+    """What to do about a fatal reply (about the sender or the message)."""
+    if result.code == 552:
+        return ("The message is too large for the relay: shorten the issue (fewer items) "
+                "or raise the relay's limit; nothing more was sent.")  # fmt: skip
+    return ("The relay refused the sender or the message, not a recipient: check `from`, "
+            "the SMTP login and the relay's rules; the rest stays queued, and "
+            "`digest send` resumes it.")  # fmt: skip

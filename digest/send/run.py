@@ -13,7 +13,9 @@ crash can arrive twice, with the same Message-ID. The issue is done only when ev
 Everything runs on one thread: the connections are coroutines on one asyncio event loop
 (digest.send.smtp), and this loop is another; the database calls are made from it between
 their turns. A stop (a threading.Event, set by a signal handler or another thread) is seen
-within 50 ms.
+within 50 ms. Where the relay offers PIPELINING and no rate is set, a connection takes and
+checks its next job while a message's content goes out, so that job's envelope follows the
+content in the same write (one round trip a message, not two).
 """
 
 from __future__ import annotations
@@ -24,48 +26,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from digest.compose.recipients import Recipients
-from digest.compose.wire import MessageTemplate, Recipient
+from digest.compose.wire import MessageTemplate
 from digest.errors import DigestError, SmtpUnavailable
 from digest.models import SubscriberStatus, utcnow
+from digest.send.jobs import Done, Job
 from digest.send.loop import new_event_loop, run_blocking, settle, sleep_until
-from digest.send.mailer import AsyncSender, SendResult
-from digest.send.outcome import SendOutcome, SendProgress
+from digest.send.mailer import AsyncSender, SendResult, close_quietly
+from digest.send.outcome import SendOutcome, SendProgress, halt_error
 from digest.send.pacing import Pacer
 from digest.send.policy import CircuitBreaker, RunOptions, Update, skip
+from digest.send.replies import sender_hint
 from digest.send.store import Claimed, Store
 from digest.text import plural
 
 log = logging.getLogger("digest.send")
 FAILED_SHOWN = 5  # addresses named in a run's summary; `digest issues show N` has them all
-
-
-class SenderRejected(DigestError):
-    """The relay refused the sender or the message, not a recipient: the run stopped and the
-    rest stays queued."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    claim: Claimed
-    recipient: Recipient
-
-
-Kind = Literal["result", "stopping", "lost", "inactive", "unreachable", "fatal", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Done:
-    job: _Job
-    kind: Kind
-    result: SendResult | None = None
-    error: str = ""
-    hint: str | None = None
-    connection: int = 0
 
 
 class DeliveryRun:
@@ -110,8 +89,8 @@ class DeliveryRun:
         self.first_sender = first_sender
         self.on_progress = on_progress
         self.clock = clock
-        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
-        self.done: list[_Done] = []
+        self.jobs: asyncio.Queue[Job | None] = asyncio.Queue()
+        self.done: list[Done] = []
         self._stopped = asyncio.Event()  # the stop, seen on this loop
         self._wake = asyncio.Event()  # the run ended: a refused connection resting wakes
         self._done_waiter: asyncio.Future[None] | None = None
@@ -129,24 +108,42 @@ class DeliveryRun:
 
     async def _connection(self, index: int) -> None:
         sender = self.first_sender if index == 0 else None
+        # The next job, taken and checked while the last one's content went out; its envelope
+        # went out right behind that content (SmtpConnection.send's `then`).
+        ahead: list[Job] = []
+
+        async def take_next() -> tuple[str, str] | None:
+            """Asked once the server is ready for a message's content: the next job's envelope,
+            when one is waiting and may go now (no pacing to wait for, nobody stopping)."""
+            if self._stopping() or self.jobs.empty() or not self.pacer.unpaced():
+                return None
+            job = self.jobs.get_nowait()
+            if job is None:  # the run is ending: leave the marker for this connection
+                self.jobs.put_nowait(None)
+                return None
+            try:
+                if not await self._ready(job):
+                    return None
+            except BaseException:
+                self._finished(Done(job, "stopping"))  # not sent: back to the queue
+                raise
+            self.pacer.reserve()
+            ahead.append(job)
+            return job.recipient.envelope_from, job.recipient.email
+
         try:
             while True:
-                job = await self.jobs.get()
-                if job is None:
-                    return
-                delay = self.pacer.reserve()
-                if delay > 0:
-                    await sleep_until(delay, self._stopped)
-                if self._stopping():
-                    self._finished(_Done(job, "stopping"))
-                    continue
+                job: Job | None
+                if ahead:  # checked already (unless stopping), its envelope on the wire
+                    job, checked = ahead.pop(), not self._stopping()
+                else:
+                    job, checked = await self.jobs.get(), False
+                    if job is None:
+                        return
+                    if (delay := self.pacer.reserve()) > 0:
+                        await sleep_until(delay, self._stopped)
                 try:
-                    status = await self._check(job.claim.delivery_id)
-                    if status is None:
-                        self._finished(_Done(job, "lost"))
-                        continue
-                    if status != SubscriberStatus.active:
-                        self._finished(_Done(job, "inactive", error=f"subscriber {status}"))
+                    if not checked and not await self._ready(job):
                         continue
                     if sender is None:
                         sender = self.sender_factory()
@@ -154,27 +151,44 @@ class DeliveryRun:
                     template = self.template if variant is None else self.variants[variant]
                     data = template.render(job.recipient)
                     r = job.recipient
-                    result = await sender.send(r.envelope_from, r.email, data)
+                    result = await sender.send(r.envelope_from, r.email, data, then=take_next)
                 except SmtpUnavailable as exc:
-                    self._finished(_Done(job, "unreachable", error=exc.message, connection=index))
+                    self._finished(Done(job, "unreachable", error=exc.message, connection=index))
                     # This connection was refused (a relay allowing fewer connections than
                     # smtp_connections, say): rest before trying again; the others carry on.
                     await sleep_until(min(30.0, 1.0 + 2.0 * index), self._wake)
                     continue
                 except DigestError as exc:  # a setup problem (login, certificate)
-                    self._finished(_Done(job, "fatal", error=exc.message, hint=exc.hint))
+                    self._finished(Done(job, "fatal", error=exc.message, hint=exc.hint))
                     continue
                 except Exception as exc:  # a bug: fail this job, stop the run, never hang it
                     log.exception("sending delivery %d failed", job.claim.delivery_id)
-                    self._finished(_Done(job, "error", error=f"{type(exc).__name__}: {exc}"))
+                    self._finished(Done(job, "error", error=f"{type(exc).__name__}: {exc}"))
                     if sender is not None:
-                        await _quietly_close(sender)
+                        await close_quietly(sender)
                     sender = None
                     continue
-                self._finished(_Done(job, "result", result=result, connection=index))
+                self._finished(Done(job, "result", result=result, connection=index))
         finally:
+            for job in ahead:  # taken but never sent
+                self._finished(Done(job, "stopping"))
             if sender is not None:
-                await _quietly_close(sender)
+                await close_quietly(sender)
+
+    async def _ready(self, job: Job) -> bool:
+        """Right before MAIL FROM: whether the job may be sent; when not, it is finished here
+        (stopping, lost, or its subscriber no longer active)."""
+        if self._stopping():
+            self._finished(Done(job, "stopping"))
+            return False
+        status = await self._check(job.claim.delivery_id)
+        if status is None:
+            self._finished(Done(job, "lost"))
+            return False
+        if status != SubscriberStatus.active:
+            self._finished(Done(job, "inactive", error=f"subscriber {status}"))
+            return False
+        return True
 
     async def _check(self, delivery_id: int) -> str | None:
         """Right before MAIL FROM: the subscriber's status now, or None when the row is no longer
@@ -199,7 +213,7 @@ class DeliveryRun:
             if not waiter.done():
                 waiter.set_result(found.get(delivery_id))
 
-    def _finished(self, item: _Done) -> None:
+    def _finished(self, item: Done) -> None:
         self.done.append(item)
         waiter = self._done_waiter
         if waiter is not None and len(self.done) >= self._done_wanted and not waiter.done():
@@ -320,11 +334,11 @@ class DeliveryRun:
                 records.append(skip(c.delivery_id, c.attempts, c.first_attempt_at,
                                     "subscriber removed"))  # fmt: skip
                 continue
-            self.jobs.put_nowait(_Job(c, self.recipients.subscriber(sub.uid, sub.email, sub.name)))
+            self.jobs.put_nowait(Job(c, self.recipients.subscriber(sub.uid, sub.email, sub.name)))
             handed += 1
         return handed
 
-    async def _collect(self, in_flight: int, wait: float) -> list[_Done]:
+    async def _collect(self, in_flight: int, wait: float) -> list[Done]:
         """Results: the first within `wait` seconds, and every other one that came with it
         (the replies read in the same turn of the event loop), so that one status read and
         one commit serve several messages without holding back an accepted one."""
@@ -351,17 +365,17 @@ class DeliveryRun:
             timer.cancel()
             self._done_waiter = None
 
-    def _update(self, job: _Job, result: SendResult, now: datetime | None = None) -> Update:
+    def _update(self, job: Job, result: SendResult, now: datetime | None = None) -> Update:
         c = job.claim
         return self.options.retry.update(
             c.delivery_id, c.attempts, c.first_attempt_at, result, now or self.clock()
         )
 
-    async def _handle(self, finished: Sequence[_Done], records: list[Update]) -> int:
+    async def _handle(self, finished: Sequence[Done], records: list[Update]) -> int:
         """Turn results into records; returns how many jobs went back to the connections."""
         release: list[int] = []
         requeued = 0
-        unreachable: list[_Done] = []
+        unreachable: list[Done] = []
         now = self.clock()  # one time for the group: one timestamp to encode, not one a row
         for item in finished:
             c = item.job.claim
@@ -374,7 +388,7 @@ class DeliveryRun:
                     release.append(c.delivery_id)
                 elif result.fatal:
                     release.append(c.delivery_id)
-                    self._halt("sender", f"{result.reply}", self._sender_hint(result))
+                    self._halt("sender", f"{result.reply}", sender_hint(result))
                 else:
                     update = self._update(item.job, result, now)
                     if result.outcome == "permanent":
@@ -434,15 +448,6 @@ class DeliveryRun:
         if self.halted is None:
             self.halted, self.halt_kind, self.halt_hint = why, kind, hint
 
-    @staticmethod
-    def _sender_hint(result: SendResult) -> str:
-        if result.code == 552:
-            return ("The message is too large for the relay: shorten the issue (fewer items) "
-                    "or raise the relay's limit; nothing more was sent.")  # fmt: skip
-        return ("The relay refused the sender or the message, not a recipient: check `from`, "
-                "the SMTP login and the relay's rules; the rest stays queued, and "
-                "`digest send` resumes it.")  # fmt: skip
-
     async def _wait_for_others(self) -> bool:
         """Other workers still hold rows of this issue (being sent, or locked by a claim in
         progress): wait for them to finish, or for their leases to run out (a crashed
@@ -475,25 +480,8 @@ class DeliveryRun:
         next_retry, _ = self.store.retries()
         failed = self.store.failed_addresses(self.started_at, FAILED_SHOWN)
         if self.halted is not None:
-            if self.halt_kind == "sender":
-                raise SenderRejected(
-                    f"stopped: the relay refused the sender or the message: {self.halted}; "
-                    f"issue {issue.number} is not complete",
-                    hint=self.halt_hint,
-                )
-            raise DigestError(
-                self.halted if self.halt_kind == "setup" else f"stopped: {self.halted}",
-                hint=self.halt_hint
-                or "Nothing more was sent; fix the setting and run `digest send` again to resume.",
-            )
+            raise halt_error(self.halt_kind, self.halted, self.halt_hint, issue.number)
         return SendOutcome(
             issue.number, finished, counts, self.stop.is_set(), next_retry, self.unavailable,
             failed, self.progress.failed,
         )  # fmt: skip
-
-
-async def _quietly_close(sender: AsyncSender) -> None:
-    try:
-        await sender.close()
-    except Exception:  # closing a broken connection: nothing to save
-        log.debug("closing a connection failed", exc_info=True)

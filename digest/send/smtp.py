@@ -5,7 +5,7 @@ One client serves every send: the bulk send runs many of these connections on on
 (digest.send.run), and `SmtpSender` (digest.send.mailer) drives one from blocking code for the
 single messages (test and review copies, confirmation emails). No thread per connection: the
 GIL is never handed between threads, which on a fast relay cost more than the protocol. What
-each reply means is digest.send.replies.
+each reply means is digest.send.replies; the bytes on the wire, digest.send.smtp_wire.
 
 Time is bounded as a whole: connecting and logging in, and a transaction up to its final
 ".", may take `transaction_seconds`; the reply to the "." `final_reply_seconds`, any other
@@ -23,98 +23,26 @@ import hmac
 import socket
 import ssl
 import threading
-from collections import deque
-from functools import cache
-from typing import Any, cast
+from typing import Any
 
 from digest.errors import ConfigError, DigestError, SmtpUnavailable
 from digest.send.loop import Ticker
 from digest.send.loop import ticker as loop_ticker
 from digest.send.replies import SendResult, classify, judge, reply_text
+from digest.send.smtp_wire import (
+    Lost,
+    Then,
+    Wire,
+    b64,
+    default_hostname,
+    envelope,
+    mail_command,
+    rcpt_command,
+    tls_context,
+)
 from digest.smtp_url import SmtpConfig
 
 STOP_GRACE_SECONDS = 3.0  # a reply to the final "." may still come this long after a stop
-MAX_LINE = 8192  # as smtplib: a longer reply line is no reply
-
-
-def tls_context(cfg: SmtpConfig) -> ssl.SSLContext:
-    """Certificates verified against the system's CAs, or smtp_ca_file (`digest check --smtp`
-    uses the same)."""
-    try:
-        return ssl.create_default_context(cafile=cfg.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"smtp_ca_file {cfg.ca_file}: {exc}") from None
-
-
-@cache
-def default_hostname() -> str:
-    """What smtplib says in EHLO when not told: the FQDN, else a literal of the address."""
-    fqdn = socket.getfqdn()
-    return fqdn if "." in fqdn else "[127.0.0.1]"
-
-
-class Lost(ConnectionError):
-    """The connection closed, was cut, or sent something that is not a reply."""
-
-
-class _Wire(asyncio.Protocol):
-    """Bytes in, replies out: (code, text) pairs, text lines joined by newlines."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = b""
-        self.lines: list[bytes] = []  # the lines so far of a multi-line reply
-        self.replies: deque[tuple[int, bytes]] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.want = 0
-        self.lost: str | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        start = 0
-        while (end := buf.find(b"\n", start)) >= 0:
-            line = buf[start : end + 1]
-            start = end + 1
-            self.lines.append(line[4:].strip(b" \t\r\n"))
-            try:
-                code = int(line[:3])
-            except ValueError:  # as smtplib: a line without a code ends the reply, as -1
-                code = -1
-            if code < 0 or line[3:4] != b"-":
-                self.replies.append((code, b"\n".join(self.lines)))
-                self.lines = []
-        self.buf = buf[start:]
-        if len(self.buf) > MAX_LINE:
-            self._fail("a reply line longer than 8192 bytes")
-            if self.transport is not None:
-                self.transport.abort()
-        elif self.waiter is not None and len(self.replies) >= self.want:
-            waiter, self.waiter = self.waiter, None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def eof_received(self) -> bool:
-        self._fail("Connection unexpectedly closed")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(
-            f"Connection unexpectedly closed: {exc}" if exc else "Connection unexpectedly closed"
-        )
-
-    def _fail(self, why: str) -> None:
-        if self.lost is None:
-            self.lost = why
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(Lost(self.lost))
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode("ascii")
 
 
 class SmtpConnection:
@@ -131,7 +59,7 @@ class SmtpConnection:
         self.cfg = cfg
         self.local_hostname = local_hostname
         self.stop = stop
-        self.wire: _Wire | None = None
+        self.wire: Wire | None = None
         self.pipelining = False
         self.max_size = 0
         self.features: dict[str, str] = {}
@@ -143,6 +71,10 @@ class SmtpConnection:
         self._ticker: Ticker | None = None
         self.timed_out = False
         self.aborted = False
+        # The envelope (MAIL, RCPT, DATA) of the next message, written right after the last
+        # message's final "." on this wire; its three replies are still to be read.
+        self._ahead: tuple[str, str, Wire] | None = None
+        self._data_open = False  # 354 came and the final "." is not written yet
 
     # Deadlines -----------------------------------------------------------------------------
 
@@ -278,7 +210,7 @@ class SmtpConnection:
         self.wire = None
         task = asyncio.ensure_future(
             loop.create_connection(
-                _Wire, cfg.host, cfg.port, ssl=tls, server_hostname=cfg.host if tls else None
+                Wire, cfg.host, cfg.port, ssl=tls, server_hostname=cfg.host if tls else None
             )
         )
         self._pending = task
@@ -383,26 +315,42 @@ class SmtpConnection:
 
     # Sending -------------------------------------------------------------------------------
 
-    async def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
-        """Send prepared bytes (CRLF line ends, no line starting with '.') to one recipient."""
+    async def send(
+        self, envelope_from: str, recipient: str, message: bytes, then: Then | None = None
+    ) -> SendResult:
+        """Send prepared bytes (CRLF line ends, no line starting with '.') to one recipient.
+
+        `then`, asked once the server is ready for the message's content: the envelope
+        (sender, recipient) of the next message, or None. Its MAIL, RCPT and DATA go out in
+        the same write as this message's content and final "." (RFC 2920 §3.1: message
+        content may start a group), so the next transaction costs no round trip of its own;
+        the next call to send must then be for that envelope."""
         fresh = self.wire is None
         if fresh:
             await self.connect()
-        result = await self._transaction(envelope_from, recipient, message)
+        result = await self._transaction(envelope_from, recipient, message, then)
         if result is None and not fresh:
             # The server had closed the idle connection (some answer 250 and hang up): nothing
             # was tried, so try once more on a new connection, at once.
             await self.connect()
-            result = await self._transaction(envelope_from, recipient, message)
+            result = await self._transaction(envelope_from, recipient, message, then)
         if result is None:
             return SendResult("temporary", 0, "connection lost before MAIL FROM was answered", True)
         return result
 
     async def _transaction(
-        self, envelope_from: str, recipient: str, message: bytes
+        self, envelope_from: str, recipient: str, message: bytes, then: Then | None = None
     ) -> SendResult | None:
         """One transaction; None when the connection was already gone (nothing was tried)."""
+        ahead, self._ahead = self._ahead, None
+        written = ahead is not None and ahead[2] is self.wire and self.wire is not None
+        if ahead is not None and (not written or ahead[:2] != (envelope_from, recipient)):
+            # The server may be waiting for another message's content: start afresh.
+            self._drop()
+            return None
         if self.max_size and len(message) > self.max_size:
+            if written:
+                self._drop()  # its DATA may be open: the connection cannot be used as it is
             return SendResult(
                 "permanent", 552,
                 f"552 the message is {len(message)} bytes; {self.cfg.display} accepts at most "
@@ -412,12 +360,12 @@ class SmtpConnection:
         self._arm(self.cfg.transaction_seconds, stoppable=True)
         self._read_limit = self.cfg.timeout
         try:
-            # Addresses were validated (no spaces, brackets or line breaks) when stored.
-            mail_cmd = f"MAIL FROM:<{envelope_from}>\r\n".encode("ascii")
-            rcpt_cmd = f"RCPT TO:<{recipient}>\r\n".encode("ascii")
+            mail_cmd, rcpt_cmd = mail_command(envelope_from), rcpt_command(recipient)
             if self.pipelining:
-                # RFC 2920: MAIL, RCPT and DATA in one write, then their three replies.
-                self._write(mail_cmd + rcpt_cmd + b"DATA\r\n")
+                # RFC 2920: MAIL, RCPT and DATA in one write (or already written, after the
+                # last message's "."), then their three replies.
+                if not written:
+                    self._write(mail_cmd + rcpt_cmd + b"DATA\r\n")
                 mail = (await self._replies(1))[0]
                 answered = True
                 rcpt, data = await self._replies(2)
@@ -446,8 +394,16 @@ class SmtpConnection:
                     if refused is not None:
                         return await self._after_refusal(refused)
             # The message is already in wire form: send it as is, then the lone dot (not
-            # appended to it: that copied every message once more).
-            self._write(message, b".\r\n")
+            # appended to it: that copied every message once more), then the next envelope.
+            self._data_open = True
+            following = await then() if then is not None and self.pipelining else None
+            if following is None:
+                self._write(message, b".\r\n")
+            else:
+                self._write(message, b".\r\n", envelope(*following))
+                assert self.wire is not None
+                self._ahead = (*following, self.wire)
+            self._data_open = False
             dot_sent = True
             # From here the server may have taken it: a stop waits a little for the reply,
             # which may take up to final_reply_seconds (not only smtp_timeout) to come.
@@ -491,11 +447,16 @@ class SmtpConnection:
         return result
 
     def _drop(self) -> None:
+        self._ahead, self._data_open = None, False
         wire, self.wire = self.wire, None
         if wire is not None and wire.transport is not None:
             wire.transport.abort()
 
     async def close(self) -> None:
+        if self._ahead is not None or self._data_open:
+            # A DATA may be open: QUIT would be read as a message's content. The server
+            # drops a message whose "." never comes.
+            self._drop()
         if self.wire is not None:
             self._arm(min(self.cfg.timeout, 5.0), stoppable=False)
             with contextlib.suppress(OSError, EOFError):

@@ -14,6 +14,7 @@ from datetime import datetime
 from digest.models import DeliveryStatus, Issue, IssueStatus, utcnow
 from digest.send.mailer import SendResult
 from digest.send.policy import Update
+from digest.send.smtp_wire import Then
 from digest.send.store import Claimed, Who
 
 TERMINAL = {"sent", "failed", "skipped"}
@@ -170,7 +171,9 @@ class ScriptedSender:
         self.lock = lock
         self.closed = False
 
-    async def send(self, envelope_from: str, recipient: str, message: bytes) -> SendResult:
+    async def send(
+        self, envelope_from: str, recipient: str, message: bytes, then: Then | None = None
+    ) -> SendResult:
         assert b"\r\n\r\n" in message and recipient.encode() in message  # a real message
         with self.lock:
             attempt = 1 + sum(1 for r, _ in self.log if r == recipient)

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from digest.demo import free_port
 
@@ -57,6 +58,7 @@ class Message:
     dot_reply: str
     accepted: bool  # a 2xx to the final "." was sent in full
     mail_at: float  # time.time() when MAIL FROM arrived
+    followed: bytes = b""  # what had already arrived behind the final "." (a pipelined client)
 
 
 Script = Callable[[Conn, str, str], "Say | str | None"]
@@ -227,13 +229,14 @@ class ScriptedSmtp:
                     if data is None:
                         return
                     self.data_read.set()
+                    followed = _buffered(reader, sock)
                     dot = self._answer(conn, "dot", rcpts[0] if rcpts else "", DEFAULT["dot"])
                     sent = self._say(sock, dot)
                     accepted = dot.text[:1] == "2" and not dot.silent and (sent or dot.close)
                     with self.lock:
                         self.messages.append(
                             Message(conn.number, mail_from, list(rcpts), data,
-                                    dot.text, accepted, mail_at)
+                                    dot.text, accepted, mail_at, followed)
                         )  # fmt: skip
                     if not sent:
                         return
@@ -275,3 +278,14 @@ def _read_message(reader: object) -> bytes | None:
         if raw in (b".\r\n", b".\n"):
             return bytes(out)
         out += raw[1:] if raw.startswith(b"..") else raw
+
+
+def _buffered(reader: Any, sock: socket.socket) -> bytes:
+    """The bytes that have already arrived, unread, without waiting for more."""
+    sock.setblocking(False)
+    try:
+        return bytes(reader.peek(65536))
+    except (BlockingIOError, OSError):
+        return b""
+    finally:
+        sock.settimeout(IO_LIMIT)
