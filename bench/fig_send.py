@@ -7,6 +7,7 @@ subscriber and the sink accepted exactly that many messages.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import statistics
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import corpus
 import seed
-from procs import Sink, run_measured, smtp_source
+from procs import FarRelay, Sink, run_measured, smtp_source
 
 SESSIONS = 16
 
@@ -67,18 +68,22 @@ def digest_send(
     wrap: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
     sink_delay: int = 0,
+    rtt: float = 0.0,
 ) -> dict[str, Any]:
     """`digest send --yes` of a fresh issue to n subscribers. `wrap` prefixes the command
     (a profiler); `extra_env` adds settings (DKIM); `sink_delay`: seconds the sink waits
-    before answering each DATA."""
+    before answering each DATA; `rtt`: seconds of round trip between digest and the sink
+    (procs.FarRelay)."""
     work.mkdir(parents=True, exist_ok=True)
     db = seed.copy_db(template_db, work / f"{label}.db")
-    with Sink(expected=n, timeout=timeout, delay=sink_delay) as sink:
+    with (
+        Sink(expected=n, timeout=timeout, delay=sink_delay) as sink,
+        FarRelay(sink.port, rtt / 2) if rtt else contextlib.nullcontext() as far,
+    ):
+        port = far.port if far is not None else sink.port
         env = {
             **seed.base_env(),
-            **corpus.digest_env(
-                f"sqlite:///{db}", sink.port, DIGEST_SMTP_CONNECTIONS=str(connections)
-            ),
+            **corpus.digest_env(f"sqlite:///{db}", port, DIGEST_SMTP_CONNECTIONS=str(connections)),
             **(extra_env or {}),
         }
         cmd = (wrap or []) + [sys.executable, "-P", "-m", "digest", "send", "--yes"]

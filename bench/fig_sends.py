@@ -23,6 +23,8 @@ import fig_send
 import seed
 
 MODES = ("none", "rsa", "ed25519")
+FAR_RTT = 0.010  # seconds of round trip to the "far" relay of figure C
+FAR_MESSAGES = 300
 
 
 def run_size(
@@ -227,6 +229,16 @@ def run_connections(
                 f"{_fmt(fig_send.rate(r, 'sink_window_s'))} in the window, "
                 f"{fig_send.cpu_per_msg(r) * 1e6:.0f} µs CPU/msg, ok={r['ok']}"
             )
+    # A relay 10 ms of round trip away (another data centre): there each round trip counts.
+    template_far = seed.sqlite_template(work, FAR_MESSAGES)
+    for c in counts[:2]:
+        r = fig_send.digest_send(
+            template_far, FAR_MESSAGES, work, label=f"conn-far-{c}", timeout=timeout,
+            connections=c, rtt=FAR_RTT,
+        )  # fmt: skip
+        out["runs"][f"far-{c}"] = r
+        log(f"  relay {FAR_RTT * 1000:.0f} ms away {c:2} connection(s): "
+            f"{_fmt(fig_send.rate(r), '', 1)} msg/s end to end, ok={r['ok']}")  # fmt: skip
     template_slow = seed.sqlite_template(work, 32)
     for c in counts:
         r = fig_send.digest_send(
@@ -246,8 +258,10 @@ def connection_rows(c: dict[str, Any]) -> list[tuple[Any, ...]]:
         mode, n = key.rsplit("-", 1)
         rate = fig_send.rate(r) if r["ok"] else None
         base.setdefault(mode, rate)
-        who = "32, slow relay" if mode == "slow" else f"{c['subscribers']:,}"
-        digits = 1 if mode == "slow" else 0
+        who = {"slow": "32, slow relay", "far": f"{FAR_MESSAGES}, relay 10 ms away"}.get(
+            mode, f"{c['subscribers']:,}"
+        )
+        digits = 1 if mode in ("slow", "far") else 0
         rows.append(
             (f"C {mode}, {n} connection(s), {who}", _fmt(rate, " msg/s", digits),
              _fmt(base[mode], " msg/s", digits), _ratio(_div(rate, base[mode])), "report", None)

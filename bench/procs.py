@@ -6,6 +6,7 @@ when it passes it; nothing is stopped by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -221,3 +222,68 @@ def smtp_source(
         f"127.0.0.1:{port}",
     ]
     return run_measured(cmd, env=dict(os.environ), cwd=log.parent, timeout=timeout, log=log)
+
+
+@dataclass
+class FarRelay:
+    """A TCP proxy in front of `target_port` that holds every chunk `one_way` seconds in each
+    direction: a relay `2 * one_way` seconds of round trip away (Debian's kernel here has no
+    netem). Bandwidth is not limited, only latency added; the order of bytes is kept."""
+
+    target_port: int
+    one_way: float
+    port: int = field(default_factory=free_port)
+
+    def __enter__(self) -> FarRelay:
+        self.stopped = threading.Event()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, server), (server, client)):
+                self._pump(a, b)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        import queue
+
+        held: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                held.put((time.monotonic() + self.one_way, data))
+                if not data:
+                    return
+
+        def write() -> None:
+            while True:
+                due, data = held.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                if not data:
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_WR)
+                    return
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        threading.Thread(target=write, daemon=True).start()

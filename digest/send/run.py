@@ -250,9 +250,9 @@ class DeliveryRun:
         try:
             while True:
                 records: list[Update] = []
-                # 1. Keep every connection busy with one message and one waiting, checking each
-                #    subscriber's status just before their message is handed over.
-                free = 2 * options.connections - in_flight
+                # 1. Keep every connection busy: one message going, one whose envelope may go
+                #    out behind it (pipelined), one waiting.
+                free = 3 * options.connections - in_flight
                 if not self._stopping() and free > 0:
                     if not claimed:
                         late = time.monotonic() > retry_deadline
