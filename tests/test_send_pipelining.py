@@ -109,3 +109,35 @@ def test_a_refused_recipient_ahead_is_recorded_and_the_rest_go(cli, one_connecti
     assert "RSET" in commands
     assert statuses(one_connection["DIGEST_DATABASE_URL"]) == {"sent": 3, "failed": 1}
     assert r.exit_code != 0 or "failed" in r.output.lower()
+
+
+def test_a_rate_the_relay_is_slower_than_still_pipelines(cli, one_connection) -> None:
+    """send_rate 50/s (a slot every 20 ms) and a relay that takes 60 ms over each message: the
+    next slot has come by the time the content goes, so its envelope goes behind it."""
+    seed(cli, subscribers=4)
+    one_connection["DIGEST_SEND_RATE"] = "50"
+
+    def script(conn, stage: str, arg: str) -> Say | None:
+        return Say("250 2.0.0 OK queued", delay=0.06) if stage == "dot" else None
+
+    with ScriptedSmtp(script, extensions=PIPELINING) as server:
+        one_connection["DIGEST_SMTP_URL"] = server.url
+        r = cli("send", "--yes")
+        messages = server.accepted()
+    assert r.exit_code == 0, r.output
+    assert len(messages) == 4
+    assert all(m.followed.startswith(b"MAIL FROM:") for m in messages[:-1])
+
+
+def test_a_rate_that_holds_messages_back_is_kept(cli, one_connection) -> None:
+    """send_rate 5/s and a fast relay: no envelope goes out before its slot (200 ms apart)."""
+    seed(cli, subscribers=4)
+    one_connection["DIGEST_SEND_RATE"] = "5"
+    with ScriptedSmtp(extensions=PIPELINING) as server:
+        one_connection["DIGEST_SMTP_URL"] = server.url
+        r = cli("send", "--yes")
+        messages = server.accepted()
+    assert r.exit_code == 0, r.output
+    assert len(messages) == 4 and all(m.followed == b"" for m in messages)
+    gaps = [b.mail_at - a.mail_at for a, b in zip(messages, messages[1:], strict=False)]
+    assert min(gaps) >= 0.18, gaps

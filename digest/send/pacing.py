@@ -38,10 +38,11 @@ class Pacer:
             self.next_slot = slot + self.interval
         return slot - now
 
-    def unpaced(self) -> bool:
-        """No rate to keep and no pause now: a send may go at once."""
+    def due(self) -> bool:
+        """Whether a send may go at once: its slot has come and no pause holds it back."""
         with self.lock:
-            return self.interval == 0 and self.paused_until <= self.clock()
+            now = self.clock()
+            return self.next_slot <= now and self.paused_until <= now
 
     def wait(self, stop: threading.Event) -> None:
         delay = self.reserve()

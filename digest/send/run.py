@@ -13,9 +13,9 @@ crash can arrive twice, with the same Message-ID. The issue is done only when ev
 Everything runs on one thread: the connections are coroutines on one asyncio event loop
 (digest.send.smtp), and this loop is another; the database calls are made from it between
 their turns. A stop (a threading.Event, set by a signal handler or another thread) is seen
-within 50 ms. Where the relay offers PIPELINING and no rate is set, a connection takes and
-checks its next job while a message's content goes out, so that job's envelope follows the
-content in the same write (one round trip a message, not two).
+within 50 ms. Where the relay offers PIPELINING, a connection takes and checks its next job
+while a message's content goes out (when that job's pacing slot has come), so that job's
+envelope follows the content in the same write (one round trip a message, not two).
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class DeliveryRun:
 
         async def take_next() -> tuple[str, str] | None:
             """Asked once the server is ready for a message's content: the next job's envelope,
-            when one is waiting and may go now (no pacing to wait for, nobody stopping)."""
-            if self._stopping() or self.jobs.empty() or not self.pacer.unpaced():
+            when one is waiting and may go now (its pacing slot has come, nobody stopping)."""
+            if self._stopping() or self.jobs.empty() or not self.pacer.due():
                 return None
             job = self.jobs.get_nowait()
             if job is None:  # the run is ending: leave the marker for this connection
