@@ -110,11 +110,12 @@ class DeliveryRun:
         sender = self.first_sender if index == 0 else None
         # The next job, taken and checked while the last one's content went out; its envelope
         # went out right behind that content (SmtpConnection.send's `then`).
-        ahead: list[Job] = []
+        ahead: Job | None = None
 
         async def take_next() -> tuple[str, str] | None:
             """Asked once the server is ready for a message's content: the next job's envelope,
             when one is waiting and may go now (its pacing slot has come, nobody stopping)."""
+            nonlocal ahead
             if self._stopping() or self.jobs.empty() or not self.pacer.due():
                 return None
             job = self.jobs.get_nowait()
@@ -128,14 +129,14 @@ class DeliveryRun:
                 self._finished(Done(job, "stopping"))  # not sent: back to the queue
                 raise
             self.pacer.reserve()
-            ahead.append(job)
+            ahead = job
             return job.recipient.envelope_from, job.recipient.email
 
         try:
             while True:
                 job: Job | None
-                if ahead:  # checked already (unless stopping), its envelope on the wire
-                    job, checked = ahead.pop(), not self._stopping()
+                if ahead is not None:  # checked already (unless stopping), envelope on the wire
+                    job, ahead, checked = ahead, None, not self._stopping()
                 else:
                     job, checked = await self.jobs.get(), False
                     if job is None:
@@ -170,8 +171,8 @@ class DeliveryRun:
                     continue
                 self._finished(Done(job, "result", result=result, connection=index))
         finally:
-            for job in ahead:  # taken but never sent
-                self._finished(Done(job, "stopping"))
+            if ahead is not None:  # taken but never sent
+                self._finished(Done(ahead, "stopping"))
             if sender is not None:
                 await close_quietly(sender)
 
