@@ -70,6 +70,9 @@ class Settings(BaseModel):
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_private_key_file: str | None = None
+    # Helper processes that make the signatures of a send (digest.send.signers); unset: one
+    # for each core, at most 4, when smtp_connections > 1; 0 signs in the send process.
+    dkim_signing_processes: int | None = Field(None, ge=0, le=16)
 
     # Storage
     database_url: str = "sqlite:///subscribers.db"

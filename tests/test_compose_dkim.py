@@ -253,3 +253,34 @@ def test_fold_is_dkimpys(words: list[bytes], namelen: int, crlf: bool) -> None:
     """The signature field is folded exactly as dkimpy folds it (dkim.fold)."""
     value = b" ".join(words) + (b"\r\n" if crlf else b"")
     assert fold(value, namelen=namelen) == dkim.fold(value, namelen=namelen)
+
+
+@given(st.sampled_from(list(AWKWARD_BODIES.values())), st.integers(0, 80), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_a_hashed_prefix_gives_the_same_signature(body: bytes, cut: int, wrong: bool) -> None:
+    """The body hash from the state after a shared prefix (BodyPrefix, what an issue's bodies
+    all start with) is the hash of the whole body; a prefix the body does not start with is
+    not used. Both signatures verify with dkimpy."""
+    signer = DkimSigner("example.org", "s1", *parse_key(rsa_pem_once()))
+    message = AWKWARD_HEAD + b"\r\n" + body * 3
+    start = message.index(b"\r\n\r\n") + 4
+    shared = message[start : start + cut]
+    if wrong:
+        shared = shared[:-1] + b"#" if shared else b"#"
+    prefix = signer.body_prefix(shared)
+    assert prefix is not None
+    with_prefix = signer.sign(message, timestamp=1_780_000_000, prefix=prefix)
+    assert with_prefix == signer.sign(message, timestamp=1_780_000_000)
+    assert dkim.verify(with_prefix, dnsfunc=dns_for(signer))
+    relaxed = DkimSigner("example.org", "s1", signer.algorithm, signer.private_key,
+                         canonicalize=(b"relaxed", b"relaxed"))  # fmt: skip
+    assert relaxed.body_prefix(shared) is None  # a relaxed body is canonicalised first
+
+
+_RSA_ONCE: list[bytes] = []
+
+
+def rsa_pem_once() -> bytes:
+    if not _RSA_ONCE:
+        _RSA_ONCE.append(rsa_pem())
+    return _RSA_ONCE[0]

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from digest.errors import ConfigError
 
@@ -116,16 +117,34 @@ def fold(value: bytes, namelen: int = 0) -> bytes:
     return pre + value
 
 
-def body_hash(message: bytes, start: int, method: bytes) -> bytes:
+@dataclass(frozen=True, slots=True)
+class BodyPrefix:
+    """The start every body of an issue shares (its text part up to the first per-recipient
+    link, ~12 KB), with the SHA-256 state after it: each message hashes only the rest."""
+
+    data: bytes
+    state: Any  # hashlib's SHA-256 object, copied for each message
+
+    @classmethod
+    def of(cls, data: bytes) -> BodyPrefix:
+        return cls(data, hashlib.sha256(data))
+
+
+def body_hash(message: bytes, start: int, method: bytes, prefix: BodyPrefix | None = None) -> bytes:
     """The base64 SHA-256 of the canonical body, `message[start:]`: a "simple" body is hashed
-    where it lies (a memoryview, no copy of the 30–80 KB)."""
+    where it lies (a memoryview, no copy of the 30–80 KB), from the state after `prefix` when
+    the body starts with it."""
     if method == b"relaxed":
         digest = hashlib.sha256(canonical_body(message[start:], method)).digest()
         return base64.b64encode(digest)
     end = len(message)
     while message.endswith(b"\r\n", start, end):  # no empty lines at the end
         end -= 2
-    h = hashlib.sha256(memoryview(message)[start:end])
+    if prefix is not None and message.startswith(prefix.data, start, end):
+        h = prefix.state.copy()
+        h.update(memoryview(message)[start + len(prefix.data) : end])
+    else:
+        h = hashlib.sha256(memoryview(message)[start:end])
     h.update(b"\r\n")
     return base64.b64encode(h.digest())
 
@@ -147,6 +166,25 @@ def select_fields(
                 break
         last[name] = i
     return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Unsigned:
+    """A message ready for its signature: DkimSigner.prepare, then `signed`."""
+
+    tags: bytes  # the DKIM-Signature's tags, up to and including "b="
+    digest: bytes  # the SHA-256 of the header fields the signature covers
+    message: bytes
+
+    def signed(self, signature: bytes) -> bytes:
+        """The message with its DKIM-Signature header field in front."""
+        value = base64.b64encode(signature)
+        return (
+            _SIG_NAME
+            + b": "
+            + fold(self.tags + value + b"\r\n", namelen=len(_SIG_NAME))
+            + self.message
+        )
 
 
 @dataclass(frozen=True)
@@ -184,14 +222,26 @@ class DkimSigner:
         """Relaxed forms of header fields already seen (From, Subject, Date… of this issue)."""
         return {}
 
-    def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
+    def sign(
+        self, message: bytes, *, timestamp: int | None = None, prefix: BodyPrefix | None = None
+    ) -> bytes:
         """The message (CRLF line ends) with a DKIM-Signature header field in front of it.
         `timestamp`: t=, the signing time in seconds (now when None)."""
+        unsigned = self.prepare(message, timestamp=timestamp, prefix=prefix)
+        return unsigned.signed(self.sign_digest(unsigned.digest))
+
+    def prepare(
+        self, message: bytes, *, timestamp: int | None = None, prefix: BodyPrefix | None = None
+    ) -> Unsigned:
+        """Everything of `sign` but the private-key operation: the tags, the body hash and
+        the SHA-256 of the header fields the key signs (`Unsigned.digest`), so the signature
+        itself can be made elsewhere (digest.send.signers) and put on with `Unsigned.signed`.
+        `prefix`: how every body of the issue starts, already hashed (body_prefix)."""
         blank = message.find(b"\r\n\r\n")
         head = message[:blank] if blank >= 0 else message.removesuffix(b"\r\n")
         start = blank + 4 if blank >= 0 else len(message)
         fields = header_fields(head)
-        bh = body_hash(message, start, self.canonicalize[1])
+        bh = body_hash(message, start, self.canonicalize[1], prefix)
         before_t, before_bh = self._tags
         when = b"%d" % (int(time.time()) if timestamp is None else timestamp)
         tags = before_t + when + before_bh + bh + b"; b="
@@ -221,14 +271,35 @@ class DkimSigner:
             else (_SIG_NAME + b": " + unsigned)
         )
         data = b"\r\n".join(signed) + b"\r\n" + sig_field.rstrip()
-        value = base64.b64encode(self._sign(data))
-        return _SIG_NAME + b": " + fold(tags + value + b"\r\n", namelen=len(_SIG_NAME)) + message
+        return Unsigned(tags, hashlib.sha256(data).digest(), message)
 
-    def _sign(self, data: bytes) -> bytes:
+    def body_prefix(self, data: bytes) -> BodyPrefix | None:
+        """`data`, how every body to be signed starts, hashed once (None for a relaxed body,
+        which is hashed after canonicalisation)."""
+        return BodyPrefix.of(data) if self.canonicalize[1] == b"simple" else None
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The signature of header fields whose SHA-256 is `digest`: RSA PKCS#1 v1.5 over the
+        SHA-256 (the same bytes as signing the fields themselves: v1.5 is deterministic), or
+        Ed25519 of the SHA-256 (RFC 8463 §3)."""
         key = self._key
         if isinstance(key, RSAPrivateKey):
-            return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        return key.sign(hashlib.sha256(data).digest())  # RFC 8463 §3: Ed25519 of the SHA-256
+            return key.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+        return key.sign(digest)
+
+    def check_digest(self, signature: bytes, digest: bytes) -> bool:
+        """Whether `signature` is this key's signature of `digest` (as sign_digest makes it)."""
+        from cryptography.exceptions import InvalidSignature
+
+        public = self._key.public_key()
+        try:
+            if isinstance(public, RSAPublicKey):
+                public.verify(signature, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+            else:
+                public.verify(signature, digest)
+        except InvalidSignature:
+            return False
+        return True
 
     @property
     def key_type(self) -> str:

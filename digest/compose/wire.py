@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from digest.render import PLACEHOLDER_PREFERENCES, PLACEHOLDER_UNSUBSCRIBE
 
 if TYPE_CHECKING:
-    from digest.compose.dkim import DkimSigner
+    from digest.compose.dkim import BodyPrefix, DkimSigner
 
 _QP_LINE = 74  # leaves room to turn a leading "." into "=2E" within RFC 2045's 76
 _CTRL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -255,6 +255,15 @@ class MessageTemplate:
         self._text_head = part_head.format(b=boundary, sub="plain").encode()
         self._html_head = ("\r\n" + part_head.format(b=boundary, sub="html")).encode()
         self._tail = f"\r\n--{boundary}--\r\n".encode()
+        # DKIM: the body's start that every recipient shares, hashed once
+        self.body_prefix: BodyPrefix | None = None
+        if signer is not None:
+            shared = [self._text_head]
+            for piece in self._text_pieces:
+                if not isinstance(piece, bytes):
+                    break
+                shared.append(piece)
+            self.body_prefix = signer.body_prefix(b"".join(shared))
 
     @staticmethod
     def _split(body: str, *, escape: bool) -> list[bytes | Callable[[Recipient], bytes]]:
@@ -288,8 +297,9 @@ class MessageTemplate:
             )
         return f"List-Unsubscribe: <{mailto}>\r\n".encode()
 
-    def render(self, r: Recipient) -> bytes:
-        """The complete message for one recipient: CRLF line ends, ready for SMTP DATA."""
+    def render(self, r: Recipient, *, sign: bool = True) -> bytes:
+        """The complete message for one recipient: CRLF line ends, ready for SMTP DATA.
+        `sign=False`: without its DKIM-Signature (digest.send.signers signs it elsewhere)."""
         out = [
             self._head_before_to,
             to_header(r.name, r.email),
@@ -308,4 +318,6 @@ class MessageTemplate:
             out.append(piece if isinstance(piece, bytes) else piece(r))
         out.append(self._tail)
         data = b"".join(out)
-        return self.signer.sign(data) if self.signer is not None else data
+        if sign and self.signer is not None:
+            return self.signer.sign(data, prefix=self.body_prefix)
+        return data

@@ -8,6 +8,7 @@ refuses everyone, so such replies stop the run instead of failing the whole list
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -96,6 +97,24 @@ class CircuitBreaker:
         return bool(self.limit) and len(self.held) >= self.limit
 
 
+MAX_SIGNING_PROCESSES = 4
+
+
+def signing_helpers(setting: int | None, connections: int) -> int:
+    """How many DKIM helper processes a run starts: the setting, or (unset) one for each core,
+    at most 4, and none for a single connection (which sends one message at a time, so a
+    signature made elsewhere would only be waited for) or on a single core."""
+    if setting is not None:
+        return setting
+    if connections < 2:
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(MAX_SIGNING_PROCESSES, cores)
+
+
 @dataclass(frozen=True)
 class RunOptions:
     connections: int = 1
@@ -107,6 +126,7 @@ class RunOptions:
     smtp_down_seconds: float = 300.0
     max_consecutive_failures: int = 20
     batch_size: int = 16
+    signing_processes: int = 0  # DKIM helper processes (digest.send.signers)
 
     @classmethod
     def of(cls, settings: Settings, pacer: Pacer, retry_wait: float | None = None) -> RunOptions:
@@ -121,4 +141,5 @@ class RunOptions:
             retry_wait_seconds=settings.retry_wait_seconds if retry_wait is None else retry_wait,
             smtp_down_seconds=settings.smtp_down_seconds,
             max_consecutive_failures=settings.max_consecutive_failures, batch_size=batch,
+            signing_processes=signing_helpers(settings.dkim_signing_processes, connections),
         )  # fmt: skip

@@ -40,6 +40,7 @@ from digest.send.outcome import SendOutcome, SendProgress, halt_error
 from digest.send.pacing import Pacer
 from digest.send.policy import CircuitBreaker, RunOptions, Update, skip
 from digest.send.replies import sender_hint
+from digest.send.signers import Signers
 from digest.send.store import Claimed, Store
 from digest.text import plural
 
@@ -103,6 +104,7 @@ class DeliveryRun:
         self.halt_hint: str | None = None
         self.halt_kind: Literal["", "sender", "setup", "error"] = ""
         self.unavailable: str | None = None
+        self.signers: Signers | None = None  # DKIM helper processes, while the run is on
 
     # The connections ---------------------------------------------------------------------------
 
@@ -144,13 +146,11 @@ class DeliveryRun:
                     if (delay := self.pacer.reserve()) > 0:
                         await sleep_until(delay, self._stopped)
                 try:
+                    data = await job.message(self._template(job.claim), self.signers)
                     if not checked and not await self._ready(job):
                         continue
                     if sender is None:
                         sender = self.sender_factory()
-                    variant = job.claim.variant_id
-                    template = self.template if variant is None else self.variants[variant]
-                    data = template.render(job.recipient)
                     r = job.recipient
                     result = await sender.send(r.envelope_from, r.email, data, then=take_next)
                 except SmtpUnavailable as exc:
@@ -175,6 +175,9 @@ class DeliveryRun:
                 self._finished(Done(ahead, "stopping"))
             if sender is not None:
                 await close_quietly(sender)
+
+    def _template(self, claim: Claimed) -> MessageTemplate:
+        return self.template if claim.variant_id is None else self.variants[claim.variant_id]
 
     async def _ready(self, job: Job) -> bool:
         """Right before MAIL FROM: whether the job may be sent; when not, it is finished here
@@ -240,6 +243,10 @@ class DeliveryRun:
         store, options = self.store, self.options
         store.start()
         self.started_at = self.clock()
+        signer = self.template.signer
+        if signer is not None and options.signing_processes > 0:
+            self.signers = Signers(signer, options.signing_processes)
+            await self.signers.start()
         retry_deadline = time.monotonic() + options.retry_wait_seconds
         watcher = asyncio.ensure_future(self._watch_stop())
         tasks = [asyncio.ensure_future(self._connection(i)) for i in range(options.connections)]
@@ -322,6 +329,8 @@ class DeliveryRun:
                 for update in held:
                     self.progress.count(update)
             store.release(leftover)
+            if self.signers is not None:
+                await self.signers.close()
         return self._finish()
 
     def _stopping(self) -> bool:
@@ -335,7 +344,9 @@ class DeliveryRun:
                 records.append(skip(c.delivery_id, c.attempts, c.first_attempt_at,
                                     "subscriber removed"))  # fmt: skip
                 continue
-            self.jobs.put_nowait(Job(c, self.recipients.subscriber(sub.uid, sub.email, sub.name)))
+            r = self.recipients.subscriber(sub.uid, sub.email, sub.name)
+            ahead = self.signers.ahead(self._template(c), r) if self.signers else None
+            self.jobs.put_nowait(Job(c, r, ahead))
             handed += 1
         return handed
 
