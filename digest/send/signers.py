@@ -44,6 +44,7 @@ class _Helper:
     signature_size: int = 0  # known once the helper said OK
     checked: bool = False  # its first signature verified against the public key
     signed: int = 0
+    outbox: list[bytes] = field(default_factory=list)  # digests not yet written to it
     reader: asyncio.Task[None] | None = None
 
     @property
@@ -61,6 +62,7 @@ class Signers:
         self.signed_by_helpers = 0
         self.signed_here = 0  # signatures made in this process (no helper was ready)
         self._closing = False
+        self._flushing = False
         self._dropped: list[_Helper] = []
 
     async def start(self) -> None:
@@ -125,12 +127,22 @@ class Signers:
         helper = min(ready, key=lambda h: len(h.pending))
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         helper.pending.append((waiter, unsigned.digest))
-        assert helper.process.stdin is not None
-        try:
-            helper.process.stdin.write(unsigned.digest)
-        except (OSError, RuntimeError) as exc:  # it has gone: signed here, in _drop
-            self._drop(helper, f"writing to it failed: {exc}")
+        helper.outbox.append(unsigned.digest)
+        if not self._flushing:  # what is asked for in this turn of the loop goes in one write
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
         return waiter
+
+    def _flush(self) -> None:
+        self._flushing = False
+        for helper in list(self.helpers):
+            if helper.outbox:
+                data, helper.outbox = b"".join(helper.outbox), []
+                assert helper.process.stdin is not None
+                try:
+                    helper.process.stdin.write(data)
+                except (OSError, RuntimeError) as exc:  # it has gone: signed here, in _drop
+                    self._drop(helper, f"writing to it failed: {exc}")
 
     async def _read(self, helper: _Helper) -> None:
         stdout = helper.process.stdout
@@ -182,6 +194,7 @@ class Signers:
             self.helpers.remove(helper)
             self.signed_by_helpers += helper.signed
             self._dropped.append(helper)
+        helper.outbox.clear()
         while helper.pending:
             waiter, digest = helper.pending.popleft()
             if not waiter.done():
