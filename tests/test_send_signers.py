@@ -8,7 +8,9 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,56 @@ def test_a_send_signed_by_helpers_verifies(
     assert by_helpers > 0 and f"by 2 helper processes, {len(people) - by_helpers} in" in said[0]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert _helpers_of(os.getpid()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signed_send_stopped_by_a_signal_to_its_group_resumes(
+    sig: signal.Signals, env: dict[str, str], cli: Callable[..., Any], workdir: Path,
+    smtp_server: SmtpServer,
+) -> None:  # fmt: skip
+    """Ctrl-C in a terminal, or systemd stopping the unit, signals the send and its helpers
+    together: the helpers go on until the send ends them (no warning, none left running), the
+    send stops with 130, and the next run sends the rest, every message signed and once."""
+    key = workdir / "dkim.key"
+    key.write_bytes(rsa_pem())
+    key.chmod(0o600)
+    over = {
+        **env, "DIGEST_DKIM_DOMAIN": "partnership.example.org",
+        "DIGEST_DKIM_SELECTOR": "news2026", "DIGEST_DKIM_PRIVATE_KEY_FILE": str(key),
+        "DIGEST_SMTP_CONNECTIONS": "4", "DIGEST_DKIM_SIGNING_PROCESSES": "2",
+    }  # fmt: skip
+    people = [f"reader{i}@example.net" for i in range(300)]
+    (workdir / "list.csv").write_text("\n".join(["email", *people]) + "\n")
+    assert cli("subscribers", "import", "list.csv").exit_code == 0
+    r = cli("news", "add", "--title", "Signed", "--url", "https://example.org/s")
+    assert r.exit_code == 0, r.output
+    proc: list[subprocess.Popen[bytes]] = []
+    helpers: list[int] = []
+
+    def on_data(_: object) -> None:
+        time.sleep(0.005)  # a relay slow enough for the signal to come mid-send
+        if len(smtp_server.messages) == 60 and proc and not helpers:
+            helpers.extend(_helpers_of(proc[0].pid))
+            os.killpg(proc[0].pid, sig)
+
+    smtp_server.on_data = on_data
+    command = [sys.executable, "-m", "digest", "send", "--yes"]
+    proc.append(subprocess.Popen(command, env={**os.environ, **over}, start_new_session=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    _, err = proc[0].communicate(timeout=120)
+    assert proc[0].returncode == 130, err.decode()
+    assert len(helpers) == 2  # both were running when the signal came
+    assert b"helper" not in err, err.decode()
+    assert not [pid for pid in helpers if Path(f"/proc/{pid}").exists()]
+    first = len(smtp_server.messages)
+    assert 60 <= first < 300
+    smtp_server.on_data = None
+    resumed = subprocess.run(command, env={**os.environ, **over}, capture_output=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(people)
+    signer = load_signer(load_settings(environ=over).settings)
+    assert signer is not None
+    for m in smtp_server.messages:
+        assert dkim.verify(m.data, dnsfunc=dns_for(signer)), m.rcpt_tos

@@ -40,7 +40,7 @@ from digest.send.outcome import SendOutcome, SendProgress, halt_error
 from digest.send.pacing import Pacer
 from digest.send.policy import CircuitBreaker, RunOptions, Update, skip
 from digest.send.replies import sender_hint
-from digest.send.signers import Signers
+from digest.send.signers import Signers, signing
 from digest.send.store import Claimed, Store
 from digest.text import plural
 
@@ -234,19 +234,20 @@ class DeliveryRun:
     def run(self) -> SendOutcome:
         loop = self.loop or new_event_loop()
         try:
-            return run_blocking(loop, self._run())
+            return run_blocking(loop, self._run_signing())
         finally:
             if self.loop is None:
                 loop.close()
+
+    async def _run_signing(self) -> SendOutcome:
+        """The run, with DKIM helper processes while it lasts (when it has any)."""
+        async with signing(self.template.signer, self.options.signing_processes) as self.signers:
+            return await self._run()
 
     async def _run(self) -> SendOutcome:
         store, options = self.store, self.options
         store.start()
         self.started_at = self.clock()
-        signer = self.template.signer
-        if signer is not None and options.signing_processes > 0:
-            self.signers = Signers(signer, options.signing_processes)
-            await self.signers.start()
         retry_deadline = time.monotonic() + options.retry_wait_seconds
         watcher = asyncio.ensure_future(self._watch_stop())
         tasks = [asyncio.ensure_future(self._connection(i)) for i in range(options.connections)]
@@ -329,8 +330,6 @@ class DeliveryRun:
                 for update in held:
                     self.progress.count(update)
             store.release(leftover)
-            if self.signers is not None:
-                await self.signers.close()
         return self._finish()
 
     def _stopping(self) -> bool:

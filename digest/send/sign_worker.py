@@ -75,9 +75,11 @@ def _write(data: bytes) -> None:
 
 
 def main() -> int:
-    # Ctrl-C reaches the whole process group: the send process decides when this one ends
-    # (it closes our stdin), so that what it asked for is still answered.
+    # Ctrl-C reaches the whole process group, and systemd's stop the whole unit: the send
+    # process decides when this one ends (it closes our stdin), so that what it asked for is
+    # still answered. (If the send process dies, our stdin ends and so do we.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Signatures are asked for well ahead of need (a connection's next jobs): the send loop
     # and, on the same machine, the relay go first, and the helpers sign in the time they leave.
     os.nice(NICE)

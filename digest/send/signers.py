@@ -13,7 +13,9 @@ fields, body hash, tags), so what a helper signs is 32 bytes and what it answers
 signature alone. A helper's first signature is checked against the public key; a helper
 that fails (cannot start, dies, answers wrongly) is dropped with a warning, and what it
 still owed is signed here, as is everything while no helper is ready: a helper never costs
-a message.
+a message. A job's signature is asked for when the job is handed to the connections (Job.
+presigned), so that it is ready by the time its connection gets to it; the helpers run niced
+and ignore SIGINT and SIGTERM (sign_worker.py): the send process ends them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import logging
 import sys
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +53,20 @@ class _Helper:
     @property
     def ready(self) -> bool:
         return self.signature_size > 0
+
+
+@contextlib.asynccontextmanager
+async def signing(signer: DkimSigner | None, processes: int) -> AsyncIterator[Signers | None]:
+    """`processes` helpers for `signer` while the block runs (None: no signer, or none asked)."""
+    if signer is None or processes == 0:
+        yield None
+        return
+    signers = Signers(signer, processes)
+    try:
+        await signers.start()
+        yield signers
+    finally:
+        await signers.close()
 
 
 class Signers:
