@@ -91,6 +91,15 @@ os.write(1, b"OK" + (256).to_bytes(2, "big"))
 while sys.stdin.buffer.read(32):
     os.write(1, bytes(256))
 """,
+    # says OK, then reads what it is sent and never answers
+    "never answers": """
+import os, sys
+head = sys.stdin.buffer.read(9)
+sys.stdin.buffer.read(int.from_bytes(head[5:9], "big"))
+os.write(1, b"OK" + (256).to_bytes(2, "big"))
+while sys.stdin.buffer.read(32):
+    pass
+""",
     "refuses the key": """
 import os, sys
 why = b"ValueError: no such key"
@@ -122,13 +131,14 @@ def test_a_failing_helper_costs_no_message(
     if script is not None:
         worker.write_text(script)
     monkeypatch.setattr(signers_module, "WORKER", worker)
+    monkeypatch.setattr(signers_module, "ANSWER_SECONDS", 0.5)
     signer = _signer(rsa_pem)
     messages = _unsigned_messages(signer, 12)
 
     async def run() -> tuple[list[bytes], Signers]:
         signers = Signers(signer, 1)
         await signers.start()
-        if fault in ("dies", "answers wrongly"):
+        if fault in ("dies", "answers wrongly", "never answers"):
             await _until_ready(signers)  # the fault comes after the OK
         else:
             while signers.helpers:  # until it is dropped
@@ -156,6 +166,7 @@ def test_a_failing_helper_costs_no_message(
     expected = {
         "dies": "exited with code 3: boom",
         "answers wrongly": "its signature did not verify",
+        "never answers": "it owed 6 signatures and made none for 0.5 s",
         "refuses the key": "ValueError: no such key",
         "cannot start": "exited with code 2",
     }[fault]

@@ -11,9 +11,9 @@ only), each fed SHA-256 digests down a pipe and answering with signatures, in or
 The send process still does everything else of DKIM (DkimSigner.prepare: canonical header
 fields, body hash, tags), so what a helper signs is 32 bytes and what it answers is the
 signature alone. A helper's first signature is checked against the public key; a helper
-that fails (cannot start, dies, answers wrongly) is dropped with a warning, and what it
-still owed is signed here, as is everything while no helper is ready: a helper never costs
-a message. A job's signature is asked for when the job is handed to the connections (Job.
+that fails (cannot start, dies, answers wrongly, stops answering) is dropped with a warning,
+and what it still owed is signed here, as is everything while no helper is ready: a helper
+never costs a message. A job's signature is asked for when the job is handed to the connections (Job.
 presigned), so that it is ready by the time its connection gets to it; the helpers run niced
 and ignore SIGINT and SIGTERM (sign_worker.py): the send process ends them.
 """
@@ -38,6 +38,9 @@ Presigned = tuple["Unsigned", asyncio.Future[bytes]]
 
 log = logging.getLogger("digest.send")
 WORKER = Path(__file__).with_name("sign_worker.py")
+# A helper that owes signatures and has made none for this long is dropped (one takes ~0.25 ms):
+# stopped, swapped out or wedged, it must not hold the send.
+ANSWER_SECONDS = 10.0
 
 
 @dataclass
@@ -48,6 +51,8 @@ class _Helper:
     checked: bool = False  # its first signature verified against the public key
     signed: int = 0
     outbox: list[bytes] = field(default_factory=list)  # digests not yet written to it
+    progress_at: float = 0.0  # when it last answered, or was first owed something since
+    dropped: bool = False
     reader: asyncio.Task[None] | None = None
 
     @property
@@ -80,6 +85,7 @@ class Signers:
         self.signed_here = 0  # signatures made in this process (no helper was ready)
         self._closing = False
         self._flushing = False
+        self._watchdog: asyncio.Task[None] | None = None
         self._dropped: list[_Helper] = []
 
     async def start(self) -> None:
@@ -101,6 +107,7 @@ class Signers:
             helper = _Helper(process)
             helper.reader = asyncio.ensure_future(self._read(helper))
             self.helpers.append(helper)
+        self._watchdog = asyncio.ensure_future(self._watch())
 
     @property
     def ready(self) -> bool:
@@ -142,12 +149,15 @@ class Signers:
         if not ready:
             return None
         helper = min(ready, key=lambda h: len(h.pending))
-        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        if not helper.pending:
+            helper.progress_at = loop.time()
         helper.pending.append((waiter, unsigned.digest))
         helper.outbox.append(unsigned.digest)
         if not self._flushing:  # what is asked for in this turn of the loop goes in one write
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         return waiter
 
     def _flush(self) -> None:
@@ -185,6 +195,7 @@ class Signers:
                     helper.signed += 1
                     if not waiter.done():
                         waiter.set_result(signature)
+                helper.progress_at = asyncio.get_running_loop().time()
                 buffered = buffered[done * size :]
             if not self._closing:
                 raise RuntimeError(await self._why_ended(helper))
@@ -202,8 +213,21 @@ class Signers:
         last = said.splitlines()[-1] if said else ""
         return f"it exited with code {code}" + (f": {last}" if last else "")
 
+    async def _watch(self) -> None:
+        """Drop a helper that owes signatures and has made none for ANSWER_SECONDS."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ANSWER_SECONDS / 4)
+            for helper in list(self.helpers):
+                if helper.pending and loop.time() - helper.progress_at > ANSWER_SECONDS:
+                    self._drop(helper, f"it owed {len(helper.pending)} signatures and made "
+                                       f"none for {ANSWER_SECONDS:g} s")  # fmt: skip
+
     def _drop(self, helper: _Helper, why: str) -> None:
         """A helper that failed: out of use, and what it owed signed here."""
+        if helper.dropped:
+            return
+        helper.dropped = True
         if not self._closing:
             log.warning("DKIM signing helper %s stopped (%s); signing in this process",
                         helper.process.pid, why)  # fmt: skip
@@ -223,6 +247,9 @@ class Signers:
     async def close(self) -> None:
         """End the helpers (their input closes; killed if they do not stop within 2 s)."""
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         helpers, self.helpers = self.helpers, []
         for helper in helpers:
             if helper.process.stdin is not None:
