@@ -142,3 +142,30 @@ def test_a_rate_that_holds_messages_back_is_kept(cli, one_connection) -> None:
     assert len(messages) == 4
     gaps = [b.mail_at - a.mail_at for a, b in zip(messages, messages[1:], strict=False)]
     assert min(gaps) >= 0.18, gaps
+
+
+def test_a_job_found_inactive_ahead_gives_way_to_the_next(cli, one_connection) -> None:
+    """reader1 unsubscribes while reader0's message is on its way: when reader0's content
+    goes out, reader1's job is checked, found inactive and skipped, and reader2's envelope
+    follows reader0's content instead (the round trip is not lost to the skip)."""
+    import sqlite3
+
+    seed(cli, subscribers=4)
+    path = one_connection["DIGEST_DATABASE_URL"].removeprefix("sqlite:///")
+
+    def script(conn, stage: str, arg: str) -> Say | None:
+        if stage == "rcpt" and arg == "reader0@example.net":
+            with sqlite3.connect(path) as db:
+                db.execute("UPDATE subscriber SET status = 'unsubscribed' "
+                           "WHERE email = 'reader1@example.net'")  # fmt: skip
+        return None
+
+    with ScriptedSmtp(script, extensions=PIPELINING) as server:
+        one_connection["DIGEST_SMTP_URL"] = server.url
+        r = cli("send", "--yes")
+        messages = server.accepted()
+    assert r.exit_code == 0, r.output
+    assert [m.rcpts[0] for m in messages] == [f"reader{i}@example.net" for i in (0, 2, 3)]
+    assert messages[0].followed.startswith(b"MAIL FROM:<"), messages[0].followed
+    assert b"RCPT TO:<reader2@example.net>\r\nDATA\r\n" in messages[0].followed
+    assert statuses(one_connection["DIGEST_DATABASE_URL"]) == {"sent": 3, "skipped": 1}

@@ -118,18 +118,19 @@ class DeliveryRun:
             """Asked once the server is ready for a message's content: the next job's envelope,
             when one is waiting and may go now (its pacing slot has come, nobody stopping)."""
             nonlocal ahead
-            if self._stopping() or self.jobs.empty() or not self.pacer.due():
-                return None
-            job = self.jobs.get_nowait()
-            if job is None:  # the run is ending: leave the marker for this connection
-                self.jobs.put_nowait(None)
-                return None
-            try:
-                if not await self._ready(job):
+            while True:  # a job found not to be sent (inactive, lost) gives way to the next
+                if self._stopping() or self.jobs.empty() or not self.pacer.due():
                     return None
-            except BaseException:
-                self._finished(Done(job, "stopping"))  # not sent: back to the queue
-                raise
+                job = self.jobs.get_nowait()
+                if job is None:  # the run is ending: leave the marker for this connection
+                    self.jobs.put_nowait(None)
+                    return None
+                try:
+                    if await self._ready(job):
+                        break
+                except BaseException:
+                    self._finished(Done(job, "stopping"))  # not sent: back to the queue
+                    raise
             self.pacer.reserve()
             ahead = job
             return job.recipient.envelope_from, job.recipient.email
