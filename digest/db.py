@@ -257,6 +257,14 @@ def check_schema(engine: Engine, url: str) -> None:
     """Raise a clear error unless the database exists and is at the current schema."""
     path = sqlite_path(url)
     if path is not None and not path.exists():
+        if not path.is_absolute():  # run from another folder (an MTA's pipe, a cron line)?
+            raise DatabaseError(
+                f"no database at {path} in {Path.cwd()} (a relative path starts from the "
+                "folder digest runs in)",
+                hint="Run digest from the folder of its database and digest.toml (`cd` first), "
+                f"or give database_url as an absolute path (sqlite:////srv/digest/{path.name}); "
+                "`digest init` creates a new one.",
+            )
         raise DatabaseError(
             f"no database at {path}",
             hint="Run `digest init` to create it (or pass --db / set DIGEST_DATABASE_URL).",

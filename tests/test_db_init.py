@@ -28,9 +28,27 @@ def test_commands_refuse_an_old_schema(cli, workdir: Path) -> None:
 def test_commands_without_a_database_say_run_init(cli, workdir: Path) -> None:
     result = cli("subscribers", "list")
     assert result.exit_code == 1
-    assert "Error: no database at subscribers.db" in result.stderr
-    assert "Run `digest init`" in result.stderr
+    assert f"Error: no database at subscribers.db in {workdir}" in result.stderr
+    assert "`digest init` creates a new one" in result.stderr
     assert not (workdir / "subscribers.db").exists()  # nothing half-made
+    absolute = cli("--db", str(workdir / "gone.db"), "subscribers", "list")
+    assert absolute.exit_code == 1
+    assert f"Error: no database at {workdir / 'gone.db'}\n" in absolute.stderr
+    assert "Run `digest init`" in absolute.stderr
+
+
+def test_run_from_another_folder_names_the_folder(cli, workdir: Path, monkeypatch) -> None:
+    """An MTA's pipe or a cron line runs digest in another folder: a relative database path
+    then names nothing there, and the error says where it looked and what to do."""
+    assert cli("init").exit_code == 0
+    elsewhere = workdir / "spool"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("--config", str(workdir / "digest.toml"), "subscribers", "list")
+    assert result.exit_code == 1
+    assert f"no database at subscribers.db in {elsewhere}" in result.stderr
+    assert "(a relative path starts from the folder digest runs in)" in result.stderr
+    assert "`cd` first" in result.stderr and "sqlite:////srv/digest/subscribers.db" in result.stderr
 
 
 def test_init_is_safe_to_rerun(cli, workdir: Path) -> None:
