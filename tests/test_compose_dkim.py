@@ -28,7 +28,7 @@ from digest.compose.dkim import (
 from digest.config_load import load_settings
 from digest.errors import ConfigError
 
-from .helpers.keys import dns_for, ed25519_pem, rsa_pem, signed_message
+from .helpers.keys import dkim_settings, dns_for, ed25519_pem, rsa_pem, signed_message
 from .helpers.smtp import SmtpServer
 
 REQUIRED = {b"from", b"to", b"subject", b"date", b"message-id", b"list-id", b"list-unsubscribe",
@@ -206,17 +206,13 @@ def test_every_message_of_an_awkward_send_verifies(
     long enough to fold, a summary with runs of spaces, tabs, dot lines and trailing blank
     lines; dkimpy verifies every message received, each with its own body hash (the
     unsubscribe links differ)."""
-    key = workdir / "dkim.key"
-    key.write_bytes(make_key())
-    key.chmod(0o600)
-    for name, value in {
-        "DKIM_DOMAIN": "partnership.example.org", "DKIM_SELECTOR": "news2026",
-        "DKIM_PRIVATE_KEY_FILE": str(key), "SMTP_CONNECTIONS": "4",
-        "FROM": "Gwasanaethau Cymdeithasol Łódź <news@partnership.example.org>",
-        "NAME": "Zürich & Łódź Safeguarding Partnership — weekly news for practitioners",
-        "SUBJECT": "{{ name }}: {{ date_range }} — everything that changed, in one long line",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(f"DIGEST_{name}", value)
+    for name, value in dkim_settings(
+        workdir, make_key(), SMTP_CONNECTIONS="4",
+        FROM="Gwasanaethau Cymdeithasol Łódź <news@partnership.example.org>",
+        NAME="Zürich & Łódź Safeguarding Partnership — weekly news for practitioners",
+        SUBJECT="{{ name }}: {{ date_range }} — everything that changed, in one long line",
+    ).items():  # fmt: skip
+        monkeypatch.setenv(name, value)
     people = {"ana@example.net": "Siobhán O'Brien, Jr.", "ben@example.net": "",
               "cy@example.net": "Zoë  Łukasiewicz-Smith\tthe Third of that Name, Esq.",
               "dee@example.net": "Plain Name"}  # fmt: skip

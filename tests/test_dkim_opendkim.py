@@ -17,7 +17,7 @@ import pytest
 from digest.compose.dkim import load_signer
 from digest.config_load import load_settings
 
-from .helpers.keys import ed25519_pem, rsa_pem
+from .helpers.keys import dkim_settings, ed25519_pem, rsa_pem
 from .helpers.smtp import SmtpServer
 
 OPENDKIM = shutil.which("opendkim") or "/usr/sbin/opendkim"
@@ -47,17 +47,12 @@ def test_opendkim_verifies_every_message_of_a_send(
     make_key: Callable[[], bytes], env: dict[str, str], cli: Callable[..., Any], workdir: Path,
     smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:  # fmt: skip
-    key = workdir / "dkim.key"
-    key.write_bytes(make_key())
-    key.chmod(0o600)
-    for name, value in {
-        "DKIM_DOMAIN": "partnership.example.org", "DKIM_SELECTOR": "news2026",
-        "DKIM_PRIVATE_KEY_FILE": str(key), "SMTP_CONNECTIONS": "4",
-        "DKIM_SIGNING_PROCESSES": "2",
-        "FROM": "Gwasanaethau Cymdeithasol Łódź <news@partnership.example.org>",
-        "SUBJECT": "{{ name }}: {{ date_range }} — everything that changed, in one long line",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(f"DIGEST_{name}", value)
+    for name, value in dkim_settings(
+        workdir, make_key(), SMTP_CONNECTIONS="4", DKIM_SIGNING_PROCESSES="2",
+        FROM="Gwasanaethau Cymdeithasol Łódź <news@partnership.example.org>",
+        SUBJECT="{{ name }}: {{ date_range }} — everything that changed, in one long line",
+    ).items():  # fmt: skip
+        monkeypatch.setenv(name, value)
     names = ["Siobhán O'Brien, Jr.", "", "Zoë  Łukasiewicz-Smith\tthe Third", "Plain Name"]
     rows = ["email,name"] + [f'reader{i}@example.net,"{names[i % 4]}"' for i in range(200)]
     (workdir / "list.csv").write_text("\n".join(rows) + "\n")

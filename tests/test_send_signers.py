@@ -24,7 +24,7 @@ from digest.send import signers as signers_module
 from digest.send.policy import signing_helpers
 from digest.send.signers import Signers
 
-from .helpers.keys import dns_for, ed25519_pem, rsa_pem, signed_message
+from .helpers.keys import dkim_settings, dns_for, ed25519_pem, rsa_pem, signed_message
 from .helpers.smtp import SmtpServer
 
 KEYS = {"rsa-2048": rsa_pem, "ed25519": ed25519_pem}
@@ -235,15 +235,9 @@ def test_a_send_signed_by_helpers_verifies(
 ) -> None:  # fmt: skip
     """A real `digest send` over 4 connections with 2 helpers, to aiosmtpd: dkimpy verifies
     every message, the helpers made the signatures, and none is left running."""
-    key = workdir / "dkim.key"
-    key.write_bytes(make_key())
-    key.chmod(0o600)
-    for name, value in {
-        "DKIM_DOMAIN": "partnership.example.org", "DKIM_SELECTOR": "news2026",
-        "DKIM_PRIVATE_KEY_FILE": str(key), "SMTP_CONNECTIONS": "4",
-        "DKIM_SIGNING_PROCESSES": "2",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(f"DIGEST_{name}", value)
+    signing = dkim_settings(workdir, make_key(), SMTP_CONNECTIONS="4", DKIM_SIGNING_PROCESSES="2")
+    for name, value in signing.items():
+        monkeypatch.setenv(name, value)
     people = [f"reader{i}@example.net" for i in range(300)]  # the helpers start in ~30 ms
     (workdir / "list.csv").write_text("\n".join(["email", *people]) + "\n")
     r = cli("subscribers", "import", "list.csv")
@@ -276,14 +270,8 @@ def test_a_signed_send_stopped_by_a_signal_to_its_group_resumes(
     """Ctrl-C in a terminal, or systemd stopping the unit, signals the send and its helpers
     together: the helpers go on until the send ends them (no warning, none left running), the
     send stops with 130, and the next run sends the rest, every message signed and once."""
-    key = workdir / "dkim.key"
-    key.write_bytes(rsa_pem())
-    key.chmod(0o600)
-    over = {
-        **env, "DIGEST_DKIM_DOMAIN": "partnership.example.org",
-        "DIGEST_DKIM_SELECTOR": "news2026", "DIGEST_DKIM_PRIVATE_KEY_FILE": str(key),
-        "DIGEST_SMTP_CONNECTIONS": "4", "DIGEST_DKIM_SIGNING_PROCESSES": "2",
-    }  # fmt: skip
+    over = {**env, **dkim_settings(workdir, rsa_pem(), SMTP_CONNECTIONS="4",
+                                   DKIM_SIGNING_PROCESSES="2")}  # fmt: skip
     people = [f"reader{i}@example.net" for i in range(300)]
     (workdir / "list.csv").write_text("\n".join(["email", *people]) + "\n")
     assert cli("subscribers", "import", "list.csv").exit_code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -56,3 +57,15 @@ def dns_for(signer: DkimSigner) -> Callable[..., bytes | None]:
         return record if name == f"{signer.selector}._domainkey.{signer.domain}.".encode() else None
 
     return dnsfunc
+
+
+def dkim_settings(folder: Path, key: bytes, **more: str) -> dict[str, str]:
+    """DIGEST_* for signing as partnership.example.org (selector news2026) with `key`, written
+    to folder/dkim.key, owner-only as digest requires; `more`: other settings, without the
+    DIGEST_ prefix (SMTP_CONNECTIONS="4")."""
+    path = folder / "dkim.key"
+    path.write_bytes(key)
+    path.chmod(0o600)
+    values = {"DKIM_DOMAIN": "partnership.example.org", "DKIM_SELECTOR": "news2026",
+              "DKIM_PRIVATE_KEY_FILE": str(path), **more}  # fmt: skip
+    return {f"DIGEST_{name}": value for name, value in values.items()}
