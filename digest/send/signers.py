@@ -101,7 +101,7 @@ class Signers:
                 )  # fmt: skip
             except OSError as exc:
                 log.warning("DKIM signing helper not started (%s); signing in this process", exc)
-                return
+                break
             assert process.stdin is not None
             process.stdin.write(hello)
             helper = _Helper(process)
