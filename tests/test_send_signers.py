@@ -109,7 +109,7 @@ sys.exit(1)
 }
 
 
-@pytest.mark.parametrize("fault", ["dies", *FAULTY, "cannot start"])
+@pytest.mark.parametrize("fault", ["dies", *FAULTY, "cannot start", "no python"])
 def test_a_failing_helper_costs_no_message(
     fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -123,8 +123,10 @@ def test_a_failing_helper_costs_no_message(
             "        sys.exit(3)\n",
         )
         assert script != real
-    elif fault == "cannot start":
-        script = None
+    elif fault in ("cannot start", "no python"):
+        script = None  # a script that is not there; or no interpreter to run it with
+        if fault == "no python":
+            monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     else:
         script = FAULTY[fault]
     worker = tmp_path / "worker.py"
@@ -169,6 +171,7 @@ def test_a_failing_helper_costs_no_message(
         "never answers": "it owed 6 signatures and made none for 0.5 s",
         "refuses the key": "ValueError: no such key",
         "cannot start": "exited with code 2",
+        "no python": "not started",
     }[fault]
     assert "DKIM signing helper" in warnings[0] and expected in warnings[0], warnings[0]
 
