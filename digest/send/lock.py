@@ -1,4 +1,6 @@
-"""One sender at a time on a SQLite file: an OS lock next to the database's resolved file."""
+"""One sender at a time on a SQLite file: an OS lock next to the database's resolved file;
+and, on PostgreSQL (where several runs may work at once), one run at a time on an issue's
+review copy."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from digest.db import sqlite_path
+import sqlalchemy as sa
+
+from digest.db import Engine, sqlite_path
 from digest.errors import EXIT_TEMPFAIL, DigestError
 
 
@@ -76,3 +80,27 @@ def send_lock_held(database_url: str) -> bool:
     finally:
         os.close(fd)  # closing it lets go of the shared lock at once
     return False
+
+
+REVIEW_LOCK_CLASS = 0x64676572  # "dger": the first key of digest's advisory locks on reviews
+
+
+@contextmanager
+def review_lock(engine: Engine, issue_id: int) -> Iterator[bool]:
+    """Whether this run may send the review copy of the issue now: on PostgreSQL, a session
+    advisory lock held while it does (False: another run holds it); on SQLite the send lock
+    already lets one run at a time in, so always True. A run that dies lets go with its
+    connection, so the copy is never left unsent."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        key = (REVIEW_LOCK_CLASS, issue_id)
+        got = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(*key))).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(*key)))
+                conn.commit()

@@ -24,6 +24,7 @@ from digest.errors import DigestError, TemporaryFailure
 from digest.issues.review import review_link
 from digest.issues.state import get_issue
 from digest.models import Issue
+from digest.send.lock import review_lock
 from digest.send.mailer import Sender, SendResult, SmtpSender
 from digest.send.plan import ScheduledPlan
 
@@ -110,10 +111,26 @@ def send_review_copy(
     now: datetime,
 ) -> None:  # fmt: skip
     """The review copy of draft `number` to review_to; recorded once one address took it, so
-    later scheduled runs do not send it again."""
+    later scheduled runs do not send it again (nor one running at the same time)."""
     with session_scope(engine) as session:
-        issue = get_issue(session, number)
-        copy = copy_of_issue(issue, f"issue {number}", archived=False)
+        issue_id = get_issue(session, number).id or 0
+    with review_lock(engine, issue_id) as mine:
+        if not mine:
+            notify(f"Another run is sending the review copy of issue {number}.")
+            return
+        with session_scope(engine) as session:
+            issue = get_issue(session, number)  # read again now that the lock is ours
+            if issue.review_sent_at is not None:
+                return  # the run that had the lock sent it
+            copy = copy_of_issue(issue, f"issue {number}", archived=False)
+        _send_review_copy(engine, settings, copy, notify=notify, now=now)
+
+
+def _send_review_copy(
+    engine: Engine, settings: Settings, copy: CopyOf, *, notify: Callable[[str], None],
+    now: datetime,
+) -> None:  # fmt: skip
+    number = copy.number
     banner = [
         f"REVIEW COPY of issue {number}: not sent to subscribers yet.",
         f"To send it to the list: digest issues approve {number}",
