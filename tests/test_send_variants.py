@@ -54,6 +54,14 @@ def test_each_reader_gets_their_topics(cli, env, smtp_server: SmtpServer, client
     assert sorted(t for _, t in variants) == ["Training", "Training, Research"]
     assert rows(env, "SELECT count(DISTINCT variant_id) FROM delivery "
                 "WHERE variant_id IS NOT NULL") == [(2,)]  # fmt: skip
+    # `digest issues show` lists them, with the whole issue and the deliveries of each
+    shown = cli("issues", "show", "1")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.split("Variants (2), by the readers' topics:\n", 1)[1].splitlines()
+    assert lines[0].split() == ["topics", "items", "deliveries"]
+    assert " ".join(lines[2].split()) == "(the whole issue) all 1"
+    assert sorted(" ".join(line.split()) for line in lines[3:5]) == [
+        "Training 2 1", "Training, Research 2, 3 2"]  # fmt: skip
     # the archive shows the whole issue
     page = client.get("/archive/1")
     assert page.status_code == 200

@@ -104,6 +104,9 @@ def issues_show(ctx: typer.Context, number: IssueNumber) -> None:
         typer.echo(
             f"  {it.position}. [{it.category or 'News'}] {it.title}\n     {it.url or '(no link)'}"
         )
+    if detail.variants:  # readers of some topics get a part of it (issues/variants.py)
+        typer.echo(f"\nVariants ({len(detail.variants) - 1}), by the readers' topics:")
+        typer.echo(table(["topics", "items", "deliveries"], detail.variants))
     if detail.problems:
         typer.echo("\nFailed and deferred:")
         typer.echo(table(["address", "status", "attempts", "last reply"], detail.problems))

@@ -19,6 +19,7 @@ from digest.models import (
     Issue,
     IssueItem,
     IssueStatus,
+    IssueVariant,
     Subscriber,
     utcnow,
 )
@@ -172,6 +173,29 @@ def problem_deliveries(session: Session, issue_id: int) -> list[tuple[str, str, 
     ]
 
 
+def variant_summary(session: Session, issue_id: int) -> list[tuple[str, str, int]]:
+    """(topics, items by position, deliveries) of the issue's variants (issues/variants.py),
+    the whole issue first; empty for an issue without variants."""
+    v = IssueVariant.__table__  # type: ignore[attr-defined]
+    d = Delivery.__table__  # type: ignore[attr-defined]
+    found = session.execute(
+        sa.select(v.c.id, v.c.topics, v.c.positions, sa.func.count(d.c.id))
+        .select_from(v.outerjoin(d, d.c.variant_id == v.c.id))
+        .where(v.c.issue_id == issue_id)
+        .group_by(v.c.id, v.c.topics, v.c.positions)
+        .order_by(v.c.id)
+    ).all()
+    if not found:
+        return []
+    whole = session.execute(
+        sa.select(sa.func.count())
+        .select_from(d)
+        .where(d.c.issue_id == issue_id, d.c.variant_id.is_(None))
+    ).scalar_one()
+    rows = [("(the whole issue)", "all", int(whole))]
+    return rows + [(t or "(none)", p.replace(",", ", "), int(n)) for _, t, p, n in found]
+
+
 @dataclass(frozen=True)
 class IssueDetail:
     issue: Issue
@@ -179,11 +203,12 @@ class IssueDetail:
     items: Sequence[IssueItem]
     problems: list[tuple[str, str, int, str]]  # see problem_deliveries
     feedback: dict[str, int] = field(default_factory=dict)  # bounce events by kind (inbound/)
+    variants: list[tuple[str, str, int]] = field(default_factory=list)  # see variant_summary
 
 
 def issue_detail(session: Session, number: int) -> IssueDetail:
-    """One issue (`digest issues show`): its delivery counts, its items, and its failed and
-    deferred deliveries with the server's last reply."""
+    """One issue (`digest issues show`): its delivery counts, its items, its variants, and its
+    failed and deferred deliveries with the server's last reply."""
     issue = get_issue(session, number)
     issue_id = issue.id or 0
     from digest.inbound.act import issue_feedback_counts
@@ -191,4 +216,5 @@ def issue_detail(session: Session, number: int) -> IssueDetail:
     return IssueDetail(
         issue, delivery_counts(session, issue_id), issue_items(session, issue_id),
         problem_deliveries(session, issue_id), issue_feedback_counts(session, issue_id),
+        variant_summary(session, issue_id),
     )  # fmt: skip
