@@ -141,3 +141,36 @@ def test_cli_branding_settings_are_validated(
     assert (
         r.exit_code == 3 and "setting 'logo_url'" in r.output and "is not an https URL" in r.output
     )
+
+
+def test_cli_preview_says_what_readers_of_some_topics_get(
+    env: dict[str, str], cli: Callable[..., Any], workdir: Path
+) -> None:
+    """The preview's files show the whole issue; it says which variants the readers' topic
+    choices make of it, and who would get none of it, as the send would make them."""
+    now = datetime.now(UTC)
+    for n, (title, cat) in enumerate(
+        [("Neglect toolkit", "Procedures"), ("Course in May", "Training"),
+         ("Research briefing", "Research")], 1
+    ):  # fmt: skip
+        r = cli("news", "add", "--title", title, "--url", f"https://example.org/v/{n}",
+                "--category", cat, "--published", (now - timedelta(hours=n)).isoformat())  # fmt: skip
+        assert r.exit_code == 0, r.output
+    r = cli("news", "add", "--title", "Old audit", "--url", "https://example.org/v/old",
+            "--category", "Audit", "--published", (now - timedelta(days=60)).isoformat())  # fmt: skip
+    assert r.exit_code == 0, r.output
+    for email, topics in [("all@example.net", []), ("train@example.net", ["Training"]),
+                          ("two@example.net", ["Training", "Research"]),
+                          ("two-b@example.net", ["Research", "Training"]),
+                          ("audit@example.net", ["Audit"])]:  # fmt: skip
+        r = cli("subscribers", "add", email, *[a for t in topics for a in ("--topic", t)])
+        assert r.exit_code == 0, r.output
+    r = cli("preview", "--out", str(workdir / "preview"))
+    assert r.exit_code == 0, r.output
+    assert (
+        "Variants for readers' topics: 2\n"
+        "  items 2: 1 subscriber\n"
+        "  items 2, 3: 2 subscribers\n"
+        "  none of their topics: 1 subscriber, not mailed\n"
+    ) in r.stdout, r.stdout
+    assert "Neglect toolkit" in (workdir / "preview" / "digest.txt").read_text()

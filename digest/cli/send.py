@@ -68,6 +68,7 @@ def preview(
     """
     from digest.issues.review import pending_note
     from digest.issues.select import draft_issue
+    from digest.issues.variants import describe_parts, draft_parts
     from digest.send.safe import preview_files
 
     s = state(ctx)
@@ -77,6 +78,7 @@ def preview(
         fetch_before(s)
     with session_scope(s.engine()) as session:
         draft, waiting = draft_issue(session, settings, shape), pending_note(session)
+        parts = draft_parts(session, draft.items, draft.audience) if draft else []
     if waiting:
         typer.echo(waiting)
     if draft is None:
@@ -93,6 +95,8 @@ def preview(
     )
     for line in draft.rendered.fit.describe() if draft.rendered.fit else []:
         typer.echo(f"Size guard: {line}")
+    for line in describe_parts(parts):  # the files show the whole issue
+        typer.echo(line)
     if open_:
         webbrowser.open(paths["html"].resolve().as_uri())
     if serve:

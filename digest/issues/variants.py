@@ -33,6 +33,7 @@ from digest.models import (
 )
 from digest.news.categories import category_key
 from digest.render.issue import RenderedIssue
+from digest.text import plural
 from digest.topics import item_categories, offered_keys
 
 NOTHING_FOR_THEM = "none of their topics ({}) is in this issue"
@@ -293,6 +294,33 @@ def variant_rows(session: Session, issue_id: int) -> Sequence[IssueVariant]:
     ).all()
 
 
+def draft_parts(
+    session: Session, items: Sequence[NewsItem], audience: Audience | None
+) -> list[Part]:
+    """For a draft not frozen (a preview, a dry run): who would not get the whole issue,
+    grouped by the items they would get; nothing stored."""
+    if audience is None:
+        return []
+    choices = _choices(session, audience)
+    received = received_before(session, 0, items, audience)
+    return plan_parts(items, choices, received, audience.topics)
+
+
+def describe_parts(parts: Sequence[Part]) -> list[str]:
+    """What `digest preview` says of a draft's variants."""
+    if not parts:
+        return []
+    shown = [p for p in parts if p.positions]
+    lines = [f"Variants for readers' topics: {len(shown)}"] if shown else []
+    for p in sorted(shown, key=lambda p: p.positions):
+        items = ", ".join(map(str, p.positions))
+        lines.append(f"  items {items}: {plural(len(p.subscribers), 'subscriber')}")
+    nothing = sum(len(p.subscribers) for p in parts if not p.positions)
+    if nothing:
+        lines.append(f"  none of their topics: {plural(nothing, 'subscriber')}, not mailed")
+    return lines
+
+
 def draft_variants(
     session: Session, items: Sequence[NewsItem], audience: Audience | None, render: Renderer | None
 ) -> dict[int, RenderedIssue | None]:
@@ -300,10 +328,8 @@ def draft_variants(
     whole issue would get, by subscriber id (None: they would be skipped); nothing stored."""
     if audience is None or render is None:
         return {}
-    choices = _choices(session, audience)
-    received = received_before(session, 0, items, audience)
     out: dict[int, RenderedIssue | None] = {}
-    for part in plan_parts(items, choices, received, audience.topics):
+    for part in draft_parts(session, items, audience):
         rendered = render([items[p - 1] for p in part.positions]) if part.positions else None
         out.update(dict.fromkeys(part.subscribers, rendered))
     return out
