@@ -46,6 +46,8 @@ from digest.text import plural
 
 log = logging.getLogger("digest.send")
 FAILED_SHOWN = 5  # addresses named in a run's summary; `digest issues show N` has them all
+# a job going, one whose envelope is pipelined behind it, one waiting: in flight at a crash
+JOBS_PER_CONNECTION = 3
 
 
 class DeliveryRun:
@@ -260,9 +262,8 @@ class DeliveryRun:
         try:
             while True:
                 records: list[Update] = []
-                # 1. Keep every connection busy: one message going, one whose envelope may go
-                #    out behind it (pipelined), one waiting.
-                free = 3 * options.connections - in_flight
+                # 1. Keep every connection busy (JOBS_PER_CONNECTION handed out at most).
+                free = JOBS_PER_CONNECTION * options.connections - in_flight
                 if not self._stopping() and free > 0:
                     if not claimed:
                         late = time.monotonic() > retry_deadline
