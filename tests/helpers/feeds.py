@@ -17,7 +17,7 @@ from digest.news.fetch import FetchLimits
 from digest.news.sources import add_source, fetch_sources
 
 # Small limits so the size and time caps are reached quickly; no test asserts a duration.
-FAST = FetchLimits(timeout=0.5, total_timeout=10, max_bytes=100_000, workers=4)
+FAST = FetchLimits(timeout=2.0, total_timeout=10, max_bytes=100_000, workers=4)
 
 
 RSS = "application/rss+xml"
