@@ -112,8 +112,7 @@ class DeliveryRun:
 
     async def _connection(self, index: int) -> None:
         sender = self.first_sender if index == 0 else None
-        # The next job, taken and checked while the last one's content went out; its envelope
-        # went out right behind that content (SmtpConnection.send's `then`).
+        # The next job, taken and checked as the last one's content went out, envelope behind it
         ahead: Job | None = None
 
         async def take_next() -> tuple[str, str] | None:
