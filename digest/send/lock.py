@@ -86,8 +86,8 @@ REVIEW_LOCK_CLASS = 0x64676572  # "dger": the first key of digest's advisory loc
 
 
 @contextmanager
-def review_lock(engine: Engine, issue_id: int) -> Iterator[bool]:
-    """Whether this run may send the review copy of the issue now: on PostgreSQL, a session
+def review_lock(engine: Engine, number: int) -> Iterator[bool]:
+    """Whether this run may send the review copy of issue `number` now: on PostgreSQL, a session
     advisory lock held while it does (False: another run holds it); on SQLite the send lock
     already lets one run at a time in, so always True. A run that dies lets go with its
     connection, so the copy is never left unsent."""
@@ -95,7 +95,7 @@ def review_lock(engine: Engine, issue_id: int) -> Iterator[bool]:
         yield True
         return
     with engine.connect() as conn:
-        key = (REVIEW_LOCK_CLASS, issue_id)
+        key = (REVIEW_LOCK_CLASS, number)
         got = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(*key))).scalar())
         conn.commit()
         try:

@@ -112,9 +112,7 @@ def send_review_copy(
 ) -> None:  # fmt: skip
     """The review copy of draft `number` to review_to; recorded once one address took it, so
     later scheduled runs do not send it again (nor one running at the same time)."""
-    with session_scope(engine) as session:
-        issue_id = get_issue(session, number).id or 0
-    with review_lock(engine, issue_id) as mine:
+    with review_lock(engine, number) as mine:
         if not mine:
             notify(f"Another run is sending the review copy of issue {number}.")
             return

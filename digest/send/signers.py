@@ -236,13 +236,17 @@ class Signers:
             self.signed_by_helpers += helper.signed
             self._dropped.append(helper)
         helper.outbox.clear()
+        self._sign_owed(helper)
+        if helper.process.returncode is None:
+            helper.process.kill()
+
+    def _sign_owed(self, helper: _Helper) -> None:
+        """What the helper still owes, signed here."""
         while helper.pending:
             waiter, digest = helper.pending.popleft()
             if not waiter.done():
                 self.signed_here += 1
                 waiter.set_result(self.signer.sign_digest(digest))
-        if helper.process.returncode is None:
-            helper.process.kill()
 
     async def close(self) -> None:
         """End the helpers (their input closes; killed if they do not stop within 2 s)."""
@@ -263,9 +267,7 @@ class Signers:
             if helper.reader is not None:  # it ends at the end of the helper's output
                 with contextlib.suppress(TimeoutError):  # (wait_for cancels it then)
                     await asyncio.wait_for(helper.reader, 2.0)
-            for waiter, digest in helper.pending:  # none unless a connection gave up waiting
-                if not waiter.done():
-                    waiter.set_result(self.signer.sign_digest(digest))
+            self._sign_owed(helper)  # none unless a connection gave up waiting
         self.signed_by_helpers += sum(h.signed for h in helpers)
         self._dropped.clear()
         log.info("DKIM: %d signatures by %d helper processes, %d in the send process",
